@@ -1,0 +1,302 @@
+"""Claiming codes for orders: one at a time, or set-based for a stream of input lines."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import psycopg
+
+from .carriers import Carrier, list_carriers, unknown_carrier
+from .errors import PoolExhausted, TrackctlError
+from .names import carrier_ref_id, check_order_id, check_parcel
+from .pools import Pool, generate_codes
+
+RETRIES = 5  # a unique violation means another process assigned the same order first: look again
+
+
+@dataclass(frozen=True)
+class Assignment:
+    order_id: str
+    carrier: str
+    code: str
+    new: bool
+    parcel: int = 1
+    generated_inline: bool = False  # the pool was dry and the code was made on the spot
+
+
+# One round trip in the common case: resolve the carrier, return the existing code for
+# (order, carrier, parcel) if there is one, otherwise claim the oldest free code of the
+# carrier's pool. SKIP LOCKED lets concurrent assigners take different codes without waiting.
+ASSIGN_ONE = """
+WITH carrier AS (
+    SELECT c.id, c.name, c.pool_id, p.kind FROM sequencing.carrier c
+    JOIN sequencing.pool p ON p.id = c.pool_id
+    WHERE c.name = %(carrier)s OR c.id = %(carrier_id)s
+), parcel AS (
+    SELECT CASE WHEN %(next_parcel)s THEN
+        (SELECT coalesce(max(t.parcel), 0) + 1 FROM sequencing.tracking t
+         WHERE t.order_id = %(order_id)s AND t.freightcarrier_id = (SELECT id FROM carrier))
+        ELSE %(parcel)s END AS n
+), existing AS (
+    SELECT t.tracking_id FROM sequencing.tracking t
+    WHERE t.order_id = %(order_id)s AND t.freightcarrier_id = (SELECT id FROM carrier)
+      AND t.parcel = (SELECT n FROM parcel)
+), pick AS (
+    SELECT f.id FROM sequencing.tracking f
+    WHERE f.pool_id = (SELECT pool_id FROM carrier) AND f.order_id IS NULL
+      AND NOT EXISTS (SELECT 1 FROM existing)
+    ORDER BY f.id LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE sequencing.tracking t
+    SET order_id = %(order_id)s, freightcarrier_id = (SELECT id FROM carrier),
+        parcel = (SELECT n FROM parcel), status = 'pending', assigned_at = now()
+    FROM pick WHERE t.id = pick.id
+    RETURNING t.tracking_id
+)
+SELECT c.id, c.name, c.pool_id, c.kind, (SELECT n FROM parcel),
+       (SELECT tracking_id FROM existing), (SELECT tracking_id FROM claimed)
+FROM carrier c
+"""
+
+# The pool was dry: the code is made here and inserted already assigned, so it can never be
+# seen free by another assigner.
+INSERT_ASSIGNED = """
+INSERT INTO sequencing.tracking
+    (tracking_id, pool_id, order_id, freightcarrier_id, parcel, status, assigned_at)
+SELECT u.code, u.pool_id, u.order_id, u.carrier_id, u.parcel, 'pending', now()
+FROM unnest(%s::text[], %s::int[], %s::text[], %s::int[], %s::int[])
+     AS u(code, pool_id, order_id, carrier_id, parcel)
+"""
+
+
+def assign(conn: psycopg.Connection, order_id: str, carrier: str, *, parcel: int = 1,
+           next_parcel: bool = False) -> Assignment:
+    """Return the code of (order, carrier, parcel), claiming a free one the first time.
+
+    `next_parcel` takes a code for a new parcel number (one above the highest the order has
+    with this carrier); it is the one call that is not idempotent.
+    """
+    check_order_id(order_id)
+    check_parcel(parcel)
+    params = {"order_id": order_id, "carrier": carrier, "carrier_id": carrier_ref_id(carrier),
+              "parcel": parcel, "next_parcel": next_parcel}
+    for _ in range(RETRIES):
+        try:
+            row = conn.execute(ASSIGN_ONE, params).fetchone()
+        except psycopg.errors.UniqueViolation:
+            continue  # a concurrent assign of the same order won; the next pass returns its code
+        if row is None:
+            raise unknown_carrier(carrier, list_carriers(conn))
+        carrier_id, name, pool_id, kind, number, existing, claimed = row
+        if existing or claimed:
+            return Assignment(order_id, name, existing or claimed, new=existing is None, parcel=number)
+        code = _generate_one(conn, Pool(pool_id, "", kind, 0), order_id, carrier_id, number)
+        if code:
+            return Assignment(order_id, name, code, new=True, parcel=number, generated_inline=True)
+    raise TrackctlError(f"could not assign a code to order {order_id!r} after {RETRIES} attempts",
+                        hint="the database is under heavy contention; retry")
+
+
+def _generate_one(conn: psycopg.Connection, pool: Pool, order_id: str, carrier_id: int, parcel: int) -> str | None:
+    code = next(iter(generate_codes(conn, pool, 1)))
+    try:
+        conn.execute(INSERT_ASSIGNED, ([code], [pool.id], [order_id], [carrier_id], [parcel]))
+    except psycopg.errors.UniqueViolation:
+        return None
+    return code
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch: lines are validated here, then each chunk goes to the database in one transaction as
+# COPY into a temporary table followed by a few set-based statements.
+
+CHUNK = 5_000
+
+BATCH_TABLE = """
+CREATE TEMPORARY TABLE batch_in (
+    seq integer PRIMARY KEY, order_id text NOT NULL, carrier_id integer NOT NULL,
+    pool_id integer NOT NULL, parcel integer NOT NULL, code text, new boolean NOT NULL DEFAULT false
+) ON COMMIT DROP
+"""
+BATCH_COPY = "COPY batch_in (seq, order_id, carrier_id, pool_id, parcel) FROM STDIN"
+BATCH_EXISTING = """
+UPDATE batch_in b SET code = t.tracking_id
+FROM sequencing.tracking t
+WHERE t.order_id = b.order_id AND t.freightcarrier_id = b.carrier_id AND t.parcel = b.parcel
+"""
+# Pair the n-th input row of each pool with the n-th free code taken from that pool.
+BATCH_CLAIM = """
+WITH need AS (
+    SELECT seq, order_id, carrier_id, pool_id, parcel,
+           row_number() OVER (PARTITION BY pool_id ORDER BY seq) AS rn
+    FROM batch_in WHERE code IS NULL
+), per_pool AS (
+    SELECT pool_id, count(*) AS n FROM need GROUP BY pool_id
+), free AS (
+    SELECT f.id, p.pool_id, row_number() OVER (PARTITION BY p.pool_id ORDER BY f.id) AS rn
+    FROM per_pool p CROSS JOIN LATERAL (
+        SELECT t.id FROM sequencing.tracking t
+        WHERE t.pool_id = p.pool_id AND t.order_id IS NULL
+        ORDER BY t.id LIMIT p.n
+        FOR UPDATE SKIP LOCKED
+    ) f
+), claimed AS (
+    UPDATE sequencing.tracking t
+    SET order_id = need.order_id, freightcarrier_id = need.carrier_id, parcel = need.parcel,
+        status = 'pending', assigned_at = now()
+    FROM need JOIN free USING (pool_id, rn)
+    WHERE t.id = free.id
+    RETURNING need.seq, t.tracking_id
+)
+UPDATE batch_in b SET code = c.tracking_id, new = true FROM claimed c WHERE b.seq = c.seq
+"""
+BATCH_SHORT = "SELECT b.seq, b.order_id, b.carrier_id, b.pool_id, b.parcel FROM batch_in b WHERE b.code IS NULL ORDER BY b.seq"
+BATCH_POOLS = "SELECT id, name, kind, target FROM sequencing.pool WHERE id = ANY(%s)"
+BATCH_SET_CODES = """
+UPDATE batch_in b SET code = u.code, new = true
+FROM unnest(%s::int[], %s::text[]) AS u(seq, code) WHERE b.seq = u.seq
+"""
+BATCH_RESULT = "SELECT seq, code, new FROM batch_in ORDER BY seq"
+
+
+@dataclass(frozen=True)
+class BatchLine:
+    line: int
+    order_id: str
+    carrier: Carrier
+    parcel: int = 1
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """One input line's fate: an assignment, or a rejection with its reason."""
+
+    line: int
+    assignment: Assignment | None = None
+    error: str | None = None
+
+
+def _copy_text(value: str) -> str:
+    # Order ids never hold control characters, but backslash must be escaped for COPY text format.
+    return value.replace("\\", "\\\\")
+
+
+def assign_chunk(conn: psycopg.Connection, lines: list[BatchLine]) -> list[Assignment]:
+    """Assign one chunk of lines in one transaction; return one assignment per line, in order."""
+    for _ in range(RETRIES):
+        try:
+            return _assign_chunk_once(conn, lines)
+        except psycopg.errors.UniqueViolation:
+            continue  # another process assigned some of these orders meanwhile: look again
+    raise TrackctlError(f"could not assign lines {lines[0].line}-{lines[-1].line} after {RETRIES} attempts",
+                        hint="the database is under heavy contention; rerun the same input (it is idempotent)")
+
+
+def _assign_chunk_once(conn: psycopg.Connection, lines: list[BatchLine]) -> list[Assignment]:
+    # The same (order, carrier, parcel) may appear twice in a chunk: only its first line claims.
+    first: dict[tuple[str, int, int], int] = {}
+    rows = []
+    for seq, item in enumerate(lines):
+        key = (item.order_id, item.carrier.id, item.parcel)
+        if key not in first:
+            first[key] = seq
+            rows.append(f"{seq}\t{_copy_text(item.order_id)}\t{item.carrier.id}\t{item.carrier.pool_id}\t{item.parcel}\n")
+    inline: set[int] = set()
+    with conn.transaction():
+        conn.execute(BATCH_TABLE)
+        with conn.cursor() as cur, cur.copy(BATCH_COPY) as copy:
+            copy.write("".join(rows))
+        conn.execute(BATCH_EXISTING)
+        conn.execute(BATCH_CLAIM)
+        short = conn.execute(BATCH_SHORT).fetchall()
+        if short:
+            # Some codes were locked by other claimers: one more pass takes what became free.
+            conn.execute(BATCH_CLAIM)
+            short = conn.execute(BATCH_SHORT).fetchall()
+        if short:
+            inline = _generate_for(conn, short)
+        result = {seq: (code, new) for seq, code, new in conn.execute(BATCH_RESULT)}
+    out = []
+    for seq, item in enumerate(lines):
+        key = (item.order_id, item.carrier.id, item.parcel)
+        code, new = result[first[key]]
+        is_first = first[key] == seq
+        out.append(Assignment(item.order_id, item.carrier.name, code, new=new and is_first,
+                              parcel=item.parcel, generated_inline=is_first and seq in inline))
+    return out
+
+
+def _generate_for(conn: psycopg.Connection, short: list[tuple]) -> set[int]:
+    """Make codes for rows whose pool ran dry, insert them assigned, and record them in batch_in."""
+    pools = {r[0]: Pool(*r) for r in conn.execute(BATCH_POOLS, ([r[3] for r in short],))}
+    by_pool: dict[int, list[tuple]] = {}
+    for row in short:
+        by_pool.setdefault(row[3], []).append(row)
+    seqs, codes, pool_ids, orders, carriers, parcels = [], [], [], [], [], []
+    for pool_id, rows in by_pool.items():
+        made = list(generate_codes(conn, pools[pool_id], len(rows)))
+        if len(made) < len(rows):
+            raise PoolExhausted(f"pool {pools[pool_id].name!r} has no codes left")
+        for (seq, order_id, carrier_id, _, parcel), code in zip(rows, made):
+            seqs.append(seq)
+            codes.append(code)
+            pool_ids.append(pool_id)
+            orders.append(order_id)
+            carriers.append(carrier_id)
+            parcels.append(parcel)
+    conn.execute(INSERT_ASSIGNED, (codes, pool_ids, orders, carriers, parcels))
+    conn.execute(BATCH_SET_CODES, (seqs, codes))
+    return set(seqs)
+
+
+def assign_lines(conn: psycopg.Connection, records: Iterable[tuple[int, dict]],
+                 chunk_size: int = CHUNK) -> Iterator[BatchOutcome]:
+    """Yield one outcome per parsed input record, in input order, assigning a chunk at a time.
+
+    `records` are (line number, fields) pairs from `trackctl.batch_input`; fields hold
+    `order_id`, `carrier` and optionally `parcel`, or `error` for a line that did not parse.
+    Memory stays bounded by the chunk size whatever the length of the input.
+    """
+    carriers: dict[str, Carrier] = {}
+    unknown: set[str] = set()
+
+    def learn_carriers() -> list[Carrier]:
+        found = list_carriers(conn)
+        for c in found:
+            carriers[c.name] = carriers[str(c.id)] = c
+        return found
+
+    learn_carriers()
+    pending: list[BatchLine] = []
+    held: list[BatchOutcome | BatchLine] = []  # rejections and lines, in input order
+
+    def flush() -> Iterator[BatchOutcome]:
+        results = assign_chunk(conn, pending) if pending else []
+        by_line = {item.line: a for item, a in zip(pending, results)}
+        for item in held:
+            yield item if isinstance(item, BatchOutcome) else BatchOutcome(item.line, by_line[item.line])
+        pending.clear()
+        held.clear()
+
+    for line, fields in records:
+        if "error" in fields:
+            held.append(BatchOutcome(line, error=fields["error"]))
+        else:
+            ref = fields["carrier"]
+            carrier = carriers.get(ref)
+            if carrier is None and ref not in unknown:
+                learn_carriers()  # a carrier added while the batch runs is welcome
+                carrier = carriers.get(ref)
+            if carrier is None:
+                unknown.add(ref)
+                known = sorted({c.name: c for c in carriers.values()}.values(), key=lambda c: c.id)
+                held.append(BatchOutcome(line, error=unknown_carrier(ref, known).message))
+            else:
+                item = BatchLine(line, fields["order_id"], carrier, fields.get("parcel", 1))
+                pending.append(item)
+                held.append(item)
+        if len(held) >= chunk_size:
+            yield from flush()
+    yield from flush()

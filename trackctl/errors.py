@@ -1,0 +1,71 @@
+"""Errors with an exit code and a hint; only the CLI's top level turns them into output."""
+
+from __future__ import annotations
+
+# Exit codes are part of the public interface (README, "Exit codes").
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_REJECTED = 3  # some input lines were rejected, the rest went through
+EXIT_DATABASE = 4  # database unreachable
+EXIT_SCHEMA = 5  # schema behind the code, or an applied migration was edited
+
+
+class TrackctlError(Exception):
+    """A failure the user can act on: one line of message, one line of hint."""
+
+    exit_code = EXIT_ERROR
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} ({self.hint})"
+
+
+class UsageError(TrackctlError):
+    exit_code = EXIT_USAGE
+
+
+class InvalidValue(UsageError):
+    """A value given on the command line or in input is malformed."""
+
+
+class NotFound(TrackctlError):
+    pass
+
+
+class UnknownCarrier(NotFound):
+    pass
+
+
+class UnknownPool(NotFound):
+    pass
+
+
+class AlreadyExists(TrackctlError):
+    pass
+
+
+class PoolExhausted(TrackctlError):
+    pass
+
+
+class DatabaseUnavailable(TrackctlError):
+    exit_code = EXIT_DATABASE
+
+
+class SchemaOutOfDate(TrackctlError):
+    exit_code = EXIT_SCHEMA
+
+
+class MigrationEdited(TrackctlError):
+    exit_code = EXIT_SCHEMA
+
+
+class InputRejected(TrackctlError):
+    """Some input lines were rejected; the good ones were applied."""
+
+    exit_code = EXIT_REJECTED
