@@ -106,7 +106,7 @@ def pipe_output() -> Iterator[None]:
 
 
 def _register() -> None:
-    from . import assign, carrier, db, health, pool, status  # noqa: F401  (commands register on import)
+    from . import assign, carrier, db, demo, health, pool, status  # noqa: F401  (commands register on import)
 
 
 _register()
