@@ -23,15 +23,16 @@ def read_lines(stream: BinaryIO, limit: int = MAX_LINE_BYTES) -> Iterator[tuple[
     """Yield (line number, raw line without its end); None stands for a line over the limit."""
     number = 0
     while True:
-        raw = stream.readline(limit + 1)
+        raw = stream.readline(limit + 2)  # room for a line of exactly the limit and its CRLF ending
         if not raw:
             return
         number += 1
-        if len(raw) > limit and not raw.endswith(b"\n"):
-            while True:  # skip the rest of the over-long line without keeping it
+        ended = raw.endswith(b"\n")
+        body = raw[:-1] if ended else raw
+        if len(body) - body.endswith(b"\r") > limit:
+            while not ended:  # skip the rest of the over-long line without keeping it
                 more = stream.readline(limit)
-                if not more or more.endswith(b"\n"):
-                    break
+                ended = not more or more.endswith(b"\n")
             yield number, None
             continue
         yield number, raw.rstrip(b"\r\n")
@@ -39,9 +40,11 @@ def read_lines(stream: BinaryIO, limit: int = MAX_LINE_BYTES) -> Iterator[tuple[
 
 def _parcel(value: object) -> int:
     if isinstance(value, str):
-        if not value.strip().isdigit():
+        digits = value.strip()
+        # isdigit() alone admits '²', which int() refuses; and int() refuses over 4300 digits.
+        if not (digits.isascii() and digits.isdigit()):
             raise InvalidValue(f"parcel must be a whole number, got {value[:20]!r}")
-        value = int(value.strip())
+        value = int(digits) if len(digits) <= 9 else 0  # 0: refused below as out of range
     return check_parcel(value)  # type: ignore[arg-type]
 
 
@@ -63,6 +66,8 @@ def parse_json(text: str) -> dict:
         value = json.loads(text)
     except ValueError as exc:
         raise InvalidValue(f"not valid JSON ({exc.args[0].split(':')[0]})") from None
+    except RecursionError:  # a line of thousands of '[' fits in the length cap
+        raise InvalidValue("not valid JSON (nested too deeply)") from None
     if not isinstance(value, dict):
         raise InvalidValue("a JSON line must be an object with order_id and carrier")
     order, carrier = value.get("order_id"), value.get("carrier")

@@ -81,6 +81,15 @@ def describe_target(url: str) -> str:
     return f"{where}/{params.get('dbname') or ''}"
 
 
+def connect_failure_reason(exc: Exception) -> str:
+    """Return libpq's reason for a failed connection ("Connection refused"), without the boilerplate."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    first = lines[0]
+    return first.rsplit(" failed: ", 1)[-1] if " failed: " in first else first
+
+
 def open_connection(url: str, *, connect_timeout: int = 10) -> psycopg.Connection:
     """Return an autocommit connection, or raise DatabaseUnavailable naming host and database only."""
     try:
@@ -91,7 +100,7 @@ def open_connection(url: str, *, connect_timeout: int = 10) -> psycopg.Connectio
         raise InvalidValue("the database URL is not a valid PostgreSQL connection string",
                            hint="check TRACKCTL_DATABASE_URL or --database-url") from exc
     except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        reason = connect_failure_reason(exc)
         raise DatabaseUnavailable(
             f"cannot connect to the database at {describe_target(url)}: {reason.strip()}",
             hint="check that the server is running and TRACKCTL_DATABASE_URL is right",

@@ -1,0 +1,330 @@
+"""Single assign: `trackctl assign ORDER CARRIER`, the library call behind it, and the schema's own guards."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import psycopg
+import pytest
+
+from trackctl.assign import assign
+from trackctl.carriers import add_carrier
+from trackctl.errors import InvalidValue, UnknownCarrier
+from trackctl.pools import refill
+
+UUID_LINE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\n$")
+
+
+def rows(conn) -> int:
+    return conn.execute("SELECT count(*) FROM sequencing.tracking").fetchone()[0]
+
+
+def assigned(conn) -> list[tuple]:
+    return conn.execute("SELECT order_id, freightcarrier_id, parcel, tracking_id FROM sequencing.tracking "
+                        "WHERE order_id IS NOT NULL ORDER BY order_id, freightcarrier_id, parcel").fetchall()
+
+
+def free_count(conn, pool: str = "default") -> int:
+    return conn.execute("SELECT count(*) FROM sequencing.tracking t JOIN sequencing.pool p ON p.id = t.pool_id "
+                        "WHERE p.name = %s AND t.order_id IS NULL", (pool,)).fetchone()[0]
+
+
+@pytest.fixture
+def stocked(conn):
+    """The test database with carriers correios (id 3) and jadlog (id 7) and a full default pool."""
+    add_carrier(conn, "correios", 3)
+    add_carrier(conn, "jadlog", 7)
+    refill(conn)
+    return conn
+
+
+# --- library level ---------------------------------------------------------------------------
+
+
+def test_same_order_and_carrier_returns_the_same_code(stocked):
+    first = assign(stocked, "42", "correios")
+    again = assign(stocked, "42", "correios")
+    assert first.new and not again.new
+    assert again.code == first.code
+    assert len(assigned(stocked)) == 1
+
+
+def test_assignment_takes_a_code_from_the_pool_and_starts_pending(stocked):
+    before = free_count(stocked)
+    a = assign(stocked, "order-1", "correios")
+    assert not a.generated_inline
+    assert free_count(stocked) == before - 1
+    status, pool = stocked.execute("SELECT t.status, p.name FROM sequencing.tracking t "
+                                   "JOIN sequencing.pool p ON p.id = t.pool_id WHERE tracking_id = %s",
+                                   (a.code,)).fetchone()
+    assert (status, pool) == ("pending", "default")
+
+
+def test_carrier_by_name_and_by_numeric_id_give_the_same_code(stocked):
+    by_name = assign(stocked, "42", "jadlog")
+    by_id = assign(stocked, "42", "7")
+    assert by_id.code == by_name.code
+    assert by_id.carrier == "jadlog"
+    assert not by_id.new
+
+
+def test_different_carriers_give_different_codes_for_one_order(stocked):
+    assert assign(stocked, "42", "correios").code != assign(stocked, "42", "jadlog").code
+
+
+def test_parcel_number_gives_a_distinct_idempotent_code(stocked):
+    one = assign(stocked, "42", "correios")
+    two = assign(stocked, "42", "correios", parcel=2)
+    assert two.code != one.code and two.parcel == 2 and two.new
+    assert assign(stocked, "42", "correios", parcel=2).code == two.code
+    assert assign(stocked, "42", "correios").code == one.code
+
+
+def test_next_parcel_takes_a_new_parcel_number_every_time(stocked):
+    one = assign(stocked, "42", "correios")
+    two = assign(stocked, "42", "correios", next_parcel=True)
+    three = assign(stocked, "42", "correios", next_parcel=True)
+    assert (two.parcel, three.parcel) == (2, 3)
+    assert len({one.code, two.code, three.code}) == 3
+    assert two.new and three.new
+
+
+def test_next_parcel_on_a_new_order_is_parcel_one(stocked):
+    a = assign(stocked, "fresh", "correios", next_parcel=True)
+    assert a.parcel == 1
+    assert assign(stocked, "fresh", "correios").code == a.code
+
+
+def test_unknown_carrier_is_refused_and_writes_nothing(stocked):
+    before = rows(stocked)
+    with pytest.raises(UnknownCarrier) as info:
+        assign(stocked, "42", "dhl")
+    assert "dhl" in info.value.message and "correios" in info.value.message
+    for ref in ("99", "corr\x00eios", "corr\udcffeios", "correios\n"):
+        with pytest.raises(UnknownCarrier):
+            assign(stocked, "42", ref)
+    assert rows(stocked) == before
+    assert assigned(stocked) == []
+
+
+@pytest.mark.parametrize("order_id", ["", "x" * 65, "a\x00b", "a\nb", "a\x1bb", "a\tb", "a\u2028b", " 42", "42 ",
+                                      "a\ud800b"])
+def test_invalid_order_ids_are_refused_before_touching_the_database(stocked, order_id):
+    before = rows(stocked)
+    with pytest.raises(InvalidValue):
+        assign(stocked, order_id, "correios")
+    assert rows(stocked) == before
+
+
+def test_order_id_of_64_characters_and_unicode_is_accepted(stocked):
+    long_id = "é" * 64
+    assert assign(stocked, long_id, "correios").code == assign(stocked, long_id, "correios").code
+    assert assigned(stocked)[0][0] == long_id
+
+
+def test_empty_uuid_pool_still_assigns_with_a_code_made_inline(conn):
+    add_carrier(conn, "correios", 3)
+    assert free_count(conn) == 0
+    a = assign(conn, "42", "correios")
+    assert a.generated_inline and a.new
+    assert uuid.UUID(a.code).version == 4
+    again = assign(conn, "42", "correios")
+    assert again.code == a.code and not again.new and not again.generated_inline
+    assert free_count(conn) == 0
+    assert len(assigned(conn)) == 1
+
+
+# --- command line ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def stocked_cli(cli, conn):
+    add_carrier(conn, "correios", 3)
+    add_carrier(conn, "jadlog", 7)
+    refill(conn)
+    return cli
+
+
+def test_cli_prints_only_the_code(stocked_cli):
+    r = stocked_cli("assign", "42", "correios")
+    assert r.returncode == 0, r
+    assert UUID_LINE.match(r.stdout), r
+    assert r.stderr == ""
+
+
+def test_cli_assign_is_idempotent(stocked_cli, conn):
+    first = stocked_cli("assign", "42", "correios")
+    again = stocked_cli("assign", "42", "correios")
+    assert first.returncode == again.returncode == 0, (first, again)
+    assert again.stdout == first.stdout
+    assert len(assigned(conn)) == 1
+
+
+def test_cli_carrier_by_name_and_by_id_give_the_same_code(stocked_cli):
+    by_name = stocked_cli("assign", "42", "jadlog")
+    by_id = stocked_cli("assign", "42", "7")
+    assert by_name.returncode == by_id.returncode == 0, (by_name, by_id)
+    assert by_id.stdout == by_name.stdout
+
+
+def test_cli_parcel_option_gives_a_distinct_idempotent_code(stocked_cli):
+    one = stocked_cli("assign", "42", "correios").stdout
+    two = stocked_cli("assign", "42", "correios", "--parcel", "2")
+    assert two.returncode == 0, two
+    assert UUID_LINE.match(two.stdout) and two.stdout != one
+    assert stocked_cli("assign", "42", "correios", "--parcel", "2").stdout == two.stdout
+
+
+def test_cli_next_parcel_takes_a_new_parcel_number(stocked_cli, conn):
+    one = stocked_cli("assign", "42", "correios").stdout
+    two = stocked_cli("assign", "42", "correios", "--next-parcel")
+    assert two.returncode == 0, two
+    assert UUID_LINE.match(two.stdout) and two.stdout != one
+    parcels = [(order, parcel) for order, _, parcel, _ in assigned(conn)]
+    assert parcels == [("42", 1), ("42", 2)]
+    assert stocked_cli("assign", "42", "correios", "--parcel", "2").stdout == two.stdout
+
+
+@pytest.mark.parametrize("parcel", ["0", "1000", "two"])
+def test_cli_parcel_out_of_range_is_a_usage_error(stocked_cli, conn, parcel):
+    r = stocked_cli("assign", "42", "correios", "--parcel", parcel)
+    assert r.returncode == 2, r
+    assert r.stdout == ""
+    assert assigned(conn) == []
+
+
+def test_cli_unknown_carrier_is_one_line_on_stderr_and_exit_1(stocked_cli, conn):
+    before = rows(conn)
+    r = stocked_cli("assign", "42", "dhl")
+    assert r.returncode == 1, r
+    assert r.stdout == ""
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, r
+    assert lines[0].startswith("trackctl: error: unknown carrier 'dhl'")
+    assert "correios" in lines[0] and "jadlog" in lines[0]
+    assert rows(conn) == before
+
+
+@pytest.mark.parametrize("order_id", ["", "x" * 65, "a\nb", "a\x1bb", "a\rb", " 42", "42 "])
+def test_cli_invalid_order_id_is_a_usage_error(stocked_cli, conn, order_id):
+    r = stocked_cli("assign", order_id, "correios")
+    assert r.returncode == 2, r
+    assert r.stdout == ""
+    assert len(r.stderr.splitlines()) == 1 and "order id" in r.stderr, r
+    assert "Traceback" not in r.stderr
+    assert assigned(conn) == []
+
+
+def test_cli_order_id_that_is_not_valid_utf8_is_a_usage_error(stocked_cli, conn):
+    # A shell can pass any bytes; Python hands them over as surrogate escapes.
+    import os
+    import subprocess
+
+    from conftest import trackctl_command
+
+    proc = subprocess.run(trackctl_command() + ["assign", os.fsencode("a\udcffb"), "correios"],
+                          capture_output=True, env=stocked_cli.env)
+    assert proc.returncode == 2, proc
+    assert proc.stdout == b""
+    assert b"Traceback" not in proc.stderr
+    assert assigned(conn) == []
+
+
+def test_cli_assign_without_carrier_is_a_usage_error(stocked_cli):
+    r = stocked_cli("assign", "42")
+    assert r.returncode == 2, r
+    assert r.stdout == ""
+
+
+def test_cli_empty_pool_assigns_and_warns_on_stderr(cli, conn):
+    add_carrier(conn, "correios", 3)
+    r = cli("assign", "42", "correios")
+    assert r.returncode == 0, r
+    assert UUID_LINE.match(r.stdout), r
+    assert "warning" in r.stderr and "refill" in r.stderr
+    again = cli("assign", "42", "correios")
+    assert again.stdout == r.stdout
+    assert free_count(conn) == 0
+
+
+# --- the schema's own guards -------------------------------------------------------------------
+
+
+def pool_id(conn) -> int:
+    return conn.execute("SELECT id FROM sequencing.pool WHERE name = 'default'").fetchone()[0]
+
+
+def test_schema_refuses_a_duplicate_code(stocked):
+    code = stocked.execute("SELECT tracking_id FROM sequencing.tracking LIMIT 1").fetchone()[0]
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        stocked.execute("INSERT INTO sequencing.tracking (tracking_id, pool_id) VALUES (%s, %s)",
+                        (code, pool_id(stocked)))
+
+
+def test_schema_refuses_an_assigned_row_without_carrier(stocked):
+    with pytest.raises(psycopg.errors.CheckViolation):
+        stocked.execute("INSERT INTO sequencing.tracking (tracking_id, pool_id, order_id, parcel, status, assigned_at) "
+                        "VALUES ('x-1', %s, '42', 1, 'pending', now())", (pool_id(stocked),))
+    with pytest.raises(psycopg.errors.CheckViolation):
+        stocked.execute("UPDATE sequencing.tracking SET order_id = '42', parcel = 1, status = 'pending', "
+                        "assigned_at = now() WHERE id = (SELECT min(id) FROM sequencing.tracking)")
+
+
+def test_schema_refuses_control_characters_in_order_ids(stocked):
+    with pytest.raises(psycopg.errors.CheckViolation):
+        stocked.execute("INSERT INTO sequencing.tracking (tracking_id, pool_id, order_id, freightcarrier_id, parcel, "
+                        "status, assigned_at) VALUES ('x-2', %s, E'4\\n2', 3, 1, 'pending', now())",
+                        (pool_id(stocked),))
+
+
+def test_schema_refuses_a_second_code_for_the_same_order_carrier_and_parcel(stocked):
+    assign(stocked, "42", "correios")
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        stocked.execute("UPDATE sequencing.tracking SET order_id = '42', freightcarrier_id = 3, parcel = 1, "
+                        "status = 'pending', assigned_at = now() "
+                        "WHERE id = (SELECT min(id) FROM sequencing.tracking WHERE order_id IS NULL)")
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        stocked.execute("INSERT INTO sequencing.tracking (tracking_id, pool_id, order_id, freightcarrier_id, parcel, "
+                        "status, assigned_at) VALUES ('x-3', %s, '42', 3, 1, 'pending', now())", (pool_id(stocked),))
+
+
+def test_schema_refuses_reassigning_or_freeing_an_assigned_code(stocked):
+    a = assign(stocked, "42", "correios")
+    changes = ["order_id = '43'", "freightcarrier_id = 7", "parcel = 2", "tracking_id = 'other'",
+               "order_id = NULL, freightcarrier_id = NULL, parcel = NULL, status = NULL, assigned_at = NULL"]
+    for change in changes:
+        with pytest.raises(psycopg.errors.IntegrityConstraintViolation):
+            stocked.execute(f"UPDATE sequencing.tracking SET {change} WHERE tracking_id = %s", (a.code,))
+    assert assign(stocked, "42", "correios").code == a.code
+
+
+def test_schema_refuses_deleting_an_assigned_code(stocked):
+    a = assign(stocked, "42", "correios")
+    with pytest.raises(psycopg.errors.IntegrityConstraintViolation):
+        stocked.execute("DELETE FROM sequencing.tracking WHERE tracking_id = %s", (a.code,))
+    with pytest.raises(psycopg.errors.IntegrityConstraintViolation):
+        stocked.execute("DELETE FROM sequencing.tracking")
+    assert stocked.execute("SELECT order_id FROM sequencing.tracking WHERE tracking_id = %s",
+                           (a.code,)).fetchone() == ("42",)
+
+
+def test_schema_allows_status_changes_of_an_assigned_code(stocked):
+    # The guard protects the binding, not the shipment's progress.
+    a = assign(stocked, "42", "correios")
+    stocked.execute("UPDATE sequencing.tracking SET status = 'in_transit' WHERE tracking_id = %s", (a.code,))
+    assert stocked.execute("SELECT status FROM sequencing.tracking WHERE tracking_id = %s",
+                           (a.code,)).fetchone() == ("in_transit",)
+
+
+def test_cli_carrier_that_is_not_valid_utf8_is_refused_as_unknown(stocked_cli, conn):
+    import os
+    import subprocess
+
+    from conftest import trackctl_command
+
+    proc = subprocess.run(trackctl_command() + ["assign", "42", os.fsencode("corr\udcffeios")],
+                          capture_output=True, env=stocked_cli.env)
+    assert proc.returncode == 1, proc
+    assert proc.stderr.startswith(b"trackctl: error: unknown carrier"), proc
+    assert assigned(conn) == []

@@ -1,0 +1,268 @@
+"""Migrations runner (`trackctl db migrate|status`), schema checks, database selection and connection errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import uuid
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+
+import trackctl.db
+from conftest import trackctl_command
+from trackctl.db import (BOOTSTRAP, RECORD, ensure_schema, latest_version, migrate, migration_status,
+                         migrations, schema_version)
+from trackctl.errors import MigrationEdited, SchemaOutOfDate
+
+UNREACHABLE = "postgresql://u:secretpw@127.0.0.1:1/x"
+
+
+@pytest.fixture
+def empty_db(pg):
+    """URL of a brand-new database on the test server with no trackctl schema at all."""
+    name = f"empty_{uuid.uuid4().hex[:12]}"
+    i = pg.info
+    admin = make_conninfo(host=i.host, port=i.port, user=i.user, dbname="postgres")
+    with psycopg.connect(admin, autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{name}"')
+    yield make_conninfo(host=i.host, port=i.port, user=i.user, dbname=name)
+    with psycopg.connect(admin, autocommit=True) as c:
+        c.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def versions() -> list[int]:
+    return [m.version for m in migrations()]
+
+
+def applied_rows(conn) -> list[tuple]:
+    return conn.execute("SELECT version, name, checksum, applied_at FROM sequencing.schema_migration "
+                        "ORDER BY version").fetchall()
+
+
+# --- migrate and status ----------------------------------------------------------------------
+
+
+def test_fresh_test_database_is_at_the_latest_version(conn):
+    assert schema_version(conn) == latest_version() == versions()[-1]
+    assert [r[0] for r in applied_rows(conn)] == versions()
+    assert [r[2] for r in applied_rows(conn)] == [m.checksum for m in migrations()]
+
+
+def test_migrate_is_a_no_op_when_up_to_date(cli, conn):
+    before = applied_rows(conn)
+    r = cli("db", "migrate")
+    assert r.returncode == 0, r
+    assert r.stdout == ""
+    assert r.stderr == "trackctl: schema is up to date\n"
+    assert applied_rows(conn) == before
+    assert migrate(conn) == []
+
+
+def test_db_status_shows_every_migration_applied(cli):
+    r = cli("db", "status", "--format", "json")
+    assert r.returncode == 0, r
+    states = json.loads(r.stdout)
+    assert [(s["version"], s["name"], s["state"]) for s in states] == [
+        (m.version, m.name, "applied") for m in migrations()]
+    assert all(s["applied_at"] for s in states)
+    plain = cli("db", "status")
+    assert plain.stdout.splitlines()[0].startswith("1\t0001_foundation.sql\tapplied\t")
+
+
+def test_empty_database_is_migrated_by_db_migrate(cli, empty_db):
+    env = {"TRACKCTL_DATABASE_URL": empty_db}
+    r = cli("db", "status", "--format", "json", env_extra=env)
+    assert r.returncode == 0, r
+    assert [(s["version"], s["state"], s["applied_at"]) for s in json.loads(r.stdout)] == [
+        (v, "pending", None) for v in versions()]
+
+    r = cli("pool", "list", env_extra=env)
+    assert r.returncode == 5, r
+    assert r.stdout == ""
+    assert len(r.stderr.splitlines()) == 1
+    assert "run 'trackctl db migrate'" in r.stderr and "version 0" in r.stderr
+
+    r = cli("db", "migrate", env_extra=env)
+    assert r.returncode == 0, r
+    assert r.stderr.splitlines() == [f"trackctl: applied {m.name}" for m in migrations()]
+
+    r = cli("pool", "list", env_extra=env)
+    assert r.returncode == 0, r
+    assert r.stdout == "default\tuuid\t200\t0\t0\n"
+    r = cli("db", "migrate", env_extra=env)
+    assert r.stderr == "trackctl: schema is up to date\n"
+
+
+def test_schema_behind_the_code_makes_commands_exit_5_until_migrated(cli, empty_db):
+    # Bring the database to the first migration only, as an older trackctl would have left it.
+    first = migrations()[0]
+    with psycopg.connect(empty_db, autocommit=True) as c:
+        c.execute(BOOTSTRAP)
+        c.execute(first.text)
+        c.execute(RECORD, (first.version, first.name, first.checksum))
+    env = {"TRACKCTL_DATABASE_URL": empty_db}
+    if latest_version() > first.version:
+        for args in (("pool", "list"), ("assign", "42", "correios"), ("refill",)):
+            r = cli(*args, env_extra=env)
+            assert r.returncode == 5, r
+            assert r.stdout == ""
+            assert r.stderr.splitlines()[-1].endswith("(run 'trackctl db migrate')"), r
+        r = cli("db", "status", "--format", "json", env_extra=env)
+        assert [s["state"] for s in json.loads(r.stdout)] == ["applied"] + ["pending"] * (len(versions()) - 1)
+    assert cli("db", "migrate", env_extra=env).returncode == 0
+    r = cli("pool", "list", env_extra=env)
+    assert r.returncode == 0, r
+
+
+def test_a_migration_newer_than_the_code_is_applied_by_migrate(conn, tmp_path, monkeypatch):
+    folder = tmp_path / "sql"
+    shutil.copytree(trackctl.db.sql_dir(), folder)
+    (folder / "9999_later.sql").write_text("CREATE TABLE sequencing.later_feature (id integer);\n")
+    monkeypatch.setattr(trackctl.db, "sql_dir", lambda: folder)
+    with pytest.raises(SchemaOutOfDate) as info:
+        ensure_schema(conn)
+    assert "trackctl db migrate" in str(info.value)
+    assert [s.state for s in migration_status(conn)][-1] == "pending"
+    assert [m.name for m in migrate(conn)] == ["9999_later.sql"]
+    ensure_schema(conn)
+    assert conn.execute("SELECT to_regclass('sequencing.later_feature') IS NOT NULL").fetchone() == (True,)
+
+
+def test_a_failing_migration_is_rolled_back_and_not_recorded(conn, tmp_path, monkeypatch):
+    current = schema_version(conn)
+    folder = tmp_path / "sql"
+    shutil.copytree(trackctl.db.sql_dir(), folder)
+    (folder / "9998_half.sql").write_text("CREATE TABLE sequencing.half (id integer);\nSELECT 1/0;\n")
+    monkeypatch.setattr(trackctl.db, "sql_dir", lambda: folder)
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        migrate(conn)
+    assert conn.execute("SELECT to_regclass('sequencing.half')").fetchone() == (None,)
+    assert schema_version(conn) == current
+
+
+# --- edited and unknown migrations -------------------------------------------------------------
+
+
+def test_edited_migration_file_is_refused(conn, tmp_path, monkeypatch):
+    folder = tmp_path / "sql"
+    shutil.copytree(trackctl.db.sql_dir(), folder)
+    first = sorted(folder.glob("0001_*.sql"))[0]
+    first.write_text(first.read_text() + "\n-- a harmless-looking edit\n")
+    monkeypatch.setattr(trackctl.db, "sql_dir", lambda: folder)
+    before = applied_rows(conn)
+    with pytest.raises(MigrationEdited) as info:
+        migrate(conn)
+    assert info.value.exit_code == 5
+    assert first.name in info.value.message
+    assert [s.state for s in migration_status(conn)][0] == "edited"
+    assert applied_rows(conn) == before
+
+
+def test_cli_refuses_to_migrate_when_an_applied_migration_changed(cli, conn):
+    # The database remembers a different checksum for 0001 than the file now has: the same
+    # comparison the runner makes when someone edits an applied file.
+    conn.execute("UPDATE sequencing.schema_migration SET checksum = repeat('0', 64) WHERE version = 1")
+    r = cli("db", "migrate")
+    assert r.returncode == 5, r
+    assert r.stdout == ""
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, r
+    assert lines[0].startswith("trackctl: error: migration 0001_foundation.sql was edited after it was applied")
+    assert "new numbered migration" in lines[0]
+    assert "Traceback" not in r.stderr
+    r = cli("db", "status", "--format", "json")
+    assert r.returncode == 0, r
+    assert json.loads(r.stdout)[0]["state"] == "edited"
+
+
+def test_database_newer_than_the_code_asks_to_upgrade_trackctl(cli, conn):
+    conn.execute("INSERT INTO sequencing.schema_migration (version, name, checksum) VALUES (9999, '9999_future.sql', 'x')")
+    r = cli("pool", "list")
+    assert r.returncode == 5, r
+    assert "upgrade trackctl" in r.stderr
+    r = cli("db", "migrate")
+    assert r.returncode == 5, r
+    assert "upgrade trackctl" in r.stderr
+    r = cli("db", "status", "--format", "json")
+    assert json.loads(r.stdout)[-1] == {"version": 9999, "name": "9999_future.sql", "state": "unknown",
+                                        "applied_at": json.loads(r.stdout)[-1]["applied_at"]}
+
+
+# --- connection errors and database selection --------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [("pool", "list"), ("assign", "42", "correios"), ("db", "migrate"),
+                                  ("db", "status"), ("refill",), ("status", "--order", "42")])
+def test_unreachable_database_is_exit_4_with_one_line_and_no_password(cli, args):
+    r = cli(*args, env_extra={"TRACKCTL_DATABASE_URL": UNREACHABLE})
+    assert r.returncode == 4, r
+    assert r.stdout == ""
+    # The error is the last line (a cron job such as refill may log its failed run before it).
+    assert r.stderr.splitlines()[-1].startswith("trackctl: error: cannot connect to the database at 127.0.0.1:1/x"), r
+    assert "Traceback" not in r.stderr
+    assert "secretpw" not in r.stdout + r.stderr
+
+
+def test_unreachable_database_gives_one_line_for_assign(cli):
+    r = cli("assign", "42", "correios", env_extra={"TRACKCTL_DATABASE_URL": UNREACHABLE})
+    assert len(r.stderr.splitlines()) == 1, r
+
+
+def test_batch_on_an_unreachable_database_is_exit_4(cli):
+    r = cli("assign", "--batch", input="1,correios\n", env_extra={"TRACKCTL_DATABASE_URL": UNREACHABLE})
+    assert r.returncode == 4, r
+    assert r.stdout == "" and "secretpw" not in r.stderr
+    assert len(r.stderr.splitlines()) == 1, r
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://u:secretpw@127.0.0.1:notaport/x",
+    "host=127.0.0.1 port=1 user=u password=secretpw dbname=x",
+    "postgresql://u:secretpw@127.0.0.1:1/x?sslmode=bogus",
+    "postgresql://u:secretpw@[::1/x",
+    "not a url password=secretpw",
+])
+def test_bad_database_urls_never_show_the_password(cli, url):
+    r = cli("pool", "list", env_extra={"TRACKCTL_DATABASE_URL": url})
+    assert r.returncode in (2, 4), r
+    assert len(r.stderr.splitlines()) == 1, r
+    assert "secretpw" not in r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_debug_shows_a_traceback_but_not_the_password(cli):
+    r = cli("--debug", "--database-url", UNREACHABLE, "pool", "list")
+    assert r.returncode == 4, r
+    assert "Traceback (most recent call last)" in r.stderr
+    assert "DatabaseUnavailable" in r.stderr
+    assert r.stderr.splitlines()[-1].startswith("trackctl: error: cannot connect")
+    assert "secretpw" not in r.stdout + r.stderr
+
+
+def test_database_url_flag_wins_over_the_environment(cli, db_url):
+    r = cli("--database-url", db_url, "pool", "list", env_extra={"TRACKCTL_DATABASE_URL": UNREACHABLE})
+    assert r.returncode == 0, r
+    assert r.stdout.startswith("default\t")
+
+
+def test_database_url_is_read_from_dotenv_in_the_working_directory(cli, db_url, tmp_path):
+    (tmp_path / ".env").write_text(f"TRACKCTL_DATABASE_URL='{db_url}'\n")
+    env = {k: v for k, v in cli.env.items() if k != "TRACKCTL_DATABASE_URL"}
+    proc = subprocess.run(trackctl_command() + ["pool", "list"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc
+    assert proc.stdout.startswith("default\t")
+    assert not (tmp_path / "home").exists()  # no embedded server was started
+    # The environment wins over the file.
+    proc = subprocess.run(trackctl_command() + ["pool", "list"], capture_output=True, text=True, cwd=tmp_path,
+                          env={**env, "TRACKCTL_DATABASE_URL": UNREACHABLE})
+    assert proc.returncode == 4, proc
+
+
+def test_db_stop_with_a_configured_url_leaves_the_server_alone(cli):
+    r = cli("db", "stop")
+    assert r.returncode == 0, r
+    assert "does not manage" in r.stderr
+    assert cli("pool", "list").returncode == 0
