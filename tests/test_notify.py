@@ -1,0 +1,203 @@
+"""trackctl notify against real local endpoints that verify every signature with `standardwebhooks`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from trackctl import outbox, webhooks
+from trackctl.assign import assign
+from trackctl.carriers import add_carrier
+from trackctl.pools import refill
+from conftest import trackctl_command
+from webhook_endpoint import WebhookEndpoint, always, fail_times, hang_first
+
+SECRET = webhooks.generate_secret()
+
+
+def subscribe(conn, hook: WebhookEndpoint, schedule: str = "0s,1s,1s", max_in_flight: int = 16) -> int:
+    return webhooks.add_subscriber(conn, hook.url, secret=hook.secret, retry_schedule=webhooks.parse_schedule(schedule),
+                                   max_in_flight=max_in_flight).id
+
+
+def record_events(conn, n: int, shipment_id: int | None = None) -> list[str]:
+    return [outbox.record(conn, "shipment.stale", {"code": f"C{i}", "n": i}, shipment_id) for i in range(n)]
+
+
+def deliveries(conn) -> dict[str, tuple]:
+    """event id -> (status, attempts, last_status) of every delivery."""
+    rows = conn.execute("SELECT o.event_id, d.status, d.attempts, d.last_status FROM sequencing.webhook_delivery d "
+                        "JOIN sequencing.outbox o ON o.id = d.outbox_id").fetchall()
+    return {r[0]: r[1:] for r in rows}
+
+
+def notify(cli, *args: str):
+    r = cli("notify", "--format", "json", *args)
+    assert r.returncode == 0, r
+    return json.loads(r.stdout)
+
+
+def test_500_twice_then_200_is_delivered_once_after_three_attempts(cli, conn):
+    with WebhookEndpoint(SECRET, plan=fail_times(2)) as hook:
+        subscribe(conn, hook, "0s,1s,1s,1s")
+        [event_id] = record_events(conn, 1)
+        report = notify(cli, "--budget", "60s")
+        assert (report["delivered"], report["failed"], report["dead"]) == (1, 2, 0)
+        assert hook.attempts(event_id) == 3 and hook.acknowledged() == [event_id]
+        assert hook.unverified() == []
+    assert deliveries(conn)[event_id] == ("done", 3, 200)
+    body = hook.received[-1].body
+    assert set(body) == {"id", "type", "timestamp", "data"} and body["id"] == event_id
+    assert hook.received[-1].headers["content-type"] == "application/json"
+
+
+def test_an_endpoint_that_hangs_times_out_and_is_retried(cli, conn):
+    with WebhookEndpoint(SECRET, plan=hang_first(5)) as hook:
+        subscribe(conn, hook, "0s,1s")
+        [event_id] = record_events(conn, 1)
+        report = notify(cli, "--budget", "60s", "--timeout", "1s")
+        assert (report["delivered"], report["failed"]) == (1, 1)
+        assert hook.attempts(event_id) == 2 and hook.acknowledged() == [event_id]
+    assert deliveries(conn)[event_id] == ("done", 2, 200)
+
+
+def test_an_endpoint_down_for_the_whole_schedule_goes_dead_then_replay_delivers(cli, conn):
+    probe = WebhookEndpoint(SECRET)  # binds a free port, then frees it: nothing listens there
+    port = probe.server.server_address[1]
+    probe.server.server_close()
+    subscriber = webhooks.add_subscriber(conn, probe.url, secret=SECRET, retry_schedule=[0, 1])
+    event_ids = record_events(conn, 3)
+    report = notify(cli, "--budget", "60s")
+    assert (report["delivered"], report["failed"], report["dead"]) == (0, 3, 3)
+    assert {deliveries(conn)[e][:2] for e in event_ids} == {("dead", 2)}
+    dead = cli("webhook", "deliveries", "--status", "dead", "--format", "json")
+    assert len(json.loads(dead.stdout)) == 3 and "Connection refused" in dead.stdout
+    assert notify(cli)["delivered"] == 0  # dead stays dead
+
+    with WebhookEndpoint(SECRET, port=port) as hook:
+        r = cli("webhook", "replay", "--dead", "--subscriber", str(subscriber.id))
+        assert r.returncode == 0 and "3 dead deliveries" in r.stderr, r
+        assert notify(cli)["delivered"] == 3
+        assert sorted(hook.acknowledged()) == sorted(event_ids) and hook.unverified() == []
+    assert {deliveries(conn)[e][0] for e in event_ids} == {"done"}
+
+
+def test_410_gone_disables_the_subscriber_and_keeps_its_deliveries(cli, conn):
+    with WebhookEndpoint(SECRET, plan=always(410)) as hook:
+        sub = subscribe(conn, hook)
+        event_ids = record_events(conn, 3)
+        report = notify(cli, "--budget", "30s")
+        assert report["disabled"] == 1 and report["delivered"] == 0
+        [listed] = json.loads(cli("webhook", "list", "--format", "json").stdout)
+        assert listed["enabled"] is False and "410" in listed["disabled_reason"]
+        assert {deliveries(conn)[e][0] for e in event_ids} == {"pending"}
+        hook.plan = always(200)
+        assert notify(cli)["delivered"] == 0  # a disabled subscriber gets nothing
+        assert cli("webhook", "enable", str(sub)).returncode == 0
+        assert notify(cli)["delivered"] == 3
+        assert set(hook.acknowledged()) == set(event_ids)
+
+
+def test_per_shipment_a_later_event_waits_while_an_earlier_one_is_retried(cli, conn):
+    add_carrier(conn, "correios")
+    refill(conn)
+    a = assign(conn, "1", "correios")
+    b = assign(conn, "2", "correios")
+    ship_a, ship_b = (conn.execute("SELECT id FROM sequencing.tracking WHERE tracking_id = %s", (x.code,)).fetchone()[0]
+                      for x in (a, b))
+    first_attempt_fails = set()
+    with WebhookEndpoint(SECRET) as hook:
+        subscribe(conn, hook, "0s,1s,1s")
+        a_events = record_events(conn, 3, ship_a)
+        b_events = record_events(conn, 2, ship_b)
+        first_attempt_fails.add(a_events[0])
+        hook.plan = lambda event_id, nth: 503 if event_id in first_attempt_fails and nth == 1 else 200
+        report = notify(cli, "--budget", "60s")
+        assert report["delivered"] == 5  # the assignments came before the subscriber
+        arrivals = [r.event_id for r in hook.received]
+        acked = hook.acknowledged()
+    assert [e for e in acked if e in a_events] == a_events
+    assert [e for e in acked if e in b_events] == b_events
+    # a's later events arrived only after its first event's second (successful) attempt
+    first_ok = arrivals.index(a_events[0], arrivals.index(a_events[0]) + 1)
+    assert all(arrivals.index(e) > first_ok for e in a_events[1:])
+
+
+def test_concurrency_is_bounded_per_endpoint(cli, conn):
+    with WebhookEndpoint(SECRET, latency=0.05) as hook:
+        subscribe(conn, hook, max_in_flight=3)
+        record_events(conn, 30)
+        report = notify(cli, "--concurrency", "16")
+        assert report["delivered"] == 30
+        assert 1 <= hook.max_concurrent <= 3
+
+
+def test_several_notify_processes_never_send_one_delivery_twice_at_once(cli, conn):
+    with WebhookEndpoint(SECRET, latency=0.02) as hook:
+        subscribe(conn, hook)
+        event_ids = record_events(conn, 150)
+        procs = [subprocess.Popen(trackctl_command() + ["notify", "--budget", "60s", "--concurrency", "4"],
+                                  env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
+        outputs = [p.communicate(timeout=120) for p in procs]
+        assert all(p.returncode == 0 for p in procs), outputs
+        assert hook.overlaps == 0
+        assert sorted(hook.acknowledged()) == sorted(event_ids)  # each exactly once: no lease ran out
+    assert {v[0] for v in deliveries(conn).values()} == {"done"}
+
+
+@pytest.mark.slow
+def test_notify_killed_mid_run_loses_nothing_and_marks_nothing_unacknowledged_done(cli, conn):
+    with WebhookEndpoint(SECRET, latency=0.3) as hook:
+        subscribe(conn, hook)
+        event_ids = record_events(conn, 40)
+        proc = subprocess.Popen(trackctl_command() + ["notify", "--budget", "120s", "--concurrency", "4",
+                                                      "--timeout", "2s"],
+                                env=cli.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while len(hook.acknowledged()) < 8 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        acked_before = set(hook.acknowledged())
+        state = deliveries(conn)
+        done = {e for e, v in state.items() if v[0] == "done"}
+        assert done <= acked_before  # nothing marked done that the endpoint did not answer 2xx
+        assert len(done) < len(event_ids)  # the kill really happened mid-run
+        leased = conn.execute("SELECT count(*) FROM sequencing.webhook_delivery WHERE lease_token IS NOT NULL "
+                              "AND status = 'pending'").fetchone()[0]
+        assert leased > 0  # the dead process still held rows when it died
+
+        report = notify(cli, "--budget", "60s", "--timeout", "2s")  # waits for the leases to end
+        assert report["delivered"] == len(event_ids) - len(done)
+        assert set(hook.acknowledged()) == set(event_ids)
+        assert hook.unverified() == []
+    assert {v[0] for v in deliveries(conn).values()} == {"done"}
+
+
+def test_follow_delivers_new_events_as_they_are_written(cli, conn):
+    with WebhookEndpoint(SECRET) as hook:
+        subscribe(conn, hook)
+        proc = subprocess.Popen(trackctl_command() + ["notify", "--follow", "--budget", "120s"],
+                                env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            time.sleep(1.0)  # it is idle, waiting on LISTEN
+            [first] = record_events(conn, 1)
+            deadline = time.monotonic() + 60
+            while hook.acknowledged() != [first] and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert hook.acknowledged() == [first]
+            [second] = record_events(conn, 1)
+            while len(hook.acknowledged()) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert hook.acknowledged() == [first, second]
+            assert proc.poll() is None  # still following
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 143, err  # SIGTERM: the run is recorded as failed, nothing is lost
+    assert {v[0] for v in deliveries(conn).values()} == {"done"}

@@ -1,0 +1,41 @@
+"""trackctl outbox: retention of the outbox."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from . import FORMAT_HELP, Format, app, connection, fmt_value
+
+outbox_app = typer.Typer(help="The outbox of events (retention).", no_args_is_help=True)
+app.add_typer(outbox_app, name="outbox")
+
+
+@outbox_app.command("prune")
+def prune_cmd(
+    ctx: typer.Context,
+    older_than: str = typer.Option("30d", "--older-than", metavar="DURATION", help="Only events older than this."),
+    include_dead: bool = typer.Option(False, "--include-dead",
+                                      help="Also remove events whose delivery is dead (they can no longer be replayed)."),
+    fmt: Optional[Format] = typer.Option(None, "--format", help=FORMAT_HELP),
+) -> None:
+    """Delete old events that every subscriber and consumer group is done with.
+
+    An event stays while a delivery of it is pending (or dead, unless --include-dead) and while a
+    consumer group has not been handed it or has not acknowledged it.
+
+    Example (cron): 23 3 * * * trackctl outbox prune --older-than 30d
+    """
+    from datetime import timedelta
+
+    from ..names import parse_duration
+    from ..outbox import prune
+    from ..output import emit_one
+    from .jobs import recorded
+
+    age = timedelta(seconds=parse_duration(older_than))
+    with connection(ctx) as conn, recorded(ctx, conn, "outbox-prune") as run:
+        removed = prune(conn, age, include_dead=include_dead)
+        run.count(removed=removed)
+    emit_one({"removed": removed}, ["removed"], fmt_value(fmt))

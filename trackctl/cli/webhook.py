@@ -1,0 +1,175 @@
+"""trackctl webhook: subscribers, their secrets, deliveries and replays."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from ..errors import UsageError
+from . import FORMAT_HELP, Format, app, connection, fmt_value, say
+
+webhook_app = typer.Typer(help="Webhook subscribers (Standard Webhooks) and their deliveries.", no_args_is_help=True)
+app.add_typer(webhook_app, name="webhook")
+
+SHOWN_COLUMNS = ["id", "url", "types", "retry_schedule", "max_in_flight", "secret"]
+
+
+@webhook_app.command("add")
+def add_cmd(
+    ctx: typer.Context,
+    url: str = typer.Argument(..., help="http:// or https:// URL that receives the POSTs."),
+    secret: Optional[str] = typer.Option(None, "--secret", metavar="whsec_...",
+                                         help="Signing secret (whsec_ + base64 of 24-64 bytes); generated if omitted."),
+    types: Optional[str] = typer.Option(None, "--types", metavar="TYPE,...", help="Only these event types (default: all)."),
+    retry_schedule: Optional[str] = typer.Option(
+        None, "--retry-schedule", metavar="0s,5s,5m,...",
+        help="Delay before each attempt, the first counted from the event "
+             "(default 0s,5s,5m,30m,2h,5h,10h,10h); after the last, the delivery is dead."),
+    max_in_flight: int = typer.Option(16, "--max-in-flight", min=1, max=256,
+                                      help="Concurrent requests to this endpoint per notify process."),
+    fmt: Optional[Format] = typer.Option(None, "--format", help=FORMAT_HELP),
+) -> None:
+    """Subscribe URL to outbox events. A generated secret is printed once: store it then.
+
+      trackctl webhook add https://example.com/hooks --types shipment.status_changed
+
+      SECRET=$(trackctl webhook add https://example.com/hooks --format json | jq -r .secret)
+    """
+    from ..outbox import parse_types
+    from ..webhooks import add_subscriber, parse_schedule
+
+    schedule = parse_schedule(retry_schedule) if retry_schedule is not None else None
+    with connection(ctx) as conn:
+        sub = add_subscriber(conn, url, secret=secret, types=parse_types(types), retry_schedule=schedule,
+                             max_in_flight=max_in_flight)
+    _show(sub, reveal=secret is None, fmt=fmt)
+    if secret is None:
+        say(f"added webhook {sub.id}; its secret is shown above this once: store it now")
+    else:
+        say(f"added webhook {sub.id}")
+
+
+def _show(sub, *, reveal: bool, fmt: Optional[Format]) -> None:
+    from ..output import emit_one
+
+    record = {k: v for k, v in sub.listing().items() if k in SHOWN_COLUMNS}
+    if reveal:
+        record["secret"] = sub.secret  # the one time it is shown: it was just made, and is the command's data
+    emit_one(record, SHOWN_COLUMNS, fmt_value(fmt))
+
+
+@webhook_app.command("list")
+def list_cmd(ctx: typer.Context, fmt: Optional[Format] = typer.Option(None, "--format", help=FORMAT_HELP)) -> None:
+    """List subscribers (secrets masked).
+
+    Example: trackctl webhook list --format json
+    """
+    from ..output import emit
+    from ..webhooks import LISTING_COLUMNS, list_subscribers
+
+    with connection(ctx) as conn:
+        subs = list_subscribers(conn)
+    emit([s.listing() for s in subs], LISTING_COLUMNS, fmt_value(fmt))
+
+
+@webhook_app.command("remove")
+def remove_cmd(ctx: typer.Context, subscriber: int = typer.Argument(..., metavar="ID", help="Subscriber id.")) -> None:
+    """Remove a subscriber and its deliveries.
+
+    Example: trackctl webhook remove 3
+    """
+    from ..webhooks import remove_subscriber
+
+    with connection(ctx) as conn:
+        url = remove_subscriber(conn, subscriber)
+    say(f"removed webhook {subscriber} ({url})")
+
+
+@webhook_app.command("rotate-secret")
+def rotate_cmd(
+    ctx: typer.Context,
+    subscriber: int = typer.Argument(..., metavar="ID", help="Subscriber id."),
+    secret: Optional[str] = typer.Option(None, "--secret", metavar="whsec_...", help="The new secret; generated if omitted."),
+    overlap: str = typer.Option("24h", "--overlap", metavar="DURATION",
+                                help="How long deliveries also carry a signature with the old secret."),
+    fmt: Optional[Format] = typer.Option(None, "--format", help=FORMAT_HELP),
+) -> None:
+    """Give a subscriber a new secret; both signatures are sent until the overlap ends.
+
+    Example: trackctl webhook rotate-secret 3 --overlap 2h
+    """
+    from datetime import timedelta
+
+    from ..names import parse_duration
+    from ..webhooks import rotate_secret
+
+    with connection(ctx) as conn:
+        sub = rotate_secret(conn, subscriber, secret=secret, overlap=timedelta(seconds=parse_duration(overlap)))
+    _show(sub, reveal=secret is None, fmt=fmt)
+    say(f"webhook {sub.id} signs with the new secret"
+        + (" (shown above this once: store it now)" if secret is None else "")
+        + f"; the old one also signs until {sub.previous_until:%Y-%m-%d %H:%M:%S %Z}")
+
+
+@webhook_app.command("enable")
+def enable_cmd(ctx: typer.Context, subscriber: int = typer.Argument(..., metavar="ID", help="Subscriber id.")) -> None:
+    """Enable a subscriber again after a 410 Gone disabled it; its pending deliveries resume.
+
+    Example: trackctl webhook enable 3
+    """
+    from ..webhooks import enable_subscriber
+
+    with connection(ctx) as conn:
+        enable_subscriber(conn, subscriber)
+    say(f"webhook {subscriber} is enabled")
+
+
+@webhook_app.command("deliveries")
+def deliveries_cmd(
+    ctx: typer.Context,
+    status: Optional[str] = typer.Option(None, "--status", metavar="pending|dead|done", help="Only this status."),
+    subscriber: Optional[int] = typer.Option(None, "--subscriber", metavar="ID", help="Only this subscriber."),
+    limit: int = typer.Option(100, "--limit", min=1, help="At most this many, newest first."),
+    fmt: Optional[Format] = typer.Option(None, "--format", help=FORMAT_HELP),
+) -> None:
+    """List deliveries newest first: status, attempts, next attempt, last HTTP status and error.
+
+    Example: trackctl webhook deliveries --status dead --subscriber 3
+    """
+    from ..output import emit
+    from ..webhooks import DELIVERY_COLUMNS, list_deliveries
+
+    with connection(ctx) as conn:
+        rows = list_deliveries(conn, status=status, subscriber_id=subscriber, limit=limit)
+    emit(rows, DELIVERY_COLUMNS, fmt_value(fmt))
+
+
+@webhook_app.command("replay")
+def replay_cmd(
+    ctx: typer.Context,
+    delivery: Optional[int] = typer.Argument(None, metavar="DELIVERY_ID", help="Delivery to send again."),
+    dead: bool = typer.Option(False, "--dead", help="Every dead delivery (of --subscriber, or all)."),
+    subscriber: Optional[int] = typer.Option(None, "--subscriber", metavar="ID", help="With --dead: only this subscriber."),
+) -> None:
+    """Make a delivery (or every dead one) pending again; the next 'trackctl notify' sends it.
+
+    The event keeps its id, so receivers that already have it can tell.
+
+      trackctl webhook replay 1234
+
+      trackctl webhook replay --dead --subscriber 3
+    """
+    from ..webhooks import replay_dead, replay_delivery
+
+    if (delivery is None) == (not dead):
+        raise UsageError("give a DELIVERY_ID or --dead", hint="e.g. trackctl webhook replay --dead")
+    if subscriber is not None and not dead:
+        raise UsageError("--subscriber goes with --dead")
+    with connection(ctx) as conn:
+        if dead:
+            n = replay_dead(conn, subscriber)
+            say(f"{n} dead deliveries are pending again" if n else "no dead deliveries")
+        else:
+            replay_delivery(conn, delivery)
+            say(f"delivery {delivery} is pending again")

@@ -1,0 +1,309 @@
+"""Webhook subscribers, their secrets and Standard Webhooks signatures, and the deliveries table.
+
+A secret is `whsec_` + base64 of 24 to 64 random bytes. It is stored (every delivery is signed
+with it) and shown once, when trackctl makes it; afterwards only its masked form. Records that
+carry a secret keep it out of their repr, so a stray log line or traceback cannot show it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import psycopg
+
+from .errors import AlreadyExists, InvalidValue, NotFound, UsageError
+from .outbox import check_types
+
+SECRET_PREFIX = "whsec_"
+SECRET_BYTES = 32
+DEFAULT_SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)  # at once, then 5 s ... 10 h
+DEFAULT_IN_FLIGHT = 16
+ROTATION_OVERLAP = timedelta(hours=24)
+URL = re.compile(r"^https?://[^\s/?#@]+(?:[/?#]\S*)?$")
+_SCHEDULE_STEP = re.compile(r"^(\d{1,9})(ms|s|m|h|d)?$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    id: int
+    url: str
+    types: list[str] | None
+    retry_schedule: list[int]
+    max_in_flight: int
+    enabled: bool
+    disabled_reason: str | None
+    created_at: datetime
+    secret: str = field(repr=False)
+    previous_secret: str | None = field(default=None, repr=False)
+    previous_until: datetime | None = None
+
+    @property
+    def masked_secret(self) -> str:
+        return mask_secret(self.secret)
+
+    def listing(self) -> dict:
+        """The record `webhook list` shows: everything but the secrets, which appear masked."""
+        return {"id": self.id, "url": self.url, "types": ",".join(self.types) if self.types else "*",
+                "retry_schedule": format_schedule(self.retry_schedule), "max_in_flight": self.max_in_flight,
+                "enabled": self.enabled, "disabled_reason": self.disabled_reason,
+                "secret": self.masked_secret,
+                "rotating_until": self.previous_until, "created_at": self.created_at}
+
+
+LISTING_COLUMNS = ["id", "url", "types", "retry_schedule", "max_in_flight", "enabled", "disabled_reason",
+                   "secret", "rotating_until", "created_at"]
+
+SUBSCRIBER_COLUMNS = """
+s.id, s.url, s.types, s.retry_schedule, s.max_in_flight, s.enabled, s.disabled_reason, s.created_at,
+s.secret, CASE WHEN s.previous_until > now() THEN s.previous_secret END,
+CASE WHEN s.previous_until > now() THEN s.previous_until END
+"""
+SELECT_SUBSCRIBERS = f"SELECT {SUBSCRIBER_COLUMNS} FROM sequencing.webhook_subscriber s"
+INSERT_SUBSCRIBER = """
+INSERT INTO sequencing.webhook_subscriber (url, secret, types, retry_schedule, max_in_flight)
+VALUES (%s, %s, %s, %s, %s) RETURNING id
+"""
+DELETE_SUBSCRIBER = "DELETE FROM sequencing.webhook_subscriber WHERE id = %s RETURNING url"
+ROTATE_SECRET = """
+UPDATE sequencing.webhook_subscriber
+SET previous_secret = secret, previous_until = now() + %s, secret = %s
+WHERE id = %s RETURNING id
+"""
+ENABLE_SUBSCRIBER = """
+UPDATE sequencing.webhook_subscriber SET enabled = true, disabled_reason = NULL WHERE id = %s RETURNING id
+"""
+
+
+# --- secrets and signatures --------------------------------------------------------------------
+
+def generate_secret() -> str:
+    """Return a new random secret: `whsec_` + base64 of 32 random bytes."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
+
+
+def secret_key(secret: str) -> bytes:
+    """Return the HMAC key of a secret (the base64-decoded part after `whsec_`), or raise."""
+    # The message never quotes the value: it is a secret even when it is malformed.
+    if not secret.startswith(SECRET_PREFIX):
+        raise InvalidValue("the webhook secret must start with 'whsec_'",
+                           hint="omit --secret to have one generated")
+    try:
+        key = base64.b64decode(secret[len(SECRET_PREFIX):], validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidValue("the webhook secret is not base64 after 'whsec_'",
+                           hint="omit --secret to have one generated") from None
+    if not 24 <= len(key) <= 64:
+        raise InvalidValue(f"the webhook secret decodes to {len(key)} bytes (24 to 64 needed)",
+                           hint="omit --secret to have one generated")
+    return key
+
+
+def mask_secret(secret: str) -> str:
+    """Return a secret in the only form trackctl shows after creating it: `whsec_…` + 4 characters."""
+    return f"{SECRET_PREFIX}…{secret[-4:]}" if secret else ""
+
+
+def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    """Return one Standard Webhooks signature, `v1,` + base64 HMAC-SHA256 of `id.timestamp.body`."""
+    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+def signature_header(keys: list[bytes], msg_id: str, timestamp: int, body: bytes) -> str:
+    """Return the `webhook-signature` value: one signature per key (two during a rotation)."""
+    return " ".join(sign(k, msg_id, timestamp, body) for k in keys)
+
+
+# --- retry schedules ---------------------------------------------------------------------------
+
+def parse_schedule(text: str) -> list[int]:
+    """Return the seconds of a schedule like `0s,5s,5m,30m,2h` (the first: before the first attempt)."""
+    steps = [p.strip() for p in (text or "").split(",")]
+    if not steps or not all(steps):
+        raise InvalidValue("the retry schedule is empty or has an empty step", hint="e.g. 0s,5s,5m,30m,2h")
+    if len(steps) > 50:
+        raise InvalidValue("the retry schedule has more than 50 steps")
+    seconds = []
+    for step in steps:
+        match = _SCHEDULE_STEP.match(step)
+        if not match:
+            raise InvalidValue(f"invalid retry schedule step {step[:20]!r}", hint="use e.g. 0s, 5s, 5m, 2h, 1d")
+        n, unit = int(match.group(1)), match.group(2) or "s"
+        value = -(-n // 1000) if unit == "ms" else n * _UNITS[unit]
+        if value > 31_536_000:
+            raise InvalidValue(f"retry schedule step {step!r} is longer than a year")
+        seconds.append(value)
+    return seconds
+
+
+def format_schedule(seconds: list[int]) -> str:
+    out = []
+    for s in seconds:
+        for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+            if s and s % size == 0:
+                out.append(f"{s // size}{unit}")
+                break
+        else:
+            out.append(f"{s}s")
+    return ",".join(out)
+
+
+def check_url(url: str) -> str:
+    if len(url) > 2000 or not URL.match(url):
+        raise InvalidValue(f"invalid webhook URL {url[:80]!r}",
+                           hint="give an http:// or https:// URL without user:password@")
+    return url
+
+
+# --- subscribers -------------------------------------------------------------------------------
+
+def _subscriber(row: tuple) -> Subscriber:
+    (id_, url, types, schedule, in_flight, enabled, reason, created, secret, previous, until) = row
+    return Subscriber(id_, url, types, list(schedule), in_flight, enabled, reason, created, secret, previous, until)
+
+
+def add_subscriber(conn: psycopg.Connection, url: str, *, secret: str | None = None,
+                   types: list[str] | None = None, retry_schedule: list[int] | None = None,
+                   max_in_flight: int = DEFAULT_IN_FLIGHT) -> Subscriber:
+    """Create a subscriber (with a new secret unless one is given) and return it, secret included."""
+    check_url(url)
+    types = check_types(types)
+    if secret is None:
+        secret = generate_secret()
+    secret_key(secret)
+    schedule = list(retry_schedule) if retry_schedule is not None else list(DEFAULT_SCHEDULE)
+    if not 1 <= max_in_flight <= 256:
+        raise InvalidValue("--max-in-flight must be between 1 and 256")
+    try:
+        with conn.transaction():
+            row = conn.execute(INSERT_SUBSCRIBER, (url, secret, types, schedule, max_in_flight)).fetchone()
+    except psycopg.errors.UniqueViolation:
+        raise AlreadyExists(f"a webhook for {url[:80]} already exists",
+                            hint="see 'trackctl webhook list'; remove it first to change it") from None
+    return get_subscriber(conn, row[0])
+
+
+def get_subscriber(conn: psycopg.Connection, subscriber_id: int) -> Subscriber:
+    row = conn.execute(SELECT_SUBSCRIBERS + " WHERE s.id = %s", (subscriber_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no webhook with id {subscriber_id}", hint="see 'trackctl webhook list'")
+    return _subscriber(row)
+
+
+def list_subscribers(conn: psycopg.Connection, *, enabled_only: bool = False) -> list[Subscriber]:
+    """Return every subscriber by id (secrets included: show them with `mask_secret` only)."""
+    where = " WHERE s.enabled" if enabled_only else ""
+    return [_subscriber(r) for r in conn.execute(SELECT_SUBSCRIBERS + where + " ORDER BY s.id").fetchall()]
+
+
+def remove_subscriber(conn: psycopg.Connection, subscriber_id: int) -> str:
+    """Delete a subscriber and its deliveries; return its URL."""
+    row = conn.execute(DELETE_SUBSCRIBER, (subscriber_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no webhook with id {subscriber_id}", hint="see 'trackctl webhook list'")
+    return row[0]
+
+
+def rotate_secret(conn: psycopg.Connection, subscriber_id: int, *, secret: str | None = None,
+                  overlap: timedelta = ROTATION_OVERLAP) -> Subscriber:
+    """Give a subscriber a new secret (generated unless given) and return it, secret included.
+
+    Until `overlap` has passed, deliveries carry two signatures, one with each secret, so the
+    receiver can switch over at its own pace (Standard Webhooks rotation).
+    """
+    if secret is None:
+        secret = generate_secret()
+    secret_key(secret)
+    if overlap < timedelta(0):
+        raise InvalidValue("the overlap must not be negative")
+    if conn.execute(ROTATE_SECRET, (overlap, secret, subscriber_id)).fetchone() is None:
+        raise NotFound(f"no webhook with id {subscriber_id}", hint="see 'trackctl webhook list'")
+    return get_subscriber(conn, subscriber_id)
+
+
+def enable_subscriber(conn: psycopg.Connection, subscriber_id: int) -> Subscriber:
+    """Enable a subscriber again (after a 410 Gone disabled it); its pending deliveries resume."""
+    if conn.execute(ENABLE_SUBSCRIBER, (subscriber_id,)).fetchone() is None:
+        raise NotFound(f"no webhook with id {subscriber_id}", hint="see 'trackctl webhook list'")
+    return get_subscriber(conn, subscriber_id)
+
+
+# --- deliveries --------------------------------------------------------------------------------
+
+DELIVERY_STATUSES = ("pending", "done", "dead")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: int
+    subscriber_id: int
+    event_id: str
+    type: str
+    cursor: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime | None
+    last_attempt_at: datetime | None
+    last_status: int | None
+    last_error: str | None
+    delivered_at: datetime | None
+
+
+DELIVERY_COLUMNS = ["id", "subscriber_id", "event_id", "type", "status", "attempts", "next_attempt_at",
+                    "last_attempt_at", "last_status", "last_error", "delivered_at"]
+LIST_DELIVERIES = """
+SELECT d.id, d.subscriber_id, o.event_id, o.type, o.id::text, d.status, d.attempts, d.next_attempt_at,
+       d.last_attempt_at, d.last_status, d.last_error, d.delivered_at
+FROM sequencing.webhook_delivery d JOIN sequencing.outbox o ON o.id = d.outbox_id
+WHERE (%(status)s::text IS NULL OR d.status = %(status)s)
+  AND (%(subscriber)s::int IS NULL OR d.subscriber_id = %(subscriber)s)
+ORDER BY d.id DESC
+LIMIT %(limit)s
+"""
+# A replay makes the delivery pending and due now with a fresh schedule; the event keeps its id.
+REPLAY_ONE = """
+UPDATE sequencing.webhook_delivery
+SET status = 'pending', attempts = 0, next_attempt_at = now(), delivered_at = NULL, lease_token = NULL
+WHERE id = %s AND status <> 'pending'
+RETURNING id
+"""
+REPLAY_DEAD = """
+UPDATE sequencing.webhook_delivery
+SET status = 'pending', attempts = 0, next_attempt_at = now(), lease_token = NULL
+WHERE status = 'dead' AND (%(subscriber)s::int IS NULL OR subscriber_id = %(subscriber)s)
+"""
+
+
+def list_deliveries(conn: psycopg.Connection, *, status: str | None = None, subscriber_id: int | None = None,
+                    limit: int | None = 100) -> list[Delivery]:
+    """Return deliveries newest first, optionally of one status and one subscriber."""
+    if status is not None and status not in DELIVERY_STATUSES:
+        raise InvalidValue(f"unknown delivery status {status[:20]!r} (known: {', '.join(DELIVERY_STATUSES)})")
+    if limit is not None and limit < 1:
+        raise InvalidValue("--limit must be 1 or more")
+    rows = conn.execute(LIST_DELIVERIES, {"status": status, "subscriber": subscriber_id, "limit": limit})
+    return [Delivery(*r) for r in rows.fetchall()]
+
+
+def replay_delivery(conn: psycopg.Connection, delivery_id: int) -> None:
+    """Make one done or dead delivery pending again, due now."""
+    if conn.execute(REPLAY_ONE, (delivery_id,)).fetchone() is None:
+        row = conn.execute("SELECT status FROM sequencing.webhook_delivery WHERE id = %s", (delivery_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no delivery with id {delivery_id}", hint="see 'trackctl webhook deliveries'")
+        raise UsageError(f"delivery {delivery_id} is already pending", hint="'trackctl notify' will deliver it")
+
+
+def replay_dead(conn: psycopg.Connection, subscriber_id: int | None = None) -> int:
+    """Make every dead delivery (of one subscriber, or all) pending again; return how many."""
+    if subscriber_id is not None:
+        get_subscriber(conn, subscriber_id)
+    return conn.execute(REPLAY_DEAD, {"subscriber": subscriber_id}).rowcount
