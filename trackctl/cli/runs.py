@@ -1,0 +1,64 @@
+"""trackctl runs: the recorded runs of the cron-able commands."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from . import FORMAT_HELP, Format, app, connection, fmt_value, pipe_output
+
+runs_app = typer.Typer(help="Recorded runs of the cron jobs (refill, poll, notify, ...).",
+                       invoke_without_command=True)
+app.add_typer(runs_app, name="runs")
+
+COLUMNS = ["id", "job", "host", "pid", "started_at", "finished_at", "seconds", "outcome", "counts", "error"]
+
+
+@runs_app.callback()
+def runs_cmd(
+    ctx: typer.Context,
+    job: Optional[str] = typer.Option(None, "--job", help="Only runs of this job (refill, poll, notify, ...)."),
+    limit: int = typer.Option(20, "--limit", help="At most this many runs, newest first."),
+    fmt: Optional[Format] = typer.Option(None, "--format", help=FORMAT_HELP),
+) -> None:
+    """List recorded runs, newest first; a run whose process died shows outcome `died`.
+
+    Example: trackctl runs --job refill --limit 5
+
+    Example: trackctl runs prune --older-than 90d
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from ..output import emit
+    from ..runs import counts_text, list_runs
+
+    with connection(ctx) as conn:
+        runs = list_runs(conn, job, limit)
+    fmt_name = fmt_value(fmt)
+    if fmt_name in ("json", "jsonl"):
+        emit(runs, COLUMNS, fmt_name)
+        return
+    records = [{**{c: getattr(r, c) for c in COLUMNS}, "counts": counts_text(r.counts)} for r in runs]
+    with pipe_output():
+        emit(records, COLUMNS, fmt_name)
+
+
+@runs_app.command("prune")
+def prune_cmd(
+    ctx: typer.Context,
+    older_than: str = typer.Option("90d", "--older-than", help="Age of the runs to delete: 90d, 12w, 48h."),
+) -> None:
+    """Delete finished runs older than the given age (a cron job of its own, recorded too).
+
+    Example (cron): 43 3 * * * trackctl runs prune --older-than 90d
+    """
+    from datetime import timedelta
+
+    from ..names import parse_duration
+    from ..runs import prune_runs
+    from .jobs import recorded
+
+    age = timedelta(seconds=parse_duration(older_than))
+    with connection(ctx) as conn, recorded(ctx, conn, "runs-prune") as run:
+        run.count(deleted=prune_runs(conn, age))

@@ -1,0 +1,227 @@
+"""The cron schedule: which jobs run how often within which time limit, and the crontab text for them.
+
+`JOBS` is the one source: the repository's `crontab` file, `trackctl cron print|install` and the
+health check of every job's last successful run all read it (tests/test_cron.py checks that the
+file matches). Each job has a soft budget where the command has one (`--budget`, it stops taking
+new work) and a hard limit (`timeout`, SIGTERM then SIGKILL) below its interval, so runs never
+pile up. Several hosts may install the same schedule: refill takes a per-pool advisory lock,
+poll and notify share their work by row claims, the prunes are plain idempotent DELETEs.
+
+The installed block carries no environment lines (SHELL=..., VAR=...): cron applies those to
+every later line of the user's crontab too. Each command sets its own variables instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from dataclasses import dataclass, field
+
+from .errors import TrackctlError, UsageError
+
+ENV_CRONTAB_CMD = "TRACKCTL_CRONTAB_CMD"  # e.g. a file-backed stand-in for `crontab` in tests
+BEGIN = "# BEGIN trackctl (managed by 'trackctl cron install'; replaced on reinstall, removed by 'trackctl cron uninstall')"
+END = "# END trackctl"
+KILL_AFTER = "5s"  # SIGKILL this long after the SIGTERM of the hard limit
+
+
+@dataclass(frozen=True)
+class CronJob:
+    name: str  # the job name its runs are recorded under
+    schedule: str  # five cron fields
+    interval: int  # seconds between two runs, for the health check
+    limit: int  # hard time limit in seconds (timeout), below the interval
+    args: tuple[str, ...]  # trackctl arguments
+    purpose: str
+    requires: str | None = None  # a table the job works on: no table, no job to watch (health)
+
+    @property
+    def command(self) -> str:
+        return "trackctl " + " ".join(self.args)
+
+
+JOBS: tuple[CronJob, ...] = (
+    CronJob("refill", "*/5 * * * *", 300, 240, ("refill",),
+            "keep every pool topped up to its target (a pool another host is filling is skipped)"),
+    CronJob("poll", "* * * * *", 60, 50, ("poll", "--budget", "40s"),
+            "refresh due shipments from their carriers; hosts share the due rows by claims",
+            requires="sequencing.carrier_state"),
+    CronJob("notify", "* * * * *", 60, 50, ("notify", "--budget", "40s"),
+            "deliver outbox events to webhook subscribers; hosts share the rows by claims",
+            requires="sequencing.webhook_delivery"),
+    CronJob("sweep-stale", "7 * * * *", 3600, 900, ("sweep-stale",),
+            "flag shipments with no news for too long and stop polling them",
+            requires="sequencing.carrier_state"),
+    CronJob("outbox-prune", "23 3 * * *", 86400, 1800, ("outbox", "prune", "--older-than", "30d"),
+            "delete delivered outbox rows older than 30 days",
+            requires="sequencing.outbox"),
+    CronJob("runs-prune", "43 3 * * *", 86400, 600, ("runs", "prune", "--older-than", "90d"),
+            "delete run records older than 90 days"),
+)
+
+
+def job(name: str) -> CronJob | None:
+    return next((j for j in JOBS if j.name == name), None)
+
+
+@dataclass(frozen=True)
+class Installation:
+    """How the commands run on this host."""
+    trackctl: tuple[str, ...] = ("trackctl",)  # the absolute path once rendered for a host
+    timeout: str | None = "timeout"  # path of coreutils timeout, None where there is none
+    environment: tuple[tuple[str, str], ...] = field(default=(("TRACKCTL_LOG_FORMAT", "json"),))
+    log_file: str | None = "$HOME/trackctl-cron.log"  # None: stderr goes to syslog through logger
+    logger: str = "logger"
+
+
+def _cron_escape(text: str) -> str:
+    # In a crontab command an unescaped % ends the command and starts its standard input.
+    return text.replace("%", r"\%")
+
+
+def _quote(value: str) -> str:
+    # $HOME stays expandable in the generic file; everything else is quoted for sh.
+    if value.startswith("$HOME/") and shlex.quote(value[6:]) == value[6:]:
+        return value
+    return shlex.quote(value)
+
+
+def command_line(j: CronJob, inst: Installation) -> str:
+    """Return the crontab line of one job for one installation."""
+    env = " ".join(f"{k}={_quote(v)}" for k, v in inst.environment)
+    limit = f"{shlex.quote(inst.timeout)} -k {KILL_AFTER} {j.limit}s " if inst.timeout else ""
+    run = limit + " ".join([shlex.quote(a) for a in inst.trackctl] + [shlex.quote(a) for a in j.args])
+    if inst.log_file:
+        # stdout carries data (pool tables and the like) which nobody reads under cron; stderr
+        # carries the log lines.
+        redirect = f">/dev/null 2>>{_quote(inst.log_file)}"
+    else:
+        redirect = f"2>&1 >/dev/null | {shlex.quote(inst.logger)} -t trackctl-{j.name}"
+    parts = [j.schedule] + ([env] if env else []) + [run, redirect]
+    return _cron_escape(" ".join(parts))
+
+
+def render_block(inst: Installation, jobs: tuple[CronJob, ...] = JOBS) -> str:
+    """Return the marked block `trackctl cron install` puts into a user's crontab."""
+    lines = [BEGIN]
+    for j in jobs:
+        lines.append(f"# {j.name}, every {_every(j.interval)}, stopped after {j.limit} s: {j.purpose}")
+        lines.append(command_line(j, inst))
+    lines.append(END)
+    return "\n".join(lines) + "\n"
+
+
+def render_repository_file(jobs: tuple[CronJob, ...] = JOBS) -> str:
+    """Return the text of the repository's `crontab` (the schedule in its generic form)."""
+    inst = Installation(environment=())
+    lines = [
+        "# trackctl schedule (Vixie cron / cronie). Every job is safe to run on several hosts at once",
+        "# against one database. `trackctl cron print` renders it for this host (absolute paths, the",
+        "# installation's environment and log file) and `trackctl cron install` adds it to your crontab.",
+        "# Generated from trackctl/cron.py; tests/test_cron.py keeps the two equal.",
+        "SHELL=/bin/sh",
+        "PATH=/usr/local/bin:/usr/bin:/bin",
+        "TRACKCTL_LOG_FORMAT=json",
+    ]
+    for j in jobs:
+        lines += ["", f"# {j.name}: {j.purpose}.", f"# Every {_every(j.interval)}; stopped after {j.limit} s.",
+                  command_line(j, inst)]
+    return "\n".join(lines) + "\n"
+
+
+def _every(seconds: int) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds % size == 0:
+            n = seconds // size
+            return unit if n == 1 else f"{n} {unit}s"
+    return f"{seconds} s"
+
+
+# --- the user's crontab ----------------------------------------------------------------------
+
+
+def strip_block(text: str) -> str:
+    """Return a crontab without trackctl's block (every copy of it), other lines untouched."""
+    out, inside = [], False
+    for line in text.splitlines(keepends=True):
+        stripped = line.strip()
+        if not inside and stripped.startswith("# BEGIN trackctl"):
+            inside = True
+            continue
+        if inside:
+            if stripped == END:
+                inside = False
+            continue
+        out.append(line)
+    if inside:
+        raise TrackctlError("the crontab has a '# BEGIN trackctl' line without its '# END trackctl'",
+                            hint="fix it with 'crontab -e', then run the command again")
+    return "".join(out)
+
+
+def with_block(text: str, block: str) -> str:
+    """Return a crontab with trackctl's block replaced (or appended), other lines untouched."""
+    rest = strip_block(text)
+    if rest and not rest.endswith("\n"):
+        rest += "\n"
+    return rest + block
+
+
+def crontab_command() -> list[str]:
+    """Return the crontab program to use: $TRACKCTL_CRONTAB_CMD, else `crontab`."""
+    raw = os.environ.get(ENV_CRONTAB_CMD) or "crontab"
+    cmd = shlex.split(raw)
+    if not cmd:
+        raise UsageError(f"{ENV_CRONTAB_CMD} is empty")
+    return cmd
+
+
+def read_crontab() -> str:
+    """Return the user's crontab ('' when there is none)."""
+    cmd = crontab_command()
+    try:
+        proc = subprocess.run([*cmd, "-l"], capture_output=True, timeout=30)
+    except FileNotFoundError as exc:
+        raise TrackctlError(f"cannot run {cmd[0]!r}: not found",
+                            hint="install cron (cronie), or use the systemd timers in docs/OPERATIONS.md") from exc
+    if proc.returncode != 0:
+        message = proc.stderr.decode(errors="replace").strip()
+        if "no crontab" in message.lower():
+            return ""
+        raise TrackctlError(f"'{' '.join(cmd)} -l' failed: {message.splitlines()[0] if message else proc.returncode}")
+    return proc.stdout.decode()
+
+
+def write_crontab(text: str) -> None:
+    """Replace the user's crontab with `text`."""
+    cmd = crontab_command()
+    try:
+        proc = subprocess.run([*cmd, "-"], input=text.encode(), capture_output=True, timeout=30)
+    except FileNotFoundError as exc:
+        raise TrackctlError(f"cannot run {cmd[0]!r}: not found") from exc
+    if proc.returncode != 0:
+        message = proc.stderr.decode(errors="replace").strip()
+        raise TrackctlError(f"'{' '.join(cmd)} -' refused the new crontab: "
+                            f"{message.splitlines()[0] if message else proc.returncode}",
+                            hint="your crontab was left as it was")
+
+
+def install(block: str) -> bool:
+    """Put the block into the user's crontab; return False when it was already there, unchanged."""
+    current = read_crontab()
+    new = with_block(current, block)
+    if new == current:
+        return False
+    write_crontab(new)
+    return True
+
+
+def uninstall() -> bool:
+    """Remove the block from the user's crontab; return False when there was none."""
+    current = read_crontab()
+    new = strip_block(current)
+    if new == current:
+        return False
+    write_crontab(new)
+    return True

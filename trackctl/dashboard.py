@@ -1,0 +1,151 @@
+"""The state of the whole system in one read: what `trackctl status`, `metrics` and `health` show.
+
+Each section is one set-based query. Sections over tables a later migration adds (polling,
+outbox, deliveries) are None when those tables are missing, and named in `unavailable`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import psycopg
+
+from . import cron
+from .pools import PoolLevel, pool_levels
+from .runs import JobState, last_runs
+
+
+@dataclass(frozen=True)
+class ShipmentCount:
+    carrier: str
+    status: str
+    count: int
+
+
+@dataclass(frozen=True)
+class OutboxBacklog:
+    pending: int  # webhook deliveries not yet done (due now, leased, or waiting for a retry)
+    oldest_seconds: float | None  # age of the oldest event among them
+    lag_seconds: float | None  # how long the longest-waiting due delivery has been due: notify's lag
+
+
+@dataclass(frozen=True)
+class JobLine:
+    """The last run of one job, as the dashboard shows it."""
+    job: str
+    outcome: str  # running | ok | failed | skipped | died | never
+    started_at: datetime | None
+    seconds: float | None
+    last_ok_at: datetime | None
+    counts: dict
+    error: str | None
+    interval: int | None  # from the schedule; None for a job the schedule does not know
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    at: datetime
+    pools: list[PoolLevel]
+    shipments: list[ShipmentCount]
+    overdue_polls: int | None
+    outbox: OutboxBacklog | None
+    dead_deliveries: int | None
+    jobs: list[JobLine]
+    unavailable: list[str] = field(default_factory=list)
+
+
+NOW = "SELECT now()"
+TABLE_EXISTS = "SELECT to_regclass(%s) IS NOT NULL"
+SHIPMENTS = """
+SELECT c.name, t.status, count(*)
+FROM sequencing.tracking t JOIN sequencing.carrier c ON c.id = t.freightcarrier_id
+WHERE t.order_id IS NOT NULL
+GROUP BY c.name, t.status
+"""
+# A shipment is overdue when it has been due (its next poll time, or its assignment when it was
+# never polled) for longer than OVERDUE_AFTER without a poller holding it. Shipments of carriers
+# without an adapter are never polled and never overdue.
+OVERDUE_AFTER = "10 minutes"
+OVERDUE_POLLS = """
+SELECT count(*)
+FROM sequencing.tracking t JOIN sequencing.carrier c ON c.id = t.freightcarrier_id
+WHERE c.adapter IS NOT NULL
+  AND t.status NOT IN ('delivered', 'returned', 'cancelled') AND t.stale_at IS NULL
+  AND greatest(t.next_poll_at, t.assigned_at) < now() - %s::interval
+  AND (t.claimed_until IS NULL OR t.claimed_until <= now())
+"""
+OUTBOX_BACKLOG = """
+SELECT count(*),
+       extract(epoch FROM now() - min(o.created_at))::float8,
+       extract(epoch FROM now() - min(d.next_attempt_at)
+               FILTER (WHERE d.lease_token IS NULL AND d.next_attempt_at <= now()))::float8
+FROM sequencing.webhook_delivery d JOIN sequencing.outbox o ON o.id = d.outbox_id
+WHERE d.status = 'pending'
+"""
+DEAD_DELIVERIES = "SELECT count(*) FROM sequencing.webhook_delivery WHERE status = 'dead'"
+POLLING_TABLE = "sequencing.carrier_state"  # created by sql/0002_polling.sql
+DELIVERY_TABLE = "sequencing.webhook_delivery"  # created by sql/0003_outbox.sql
+
+
+def table_exists(conn: psycopg.Connection, name: str) -> bool:
+    """True when the table (schema-qualified) exists."""
+    return bool(conn.execute(TABLE_EXISTS, (name,)).fetchone()[0])
+
+
+def shipment_counts(conn: psycopg.Connection) -> list[ShipmentCount]:
+    """Return assigned shipments counted by carrier and status (ordered by carrier, status position)."""
+    order = {k: p for k, p in conn.execute("SELECT key, position FROM sequencing.status").fetchall()}
+    rows = [ShipmentCount(*r) for r in conn.execute(SHIPMENTS).fetchall()]
+    return sorted(rows, key=lambda r: (r.carrier, order.get(r.status, 99)))
+
+
+def job_lines(conn: psycopg.Connection) -> list[JobLine]:
+    """Return the last run of every scheduled job (outcome `never` when it has not run) and of any other."""
+    states = last_runs(conn) if table_exists(conn, "sequencing.run") else {}
+    lines = []
+    for j in cron.JOBS:
+        lines.append(_job_line(j.name, states.pop(j.name, None), j.interval))
+    for name, state in sorted(states.items()):
+        lines.append(_job_line(name, state, None))
+    return lines
+
+
+def _job_line(name: str, state: JobState | None, interval: int | None) -> JobLine:
+    if state is None:
+        return JobLine(name, "never", None, None, None, {}, None, interval)
+    last = state.last
+    return JobLine(name, last.outcome, last.started_at, last.seconds, state.last_ok_at, last.counts,
+                   last.error, interval)
+
+
+def overdue_polls(conn: psycopg.Connection) -> int | None:
+    """Return how many unfinished shipments are overdue for polling (None before polling exists)."""
+    if not table_exists(conn, POLLING_TABLE):
+        return None
+    return conn.execute(OVERDUE_POLLS, (OVERDUE_AFTER,)).fetchone()[0]
+
+
+def outbox_backlog(conn: psycopg.Connection) -> OutboxBacklog | None:
+    """Return the pending webhook deliveries, their oldest event's age and notify's lag (None before the outbox)."""
+    if not table_exists(conn, DELIVERY_TABLE):
+        return None
+    pending, oldest, lag = conn.execute(OUTBOX_BACKLOG).fetchone()
+    return OutboxBacklog(pending, None if oldest is None else round(oldest, 3), None if lag is None else round(lag, 3))
+
+
+def dead_deliveries(conn: psycopg.Connection) -> int | None:
+    """Return how many webhook deliveries are parked as dead (None before deliveries exist)."""
+    if not table_exists(conn, DELIVERY_TABLE):
+        return None
+    return conn.execute(DEAD_DELIVERIES).fetchone()[0]
+
+
+def snapshot(conn: psycopg.Connection) -> Dashboard:
+    """Return the dashboard: pools, shipments, overdue polls, outbox, dead deliveries, jobs."""
+    at = conn.execute(NOW).fetchone()[0]
+    overdue, backlog, dead = overdue_polls(conn), outbox_backlog(conn), dead_deliveries(conn)
+    unavailable = [name for name, value in (("overdue_polls", overdue), ("outbox", backlog),
+                                            ("dead_deliveries", dead)) if value is None]
+    return Dashboard(at, pool_levels(conn), shipment_counts(conn), overdue, backlog, dead, job_lines(conn),
+                     unavailable)
