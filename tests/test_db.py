@@ -266,3 +266,12 @@ def test_db_stop_with_a_configured_url_leaves_the_server_alone(cli):
     assert r.returncode == 0, r
     assert "does not manage" in r.stderr
     assert cli("pool", "list").returncode == 0
+
+
+def test_a_gap_in_applied_migrations_is_reported_not_hidden_by_a_higher_version(conn):
+    # A database migrated while a middle migration did not exist yet must still be told to migrate.
+    conn.execute("DELETE FROM sequencing.schema_migration WHERE version = 2")
+    with pytest.raises(SchemaOutOfDate) as err:
+        ensure_schema(conn)
+    assert "lacks migration 2" in err.value.message
+    assert "trackctl db migrate" in str(err.value)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 ENV_DATABASE_URL = "TRACKCTL_DATABASE_URL"
 ENV_HOME = "TRACKCTL_HOME"
+ENV_FILE = "TRACKCTL_ENV_FILE"  # a dotenv file to read before ./.env (the crontab points at it)
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,14 @@ def default_home() -> Path:
 
 def load_settings(database_url: str | None = None, home: str | None = None, debug: bool = False) -> Settings:
     """Return the settings for this run: flags win over the environment, which wins over ./.env."""
+    env_file = os.environ.get(ENV_FILE)
+    if env_file:
+        if not Path(env_file).is_file():
+            from .errors import TrackctlError
+
+            raise TrackctlError(f"{ENV_FILE} names {env_file!r}, which is not a readable file",
+                                hint="create it (mode 0600) with TRACKCTL_DATABASE_URL=..., or unset the variable")
+        load_dotenv_file(Path(env_file))
     load_dotenv_file()
     url = database_url or os.environ.get(ENV_DATABASE_URL) or None
     home_path = Path(home or os.environ.get(ENV_HOME) or default_home()).expanduser()

@@ -26,7 +26,7 @@ CREATE TABLE IF NOT EXISTS sequencing.schema_migration (
     applied_at timestamptz NOT NULL DEFAULT now()
 );
 """
-SCHEMA_VERSION = "SELECT coalesce(max(version), 0) FROM sequencing.schema_migration"
+APPLIED_VERSIONS = "SELECT array_agg(version) FROM sequencing.schema_migration"
 APPLIED = "SELECT version, name, checksum, applied_at FROM sequencing.schema_migration ORDER BY version"
 RECORD = "INSERT INTO sequencing.schema_migration (version, name, checksum) VALUES (%s, %s, %s)"
 
@@ -64,8 +64,7 @@ def migrations(folder: Path | None = None) -> list[Migration]:
 
 
 def latest_version(folder: Path | None = None) -> int:
-    names = (p.name for p in (folder or sql_dir()).iterdir())
-    return max((int(m.group(1)) for n in names if (m := MIGRATION_FILE.match(n))), default=0)
+    return max(file_versions(folder), default=0)
 
 
 def describe_target(url: str) -> str:
@@ -129,27 +128,43 @@ def connect(settings: Settings, *, check_schema: bool = True) -> psycopg.Connect
     return conn
 
 
-def schema_version(conn: psycopg.Connection) -> int:
+def applied_versions(conn: psycopg.Connection) -> set[int]:
+    """Return the versions recorded as applied (empty on a database never migrated)."""
     try:
-        with conn.transaction():
-            row = conn.execute(SCHEMA_VERSION).fetchone()
+        # One statement in autocommit: a missing table aborts nothing, and `assign` pays one round trip.
+        row = conn.execute(APPLIED_VERSIONS).fetchone()
     except psycopg.errors.UndefinedTable:
-        return 0
-    return int(row[0]) if row else 0
+        if not conn.autocommit:
+            conn.rollback()
+        return set()
+    return set(row[0] or ())
+
+
+def schema_version(conn: psycopg.Connection) -> int:
+    return max(applied_versions(conn), default=0)
+
+
+def file_versions(folder: Path | None = None) -> set[int]:
+    names = (p.name for p in (folder or sql_dir()).iterdir())
+    return {int(m.group(1)) for n in names if (m := MIGRATION_FILE.match(n))}
 
 
 def ensure_schema(conn: psycopg.Connection, *, auto_migrate: bool = False) -> None:
-    """Raise SchemaOutOfDate unless the database is at this code's migration level."""
-    have, want = schema_version(conn), latest_version()
+    """Raise SchemaOutOfDate unless every migration file is applied and none unknown to this code is."""
+    have, want = applied_versions(conn), file_versions()
     if have == want:
         return
-    if have > want:
-        raise SchemaOutOfDate(f"the database schema is at version {have}, newer than this trackctl ({want})",
+    newer = have - want
+    if newer:
+        raise SchemaOutOfDate(f"the database has migration {max(newer)}, newer than this trackctl ({max(want)})",
                               hint="upgrade trackctl on this host")
     if auto_migrate:
         migrate(conn)
         return
-    raise SchemaOutOfDate(f"the database schema is at version {have}, this trackctl needs {want}",
+    missing = sorted(want - have)
+    raise SchemaOutOfDate(f"the database schema lacks migration{'s' if len(missing) > 1 else ''} "
+                          f"{', '.join(str(v) for v in missing)} (at version {max(have, default=0)}, "
+                          f"this trackctl needs {max(want)})",
                           hint="run 'trackctl db migrate'")
 
 

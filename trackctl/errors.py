@@ -9,6 +9,9 @@ EXIT_USAGE = 2
 EXIT_REJECTED = 3  # some input lines were rejected, the rest went through
 EXIT_DATABASE = 4  # database unreachable
 EXIT_SCHEMA = 5  # schema behind the code, or an applied migration was edited
+EXIT_PARTIAL = 6  # some carrier requests failed; what succeeded was recorded
+EXIT_GROUP_FULL = 7  # a consumer group already has its 6 live collectors
+EXIT_TERMINATED = 143  # SIGTERM (128 + 15), e.g. from `timeout` in the crontab
 
 
 class TrackctlError(Exception):
@@ -69,3 +72,25 @@ class InputRejected(TrackctlError):
     """Some input lines were rejected; the good ones were applied."""
 
     exit_code = EXIT_REJECTED
+
+
+class Terminated(TrackctlError):
+    """The process got SIGTERM while a job ran (its run is recorded as failed)."""
+
+    exit_code = EXIT_TERMINATED
+
+
+class TransitionRefused(TrackctlError):
+    """A manual status change that makes no sense (cancel a delivered parcel)."""
+
+
+class PartialFailure(TrackctlError):
+    """A run did part of its work: some requests failed, the rest was recorded."""
+
+    exit_code = EXIT_PARTIAL
+
+
+class GroupFull(TrackctlError):
+    """A consumer group already has its 6 live collectors: the 7th is refused at once."""
+
+    exit_code = EXIT_GROUP_FULL

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import psycopg
 
-from .errors import AlreadyExists, InvalidValue, UnknownPool
+from .errors import AlreadyExists, InvalidValue, PoolExhausted, UnknownPool
 from .names import check_pool_name
 
 # Two-key advisory lock (class, pool id) held by the refill of one pool.
@@ -42,6 +43,7 @@ class RefillResult:
     free_before: int
     generated: int
     skipped: bool = False  # another refill of this pool held the lock
+    exhausted: bool = False  # an S10 pool whose serial range ran out before the target was reached
 
 
 SELECT_POOLS = "SELECT id, name, kind, target FROM sequencing.pool"
@@ -76,18 +78,30 @@ def get_pool(conn: psycopg.Connection, name: str) -> Pool:
     return Pool(*row)
 
 
-def create_pool(conn: psycopg.Connection, name: str, target: int = 200, kind: str = "uuid") -> Pool:
-    """Create an empty pool; `trackctl refill` fills it."""
+def create_pool(conn: psycopg.Connection, name: str, target: int = 200, kind: str = "uuid", *,
+                s10: S10Range | None = None) -> Pool:
+    """Create an empty pool; `trackctl refill` fills it. An S10 pool needs its serial range."""
     check_pool_name(name)
     check_target(target)
-    if kind != "uuid":
-        raise InvalidValue(f"unsupported pool kind {kind!r}", hint="use --kind uuid")
+    if kind not in ("uuid", "s10"):
+        raise InvalidValue(f"unsupported pool kind {kind!r}", hint="use --kind uuid or --kind s10")
+    if kind == "s10" and s10 is None:
+        raise InvalidValue("an S10 pool needs its prefix, country and serial range",
+                           hint="e.g. --kind s10 --prefix AA --country BR --range 10000000-10999999")
+    if kind == "uuid" and s10 is not None:
+        raise InvalidValue("--prefix, --country and --range are for S10 pools", hint="add --kind s10")
     try:
         with conn.transaction():
-            conn.execute("INSERT INTO sequencing.pool (name, kind, target) VALUES (%s, %s, %s)",
-                         (name, kind, target))
+            if s10 is None:
+                conn.execute("INSERT INTO sequencing.pool (name, kind, target) VALUES (%s, %s, %s)",
+                             (name, kind, target))
+            else:
+                conn.execute(INSERT_S10_POOL, (name, target, s10.prefix, s10.country, s10.first, s10.last, s10.first))
     except psycopg.errors.UniqueViolation as exc:
         raise AlreadyExists(f"pool {name!r} already exists", hint="change it with 'trackctl pool set'") from exc
+    except psycopg.errors.ExclusionViolation as exc:
+        raise AlreadyExists(exc.diag.message_primary or "the S10 range overlaps another pool",
+                            hint="serials are never shared: use the range the carrier allotted for this pool") from exc
     return get_pool(conn, name)
 
 
@@ -134,8 +148,9 @@ def uuid_codes(count: int) -> Iterator[str]:
         left -= n
 
 
-def copy_codes(conn: psycopg.Connection, pool_id: int, codes: Iterator[str]) -> int:
-    """COPY codes into a pool as free rows; return how many were written."""
+def copy_codes(conn: psycopg.Connection, pool_id: int, codes: Iterator[str],
+               progress: Callable[[int], None] | None = None) -> int:
+    """COPY codes into a pool as free rows; return how many were written (reported to `progress`)."""
     written = 0
     suffix = f"\t{pool_id}\n"
     with conn.cursor() as cur, cur.copy(COPY_CODES) as copy:
@@ -145,14 +160,18 @@ def copy_codes(conn: psycopg.Connection, pool_id: int, codes: Iterator[str]) -> 
             if len(batch) == COPY_CHUNK:
                 copy.write(suffix.join(batch) + suffix)
                 written += len(batch)
+                if progress:
+                    progress(len(batch))
                 batch.clear()
         if batch:
             copy.write(suffix.join(batch) + suffix)
             written += len(batch)
+            if progress:
+                progress(len(batch))
     return written
 
 
-def refill_pool(conn: psycopg.Connection, pool: Pool) -> RefillResult:
+def refill_pool(conn: psycopg.Connection, pool: Pool, progress: Callable[..., None] | None = None) -> RefillResult:
     """Top one pool up to its target: nothing when at least the target is free, else the shortfall.
 
     The pool's advisory lock makes refills on several hosts safe: whoever holds it fills the
@@ -166,18 +185,149 @@ def refill_pool(conn: psycopg.Connection, pool: Pool) -> RefillResult:
         short = pool.target - free
         generated = 0
         if short > 0:
-            generated = copy_codes(conn, pool.id, generate_codes(conn, pool, short))
-    return RefillResult(pool.name, pool.target, free, generated)
+            if progress:
+                progress(0, expected=short)
+            try:
+                codes = generate_codes(conn, pool, short)
+            except PoolExhausted:
+                return RefillResult(pool.name, pool.target, free, 0, exhausted=True)
+            generated = copy_codes(conn, pool.id, codes, progress)
+    return RefillResult(pool.name, pool.target, free, generated, exhausted=pool.kind == "s10" and generated < short)
 
 
 def generate_codes(conn: psycopg.Connection, pool: Pool, count: int) -> Iterator[str]:
     """Return new codes for a pool of any kind."""
     if pool.kind == "uuid":
         return uuid_codes(count)
+    if pool.kind == "s10":
+        return iter(s10_codes(conn, pool, count))
     raise InvalidValue(f"pool {pool.name!r} has kind {pool.kind!r}, which this trackctl cannot generate")
 
 
-def refill(conn: psycopg.Connection, name: str | None = None) -> list[RefillResult]:
-    """Top every pool (or the named one) up to its target; return what each got."""
+def refill(conn: psycopg.Connection, name: str | None = None,
+           progress: Callable[..., None] | None = None) -> list[RefillResult]:
+    """Top every pool (or the named one) up to its target; return what each got.
+
+    `progress(n)` is called as codes are written, `progress(0, expected=n)` as each shortfall is known.
+    """
     pools = [get_pool(conn, name)] if name else [Pool(*r) for r in conn.execute(SELECT_POOLS + " ORDER BY name")]
-    return [refill_pool(conn, p) for p in pools]
+    return [refill_pool(conn, p, progress) for p in pools]
+
+
+# ---------------------------------------------------------------------------------------------
+# UPU S10 codes: two letters, an eight-digit serial, a check digit, a two-letter country code
+# (AA123456785BR). The serials come from a range the carrier allotted; each is used once.
+
+S10_WEIGHTS = (8, 6, 4, 2, 3, 5, 9, 7)
+S10_CODE = re.compile(r"^([A-Z]{2})(\d{8})(\d)([A-Z]{2})$")
+S10_RANGE = re.compile(r"^\s*(\d{1,8})\s*-\s*(\d{1,8})\s*$")
+S10_WARN_FRACTION = 0.10  # health warns when at most this fraction of a range is left
+
+INSERT_S10_POOL = """
+INSERT INTO sequencing.pool (name, kind, target, s10_prefix, s10_country, s10_first, s10_last, s10_next)
+VALUES (%s, 's10', %s, %s, %s, %s, %s, %s)
+"""
+# Reserve up to n serials of a pool in order: the row lock serialises reservations, and the
+# pool_s10_guard trigger refuses any move of s10_next backwards.
+RESERVE_SERIALS = """
+WITH cur AS (
+    SELECT id, s10_next AS first, least(%(n)s, s10_last + 1 - s10_next) AS n
+    FROM sequencing.pool WHERE id = %(id)s AND kind = 's10'
+    FOR UPDATE
+)
+UPDATE sequencing.pool p SET s10_next = cur.first + cur.n FROM cur WHERE p.id = cur.id
+RETURNING p.name, p.s10_prefix, p.s10_country, cur.first, cur.n, p.s10_first, p.s10_last
+"""
+S10_USAGE = """
+SELECT p.name, p.s10_prefix, p.s10_country, p.s10_first, p.s10_last, p.s10_next,
+       (SELECT count(*) FROM sequencing.tracking t WHERE t.pool_id = p.id AND t.order_id IS NULL)
+FROM sequencing.pool p WHERE p.kind = 's10' ORDER BY p.name
+"""
+
+
+@dataclass(frozen=True)
+class S10Range:
+    prefix: str
+    country: str
+    first: int
+    last: int
+
+
+@dataclass(frozen=True)
+class S10Usage:
+    pool: str
+    prefix: str
+    country: str
+    first: int
+    last: int
+    next: int  # next serial to generate
+    free: int  # generated codes not assigned yet
+
+    @property
+    def size(self) -> int:
+        return self.last - self.first + 1
+
+    @property
+    def left(self) -> int:
+        """Codes that can still be handed out: free ones plus serials not generated yet."""
+        return self.last + 1 - self.next + self.free
+
+
+def s10_check_digit(serial: int) -> int:
+    """Return the UPU S10 check digit of an eight-digit serial (weights 8 6 4 2 3 5 9 7, mod 11)."""
+    if not 0 <= serial <= 99_999_999:
+        raise ValueError("an S10 serial has eight digits")
+    total = sum(w * int(d) for w, d in zip(S10_WEIGHTS, f"{serial:08d}"))
+    check = 11 - total % 11
+    return 0 if check == 10 else 5 if check == 11 else check
+
+
+def s10_code(prefix: str, serial: int, country: str) -> str:
+    """Return the S10 code of a serial, e.g. s10_code("RA", 12345678, "BR") == "RA123456785BR"."""
+    return f"{prefix}{serial:08d}{s10_check_digit(serial)}{country}"
+
+
+def is_valid_s10(code: str) -> bool:
+    """True when `code` is a well-formed S10 code with the right check digit."""
+    match = S10_CODE.match(code)
+    return bool(match) and s10_check_digit(int(match.group(2))) == int(match.group(3))
+
+
+def parse_s10_range(prefix: str, country: str, text: str) -> S10Range:
+    """Return the S10 range of `--prefix AA --country BR --range FIRST-LAST`, or raise InvalidValue."""
+    prefix, country = (prefix or "").strip().upper(), (country or "").strip().upper()
+    if not re.fullmatch(r"[A-Z]{2}", prefix):
+        raise InvalidValue(f"invalid S10 prefix {prefix[:10]!r}", hint="two letters, e.g. --prefix AA")
+    if not re.fullmatch(r"[A-Z]{2}", country):
+        raise InvalidValue(f"invalid S10 country {country[:10]!r}", hint="an ISO 3166 alpha-2 code, e.g. --country BR")
+    match = S10_RANGE.match(text or "")
+    if not match:
+        raise InvalidValue(f"invalid S10 range {(text or '')[:30]!r}",
+                           hint="FIRST-LAST with serials of up to eight digits, e.g. --range 10000000-10999999")
+    first, last = int(match.group(1)), int(match.group(2))
+    if first > last:
+        raise InvalidValue(f"the S10 range {first}-{last} ends before it starts")
+    return S10Range(prefix, country, first, last)
+
+
+def s10_codes(conn: psycopg.Connection, pool: Pool, count: int) -> list[str]:
+    """Reserve the next `count` serials of an S10 pool (fewer when the range ends); return their codes.
+
+    Raises PoolExhausted when no serial is left. Reserved serials are never handed out again,
+    even when the transaction that uses them inserts nothing.
+    """
+    row = conn.execute(RESERVE_SERIALS, {"n": count, "id": pool.id}).fetchone()
+    if row is None:
+        raise InvalidValue(f"pool {pool.name!r} is not an S10 pool")
+    name, prefix, country, first, n, lo, hi = row
+    if count > 0 and n == 0:
+        raise PoolExhausted(
+            f"S10 pool {name!r} has used its whole range {prefix}{lo:08d}-{hi:08d}{country}",
+            hint="ask the carrier for a new range, create a pool with it ('trackctl pool create NAME --kind s10 ...') "
+                 "and point the carrier at it ('trackctl carrier set CARRIER --pool NAME')")
+    return [s10_code(prefix, serial, country) for serial in range(first, first + n)]
+
+
+def s10_usage(conn: psycopg.Connection) -> list[S10Usage]:
+    """Return the range, next serial and free codes of every S10 pool."""
+    return [S10Usage(*row) for row in conn.execute(S10_USAGE).fetchall()]

@@ -209,10 +209,12 @@ def recorded_run(conn: psycopg.Connection, job: str) -> Iterator[RunRecorder]:
         except BaseException as exc:
             error = describe_error(exc)
             _finish_quietly(conn, recorder, "failed", error)
-            # The error itself is a field (JSON logs); in text the CLI's error line follows this one.
-            log.error("failed after %.2f s", recorder.elapsed,
-                      extra={"counts": recorder.counts, "outcome": "failed", "seconds": round(recorder.elapsed, 3),
-                             "error": error})
+            # The error itself is a field (JSON logs). In text the CLI's error line that follows is
+            # the one line a failure gets (issue 7); the run record keeps the time and the error.
+            if logs.configured_format() == "json":
+                log.error("failed after %.2f s", recorder.elapsed,
+                          extra={"counts": recorder.counts, "outcome": "failed",
+                                 "seconds": round(recorder.elapsed, 3), "error": error})
             raise
         outcome = "skipped" if recorder.skipped_reason is not None else "ok"
         finish_run(conn, recorder, outcome, recorder.skipped_reason)

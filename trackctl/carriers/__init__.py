@@ -1,13 +1,34 @@
-"""Carrier records: add, change, list and resolve by name or numeric id (freightcarrier_id)."""
+"""Carrier records: add, change, list and resolve by name or numeric id (freightcarrier_id).
+
+Besides its name and pool a carrier has adapter settings (which adapter, URL, the NAME of the
+environment variable holding its token, concurrency cap, timeout, adapter options) and polling
+policy (interval overrides, stale-after, breaker threshold and cool-down). Adapters live beside
+this module; nothing heavy is imported here, since `trackctl assign` imports it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from ..errors import AlreadyExists, InvalidValue, UnknownCarrier, UnknownPool
 from ..names import carrier_ref_id, check_carrier_name, check_pool_name
+
+DEFAULT_MAX_CONCURRENCY = 6
+DEFAULT_TIMEOUT = 10.0
+MAX_CONCURRENCY = 256
+MAX_TIMEOUT = 300.0
+TOKEN_ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+# Statuses whose poll interval can be set (terminal shipments are never polled).
+POLLED_STATUSES = ("pending", "in_transit", "out_for_delivery", "failed_attempt", "available_for_pickup",
+                   "exception")
 
 
 @dataclass(frozen=True)
@@ -51,8 +72,11 @@ def get_carrier(conn: psycopg.Connection, ref: str) -> Carrier:
 
 
 def add_carrier(conn: psycopg.Connection, name: str, carrier_id: int | None = None,
-                pool: str = "default") -> Carrier:
-    """Create a carrier drawing codes from `pool`; return it."""
+                pool: str = "default", **settings: Any) -> Carrier:
+    """Create a carrier drawing codes from `pool`; return it.
+
+    Keyword settings are those of `set_carrier` (adapter, url, token_env, max_concurrency, ...).
+    """
     check_carrier_name(name)
     check_pool_name(pool)
     if carrier_id is not None and not 0 < carrier_id < 2**31:
@@ -60,6 +84,8 @@ def add_carrier(conn: psycopg.Connection, name: str, carrier_id: int | None = No
     try:
         with conn.transaction():
             row = conn.execute(INSERT_CARRIER, {"id": carrier_id, "name": name, "pool": pool}).fetchone()
+            if row is not None and settings:
+                _apply_settings(conn, row[0], name, None, settings)
     except psycopg.errors.UniqueViolation as exc:
         what = f"id {carrier_id}" if exc.diag.constraint_name == "carrier_pkey" else f"name {name!r}"
         raise AlreadyExists(f"a carrier with {what} already exists",
@@ -67,3 +93,209 @@ def add_carrier(conn: psycopg.Connection, name: str, carrier_id: int | None = No
     if row is None:
         raise UnknownPool(f"unknown pool {pool!r}", hint="create it with 'trackctl pool create'")
     return get_carrier(conn, name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Adapter settings and polling policy
+
+
+@dataclass(frozen=True)
+class CarrierSettings:
+    id: int
+    name: str
+    pool: str
+    adapter: str | None  # None: no API, shipments are marked by hand
+    url: str | None
+    token_env: str | None  # the NAME of the variable holding the token, never the token
+    max_concurrency: int
+    timeout: float
+    options: dict = field(default_factory=dict)
+    poll_intervals: dict = field(default_factory=dict)  # status -> seconds, overriding the defaults
+    stale_after: timedelta = timedelta(days=30)
+    breaker_threshold: int = 10
+    breaker_cooldown: timedelta = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class CarrierState:
+    """What the pollers share about a carrier right now."""
+
+    carrier: str
+    breaker: str  # closed | open | half-open
+    consecutive_failures: int
+    blocked_until: datetime | None  # HTTP 429
+    open_until: datetime | None
+    opened_at: datetime | None
+    slots_in_use: int
+
+
+SELECT_SETTINGS = """
+SELECT c.id, c.name, p.name, c.adapter, c.url, c.token_env, c.max_concurrency, c.timeout, c.options,
+       c.poll_intervals, c.stale_after, c.breaker_threshold, c.breaker_cooldown
+FROM sequencing.carrier c JOIN sequencing.pool p ON p.id = c.pool_id
+"""
+SELECT_STATE = """
+SELECT c.name,
+       CASE WHEN s.open_until IS NULL THEN 'closed' WHEN s.open_until > now() THEN 'open' ELSE 'half-open' END,
+       s.consecutive_failures, CASE WHEN s.blocked_until > now() THEN s.blocked_until END, s.open_until, s.opened_at,
+       (SELECT count(*) FROM sequencing.carrier_slot l
+        WHERE l.carrier_id = c.id AND l.slot <= c.max_concurrency AND l.leased_until > now())::int
+FROM sequencing.carrier c JOIN sequencing.carrier_state s ON s.carrier_id = c.id
+"""
+UPDATE_SETTINGS = """
+UPDATE sequencing.carrier SET
+    adapter = %(adapter)s, url = %(url)s, token_env = %(token_env)s, max_concurrency = %(max_concurrency)s,
+    timeout = %(timeout)s, options = %(options)s, poll_intervals = %(poll_intervals)s,
+    stale_after = %(stale_after)s, breaker_threshold = %(breaker_threshold)s,
+    breaker_cooldown = %(breaker_cooldown)s, pool_id = coalesce(%(pool_id)s, pool_id)
+WHERE id = %(id)s
+"""
+RESET_STATE = """
+UPDATE sequencing.carrier_state
+SET blocked_until = NULL, consecutive_failures = 0, open_until = NULL, probe_until = NULL
+WHERE carrier_id = %s
+"""
+POOL_ID = "SELECT id FROM sequencing.pool WHERE name = %s"
+
+
+def _settings_row(row: tuple) -> CarrierSettings:
+    return CarrierSettings(*row[:8], dict(row[8] or {}), dict(row[9] or {}), *row[10:])
+
+
+def list_carrier_settings(conn: psycopg.Connection) -> list[CarrierSettings]:
+    """Return every carrier's adapter settings and polling policy, by id."""
+    return [_settings_row(r) for r in conn.execute(SELECT_SETTINGS + " ORDER BY c.id").fetchall()]
+
+
+def carrier_settings(conn: psycopg.Connection, ref: str) -> CarrierSettings:
+    """Return the settings of the carrier named by `ref` (name or id), or raise UnknownCarrier."""
+    row = conn.execute(SELECT_SETTINGS + " WHERE c.name = %s OR c.id = %s", (ref, carrier_ref_id(ref))).fetchone()
+    if row is None:
+        raise unknown_carrier(ref, list_carriers(conn))
+    return _settings_row(row)
+
+
+def carrier_states(conn: psycopg.Connection) -> list[CarrierState]:
+    """Return the breaker, 429 block and slots in use of every carrier."""
+    return [CarrierState(*r) for r in conn.execute(SELECT_STATE + " ORDER BY c.id").fetchall()]
+
+
+def reset_carrier_state(conn: psycopg.Connection, ref: str) -> CarrierSettings:
+    """Close the breaker and lift the 429 block of a carrier (a person decided it is fine)."""
+    carrier = carrier_settings(conn, ref)
+    conn.execute(RESET_STATE, (carrier.id,))
+    return carrier
+
+
+def set_carrier(conn: psycopg.Connection, ref: str, **settings: Any) -> CarrierSettings:
+    """Change some settings of a carrier; return all of them.
+
+    Settings: adapter (None removes it), url, token_env, max_concurrency, timeout, options
+    (`{KEY: VALUE}` strings as given to --option; an empty VALUE removes KEY), intervals (`{STATUS:
+    seconds}`), stale_after, breaker_threshold (int), breaker_cooldown (seconds or timedelta), pool.
+    """
+    current = carrier_settings(conn, ref)
+    with conn.transaction():
+        _apply_settings(conn, current.id, current.name, current, settings)
+    return carrier_settings(conn, current.name)
+
+
+def _seconds_delta(value: Any, what: str) -> timedelta:
+    delta = value if isinstance(value, timedelta) else timedelta(seconds=float(value))
+    if delta <= timedelta(0):
+        raise InvalidValue(f"{what} must be more than zero")
+    return delta
+
+
+def check_url(url: str) -> str:
+    """Return a carrier base URL if it is http(s) with a host and no credentials, else raise."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidValue(f"invalid carrier URL {url[:80]!r}", hint="use http://HOST[:PORT][/PATH] or https://...")
+    if parts.username or parts.password or "@" in parts.netloc:
+        raise InvalidValue("the carrier URL must not contain credentials",
+                           hint="put the token in an environment variable and name it with --token-env")
+    if parts.query or parts.fragment:
+        raise InvalidValue("the carrier URL must not have a query or fragment")
+    if len(url) > 2000 or any(ch.isspace() or not ch.isprintable() for ch in url):
+        raise InvalidValue("the carrier URL is too long or contains spaces or control characters")
+    try:
+        parts.port
+    except ValueError as exc:
+        raise InvalidValue(f"invalid port in carrier URL {url[:80]!r}") from exc
+    return url
+
+
+def _apply_settings(conn: psycopg.Connection, carrier_id: int, name: str, current: CarrierSettings | None,
+                    changes: Mapping[str, Any]) -> None:
+    known = {"adapter", "url", "token_env", "max_concurrency", "timeout", "options", "intervals", "stale_after",
+             "breaker_threshold", "breaker_cooldown", "pool"}
+    unknown = set(changes) - known
+    if unknown:
+        raise TypeError(f"unknown carrier settings: {', '.join(sorted(unknown))}")
+    cur = current or CarrierSettings(carrier_id, name, "", None, None, None, DEFAULT_MAX_CONCURRENCY,
+                                     DEFAULT_TIMEOUT)
+    adapter = changes.get("adapter", cur.adapter) or None
+    url = changes.get("url", cur.url) or None
+    token_env = changes.get("token_env", cur.token_env) or None
+    max_concurrency = changes.get("max_concurrency")
+    max_concurrency = cur.max_concurrency if max_concurrency is None else max_concurrency
+    timeout = changes.get("timeout")
+    timeout = cur.timeout if timeout is None else float(timeout)
+    if url is not None:
+        check_url(url)
+    if token_env is not None and not TOKEN_ENV.match(token_env):
+        raise InvalidValue(f"invalid environment variable name {token_env[:40]!r} for --token-env",
+                           hint="give the NAME of the variable holding the token, e.g. CORREIOS_TOKEN, not the token")
+    if not 1 <= max_concurrency <= MAX_CONCURRENCY:
+        raise InvalidValue(f"--max-concurrency must be from 1 to {MAX_CONCURRENCY}")
+    if not 0 < timeout <= MAX_TIMEOUT:
+        raise InvalidValue(f"--timeout must be more than 0 and at most {MAX_TIMEOUT:g} seconds")
+
+    option_changes = changes.get("options") or {}
+    # Options belong to an adapter: a new adapter starts from its own defaults.
+    options = dict(cur.options) if adapter == cur.adapter else {}
+    if adapter is not None:
+        from .registry import load_adapter, parse_options, requires_url
+
+        adapter_class = load_adapter(adapter)
+        if requires_url(adapter_class) and not url:
+            raise InvalidValue(f"the {adapter} adapter needs the carrier's base URL", hint="add --url URL")
+        given = {k: v for k, v in option_changes.items() if v != ""}
+        options = {k: v for k, v in options.items() if k not in option_changes}
+        options.update(parse_options(adapter, adapter_class, given))
+    elif option_changes:
+        raise InvalidValue("--option needs an adapter", hint="add --adapter NAME")
+
+    intervals = dict(cur.poll_intervals)
+    for status, seconds in (changes.get("intervals") or {}).items():
+        if status not in POLLED_STATUSES:
+            raise InvalidValue(f"no poll interval for status {status[:40]!r}",
+                               hint=f"intervals exist for {', '.join(POLLED_STATUSES)}")
+        if seconds is None:
+            intervals.pop(status, None)
+        elif not 1 <= seconds <= 30 * 86400:
+            raise InvalidValue("a poll interval must be from 1 second to 30 days")
+        else:
+            intervals[status] = int(seconds)
+    stale_after = cur.stale_after if changes.get("stale_after") is None else _seconds_delta(
+        changes["stale_after"], "--stale-after")
+    threshold = changes.get("breaker_threshold")
+    threshold = cur.breaker_threshold if threshold is None else threshold
+    if not 1 <= threshold <= 100_000:
+        raise InvalidValue("--breaker-threshold must be from 1 to 100000")
+    cooldown = cur.breaker_cooldown if changes.get("breaker_cooldown") is None else _seconds_delta(
+        changes["breaker_cooldown"], "--breaker-cooldown")
+    pool_id = None
+    if changes.get("pool"):
+        check_pool_name(changes["pool"])
+        row = conn.execute(POOL_ID, (changes["pool"],)).fetchone()
+        if row is None:
+            raise UnknownPool(f"unknown pool {changes['pool']!r}", hint="create it with 'trackctl pool create'")
+        pool_id = row[0]
+    conn.execute(UPDATE_SETTINGS, {
+        "id": carrier_id, "adapter": adapter, "url": url, "token_env": token_env,
+        "max_concurrency": max_concurrency, "timeout": timeout, "options": Jsonb(options),
+        "poll_intervals": Jsonb(intervals), "stale_after": stale_after, "breaker_threshold": threshold,
+        "breaker_cooldown": cooldown, "pool_id": pool_id,
+    })

@@ -14,7 +14,7 @@ import typer
 from .. import __version__
 from ..errors import EXIT_DATABASE, EXIT_ERROR, TrackctlError
 
-app = typer.Typer(
+APP_SETTINGS = dict(
     name="trackctl",
     help="Parcel-tracking operations on PostgreSQL: code pools, assignment, carriers, outbox.",
     no_args_is_help=True,
@@ -23,6 +23,7 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+app = typer.Typer(**APP_SETTINGS)
 
 
 class Format(str, Enum):
@@ -40,12 +41,33 @@ def fmt_value(fmt: Optional[Format]) -> Optional[str]:
     return fmt.value if fmt else None
 
 
+class LogFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+# Set by the root callback: with json, every stderr line (messages, warnings, errors) is a JSON record.
+_log_format = "text"
+
+
+def _log(level: int, message: str) -> None:
+    from ..logs import get_logger
+
+    get_logger("cli").log(level, message)
+
+
 def say(message: str) -> None:
     """Write an informational message to stderr."""
+    if _log_format == "json":
+        _log(20, message)
+        return
     sys.stderr.write(f"trackctl: {message}\n")
 
 
 def warn(message: str) -> None:
+    if _log_format == "json":
+        _log(30, message)
+        return
     sys.stderr.write(f"trackctl: warning: {message}\n")
 
 
@@ -65,6 +87,9 @@ def root(
         None, "--home", metavar="DIR", show_default=False,
         help="Where the embedded server lives; default $TRACKCTL_HOME, else ~/.local/share/trackctl."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+    log_format: Optional[LogFormat] = typer.Option(
+        None, "--log-format", show_default=False, case_sensitive=False,
+        help="Log lines on stderr: text (default) or json (one object per line); default $TRACKCTL_LOG_FORMAT."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
 ) -> None:
@@ -75,6 +100,31 @@ def root(
     from ..config import load_settings
 
     ctx.obj = load_settings(database_url, home, debug)
+    _set_log_format(log_format.value if log_format else os.environ.get("TRACKCTL_LOG_FORMAT"), ctx.obj)
+
+
+def _set_log_format(value: Optional[str], conf) -> None:
+    global _log_format
+    value = (value or "text").strip().lower()
+    if value not in ("text", "json"):
+        from ..errors import UsageError
+
+        raise UsageError(f"unknown log format {value[:20]!r} in TRACKCTL_LOG_FORMAT", hint="use text or json")
+    _log_format = value
+    if value == "json":  # text logging is set up lazily, by the commands that log
+        setup_logging(conf)
+
+
+def setup_logging(conf=None) -> None:
+    """Send log records to stderr in the chosen format; the database password is never shown."""
+    from ..logs import configure, register_secret
+
+    if conf is not None and conf.database_url:
+        from psycopg.conninfo import conninfo_to_dict
+
+        with contextlib.suppress(Exception):
+            register_secret(conninfo_to_dict(conf.database_url).get("password"))
+    configure(_log_format, debug=bool(conf and conf.debug))
 
 
 def settings(ctx: typer.Context):
@@ -106,7 +156,9 @@ def pipe_output() -> Iterator[None]:
 
 
 def _register() -> None:
-    from . import assign, carrier, db, demo, health, pool, status  # noqa: F401  (commands register on import)
+    from . import assign, carrier, cron, db, demo, health, metrics, pool, runs, status  # noqa: F401  (commands register on import)
+    from . import poll, shipment  # noqa: F401  (issue 4: poll, sweep-stale, cancel, mark)
+    from . import events, notify, outbox, webhook  # noqa: F401  (issue 5: events, notify, outbox, webhook)
 
 
 _register()
@@ -117,6 +169,8 @@ def _report(exc: BaseException, debug: bool) -> int:
         import traceback
 
         traceback.print_exception(exc)
+    if _log_format == "json":
+        return _report_json(exc)
     if isinstance(exc, TrackctlError):
         sys.stderr.write(f"trackctl: error: {exc}\n")
         return exc.exit_code
@@ -132,11 +186,65 @@ def _report(exc: BaseException, debug: bool) -> int:
     return EXIT_ERROR
 
 
+def _report_json(exc: BaseException) -> int:
+    import psycopg
+
+    from ..logs import get_logger, redact
+
+    if isinstance(exc, TrackctlError):
+        message, code = str(exc), exc.exit_code
+    elif isinstance(exc, psycopg.OperationalError):
+        message, code = "lost the database connection: " + (str(exc).strip().splitlines() or [""])[0], EXIT_DATABASE
+    else:
+        message, code = f"unexpected {type(exc).__name__}: " + (str(exc).strip().splitlines() or [""])[0], EXIT_ERROR
+    get_logger("cli").error(redact(message), extra={"exit_code": code})
+    return code
+
+
+def _command_named(argv: list[str]) -> Optional[str]:
+    """Return the command the arguments name after the root options, or None (none, or help first)."""
+    import inspect
+
+    valued = set()  # root options that take a value: skip that value too
+    for param in inspect.signature(root).parameters.values():
+        info = param.default
+        if isinstance(info, typer.models.OptionInfo) and not isinstance(info.default, bool):
+            valued.update(info.param_decls)
+    args = iter(argv)
+    for arg in args:
+        if arg in ("-h", "--help", "--"):
+            return None
+        if arg in valued:
+            next(args, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def app_for(argv: list[str]) -> typer.Typer:
+    """Return the app with only the command `argv` names (the whole app when it names none we know).
+
+    typer builds every registered command from its signature on each start, a cost that grows
+    with each command added; `trackctl assign` runs once per order from scripts, so a run builds
+    just its own command. Options, help and errors are the same: it is the same registration.
+    """
+    name = _command_named(argv)
+    commands = [c for c in app.registered_commands if c.name == name]
+    groups = [g for g in app.registered_groups if g.name == name]
+    if name is None or not (commands or groups) or any(c.name is None for c in app.registered_commands):
+        return app
+    one = typer.Typer(**APP_SETTINGS)
+    one.registered_callback = app.registered_callback
+    one.registered_commands = commands
+    one.registered_groups = groups
+    return one
+
+
 def main() -> None:
     """Console entry point: run the app and turn every failure into one line and an exit code."""
     debug = "--debug" in sys.argv[1:]
     try:
-        app()
+        app_for(sys.argv[1:])()
     except SystemExit:
         raise
     except KeyboardInterrupt:

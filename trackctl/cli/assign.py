@@ -72,6 +72,7 @@ def _batch(ctx: typer.Context, input_file: Optional[Path], input_format: str, fm
     from ..assign import assign_lines
     from ..batch_input import parse_records
     from ..output import json_line
+    from .jobs import progress
 
     if input_file is None and sys.stdin.isatty():
         raise UsageError("--batch reads lines from stdin, which is a terminal",
@@ -82,8 +83,10 @@ def _batch(ctx: typer.Context, input_file: Optional[Path], input_format: str, fm
         raise UsageError(f"cannot read {input_file}: {exc.strerror}") from exc
     rejected = assigned = inline = 0
     writer = csv.writer(sys.stdout, lineterminator="\n")
-    with stream, connection(ctx) as conn, pipe_output():
-        for outcome in assign_lines(conn, parse_records(stream, input_format)):
+    with stream, connection(ctx) as conn, pipe_output(), progress("assign", unit="lines") as bar:
+        for n, outcome in enumerate(assign_lines(conn, parse_records(stream, input_format)), 1):
+            if n % 1000 == 0:  # the bar redraws ten times a second; per-line updates would only cost
+                bar(1000)
             if outcome.error is not None:
                 rejected += 1
                 sys.stderr.write(f"line {outcome.line}: {outcome.error}\n")

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from ..errors import TrackctlError
-from . import Format, app, connection
+from . import Format, app, connection, say
 
 
 @app.command("health")
@@ -17,21 +17,29 @@ def health_cmd(
     ctx: typer.Context,
     fmt: Optional[Format] = typer.Option(None, "--format", help="plain (one line per problem) or json."),
 ) -> None:
-    """Check the database and pools; exit 1 with one line per problem.
+    """Check everything that needs a person; exit 0 when healthy, 1 with one line per problem.
+
+    Checks: database reachable and migrated, pools above a quarter of their target, every cron
+    job's last successful run recent enough, overdue polls, outbox backlog age, dead deliveries.
 
     Example (monitoring): trackctl health || page-someone
     """
-    from ..health import Problem, run_checks
+    from ..health import HealthReport, Problem, health_report
 
     try:
         with connection(ctx, check_schema=False) as conn:
-            problems = run_checks(conn)
+            report = health_report(conn)
     except TrackctlError as exc:
-        problems = [Problem("database", str(exc))]
+        report = HealthReport([Problem("database", str(exc))], [])
+    problems = report.problems
     if fmt in (Format.json, Format.jsonl):
-        doc = {"healthy": not problems, "problems": [{"check": p.check, "message": p.message} for p in problems]}
+        doc = {"healthy": not problems, "problems": [{"check": p.check, "message": p.message} for p in problems],
+               "skipped": [{"check": p.check, "reason": p.message} for p in report.skipped]}
         sys.stdout.write(json.dumps(doc) + "\n")
     else:
         for p in problems:
             sys.stdout.write(f"{p.check}: {p.message}\n")
+        if report.skipped and sys.stderr.isatty():
+            for p in report.skipped:
+                say(f"check {p.check} skipped: {p.message}")
     raise typer.Exit(1 if problems else 0)

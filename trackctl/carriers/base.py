@@ -1,0 +1,148 @@
+"""The adapter interface: what a carrier adapter is given, what it returns and what it raises.
+
+An adapter turns one carrier's tracking API into normalised events. trackctl creates one
+adapter object per carrier and poll run (`Adapter(config)`) and calls `fetch(shipment)` from
+several worker threads at once, so `fetch` must be thread-safe. See docs/ADAPTERS.md.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+# Normalised statuses (the keys of sequencing.status).
+STATUSES = ("pending", "in_transit", "out_for_delivery", "failed_attempt", "available_for_pickup",
+            "exception", "delivered", "returned", "cancelled")
+TERMINAL = frozenset({"delivered", "returned", "cancelled"})
+
+MAX_BODY = 1024 * 1024  # a response body above 1 MiB is a failed request
+DEFAULT_RETRY_AFTER = 60.0  # seconds, when a 429 has no readable Retry-After
+MAX_RETRY_AFTER = 86_400.0  # a Retry-After further away than a day is taken as a day
+MIN_RETRY_AFTER = 1.0
+
+# Column limits of sequencing.tracking_event: longer text is cut, longer keys are hashed.
+MAX_KEY = 300
+MAX_RAW_STATUS = 200
+MAX_DESCRIPTION = 2000
+MAX_LOCATION = 500
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """What an adapter is built from: the carrier's settings, with the token already resolved."""
+
+    carrier: str
+    url: str | None = None
+    token: str | None = field(default=None, repr=False)  # never printed, never logged
+    timeout: float = 10.0
+    options: Mapping[str, Any] = field(default_factory=dict)
+    user_agent: str = "trackctl"
+
+
+@dataclass(frozen=True)
+class ShipmentRef:
+    """The shipment an adapter is asked about."""
+
+    code: str
+    order_id: str
+    status: str
+    assigned_at: datetime
+    poll_count: int = 0  # polls made before this one (the simulator derives its failures from it)
+
+
+@dataclass(frozen=True)
+class CarrierEvent:
+    """One event as the carrier reported it, normalised.
+
+    `key` is the carrier's identity of the event (stable across polls): it is the dedupe key.
+    `status` is a status-model key, or None when the carrier's status is not one trackctl knows;
+    `raw_status` always keeps what the carrier said. `occurred_at` is timezone-aware.
+    """
+
+    key: str
+    occurred_at: datetime
+    status: str | None
+    raw_status: str
+    description: str | None = None
+    location: str | None = None
+
+
+class FetchFailed(Exception):
+    """The request failed (timeout, connection error, 5xx, invalid or oversized body).
+
+    The message must never contain the token; trackctl also redacts it as a second line of defence.
+    """
+
+
+class RateLimited(Exception):
+    """HTTP 429: nobody may call the carrier for `retry_after` seconds (None: the default, 60 s)."""
+
+    def __init__(self, retry_after: float | None = None) -> None:
+        super().__init__(f"rate limited (HTTP 429), retry after {retry_after if retry_after is not None else 'default'} s")
+        self.retry_after = retry_after
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """What trackctl calls. Return the carrier's events for the shipment ([] = no news)."""
+
+    def fetch(self, shipment: ShipmentRef) -> Sequence[CarrierEvent]: ...
+
+
+class AdapterClass(Protocol):
+    """What the `trackctl.carriers` entry point names (a class, or any callable alike)."""
+
+    requires_url: ClassVar[bool]
+
+    def __call__(self, config: AdapterConfig) -> Adapter: ...
+
+
+def parse_options_none(raw: Mapping[str, str]) -> dict[str, Any]:
+    """The default `parse_options`: an adapter without options accepts none."""
+    if raw:
+        raise ValueError(f"this adapter takes no options (got {', '.join(sorted(raw))})")
+    return {}
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Return the seconds a Retry-After header asks for (seconds or an HTTP date), None if unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when is None:
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)  # HTTP dates are GMT
+        seconds = (when - (now or datetime.now(timezone.utc))).total_seconds()
+    if math.isnan(seconds) or math.isinf(seconds):
+        return None
+    return min(max(seconds, MIN_RETRY_AFTER), MAX_RETRY_AFTER)
+
+
+def event_key(key: str) -> str:
+    """Return a dedupe key that fits the column: long carrier identities are replaced by their hash."""
+    if 1 <= len(key) <= MAX_KEY:
+        return key
+    return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def clip(text: str | None, limit: int) -> str | None:
+    """Return text without control characters and cut to `limit` characters; None for empty."""
+    if text is None:
+        return None
+    cleaned = "".join(ch if ch.isprintable() else " " for ch in text).strip()
+    return cleaned[:limit] or None
