@@ -386,24 +386,29 @@ def bench_batch(conn: psycopg.Connection, url: str, rows: int, work: Path) -> tu
 IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
 
 
-def import_offenders(url: str, work: Path, top: int = 10) -> list[tuple[str, int, int]]:
-    """Return (module, depth, cumulative us) of the costliest imports of one `trackctl assign` run.
+def import_offenders(url: str, work: Path, top: int = 10) -> list[tuple[str, str, int]]:
+    """Return (module, importer, cumulative us) of the costliest imports of one `trackctl assign` run.
 
-    Only imports at depth 0 or 1 are kept (what trackctl imports, and what those pull in), so the
-    list names the packages to blame rather than their internals.
+    Only top-level imports and the ones they make directly are kept, so the list names the
+    packages to blame rather than their internals; `importer` is "" for a top-level import.
     """
     probe = ["--database-url", url, "assign", "importtime-probe", "single"]
     command = trackctl_command()
     args = ([sys.executable, "-X", "importtime", command[0]] if command[0] != sys.executable
             else [sys.executable, "-X", "importtime", "-m", "trackctl"]) + probe
     proc = subprocess.run(args, cwd=work, capture_output=True, text=True)
-    found = []
-    for line in proc.stderr.splitlines():
+    found, children = [], []
+    for line in proc.stderr.splitlines():  # a module's line comes after the lines of its imports
         m = IMPORT_LINE.match(line)
-        if m:
-            depth = (len(m.group(3)) - 1) // 2
-            if depth <= 1:
-                found.append((m.group(4), depth, int(m.group(2))))
+        if not m:
+            continue
+        depth = (len(m.group(3)) - 1) // 2
+        if depth == 1:
+            children.append((m.group(4), int(m.group(2))))
+        elif depth == 0:
+            found.append((m.group(4), "", int(m.group(2))))
+            found.extend((name, m.group(4), cumulative) for name, cumulative in children)
+            children = []
     return sorted(found, key=lambda r: -r[2])[:top]
 
 
@@ -480,9 +485,9 @@ def main() -> int:
           f"pages {large_pages} / {small_pages}, planning {large_plan:.3f} / {small_plan:.3f} ms, "
           f"execution {large_exec:.3f} / {small_exec:.3f} ms")
     print(f"  python -c pass: {empty * 1e3:.0f} ms (median)")
-    print("  costliest imports of one `trackctl assign` (python -X importtime, cumulative, depth 0-1):")
-    for name, depth, cum_us in offenders:
-        print(f"    {'  ' * depth}{name:<{34 - 2 * depth}} {cum_us / 1e3:7.1f} ms")
+    print("  costliest imports of one `trackctl assign` (python -X importtime, cumulative):")
+    for name, importer, cum_us in offenders:
+        print(f"    {name:<28} {cum_us / 1e3:7.1f} ms  {'(top level)' if not importer else 'imported by ' + importer}")
     return 0 if all(r.ok for r in results) else 1
 
 

@@ -63,18 +63,6 @@ FROM sequencing.tracking t JOIN sequencing.carrier c ON c.id = t.freightcarrier_
 WHERE t.order_id IS NOT NULL
 GROUP BY c.name, t.status
 """
-# A shipment is overdue when it has been due (its next poll time, or its assignment when it was
-# never polled) for longer than OVERDUE_AFTER without a poller holding it. Shipments of carriers
-# without an adapter are never polled and never overdue.
-OVERDUE_AFTER = "10 minutes"
-OVERDUE_POLLS = """
-SELECT count(*)
-FROM sequencing.tracking t JOIN sequencing.carrier c ON c.id = t.freightcarrier_id
-WHERE c.adapter IS NOT NULL
-  AND t.status NOT IN ('delivered', 'returned', 'cancelled') AND t.stale_at IS NULL
-  AND greatest(t.next_poll_at, t.assigned_at) < now() - %s::interval
-  AND (t.claimed_until IS NULL OR t.claimed_until <= now())
-"""
 OUTBOX_BACKLOG = """
 SELECT count(*),
        extract(epoch FROM now() - min(o.created_at))::float8,
@@ -123,7 +111,9 @@ def overdue_polls(conn: psycopg.Connection) -> int | None:
     """Return how many unfinished shipments are overdue for polling (None before polling exists)."""
     if not table_exists(conn, POLLING_TABLE):
         return None
-    return conn.execute(OVERDUE_POLLS, (OVERDUE_AFTER,)).fetchone()[0]
+    from .poll import overdue_shipments  # one definition of "overdue" for poll, dashboard, health, metrics
+
+    return overdue_shipments(conn)
 
 
 def outbox_backlog(conn: psycopg.Connection) -> OutboxBacklog | None:

@@ -143,6 +143,7 @@ CROSS JOIN LATERAL (
       AND t.status NOT IN ('delivered', 'returned', 'cancelled') AND t.stale_at IS NULL
       AND t.next_poll_at < now() - %(slack)s
       AND (t.next_poll_at > '-infinity' OR t.assigned_at < now() - %(slack)s)
+      AND (t.claimed_until IS NULL OR t.claimed_until <= now())  -- a poller holding it is on it
 ) late
 WHERE c.adapter IS NOT NULL
 """
