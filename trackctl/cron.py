@@ -41,13 +41,15 @@ class CronJob:
         return "trackctl " + " ".join(self.args)
 
 
+# poll and notify: a 30 s budget leaves room for the last request's own timeout (10 s by default)
+# and for storing its answer before the 50 s hard limit, itself below the 60 s interval.
 JOBS: tuple[CronJob, ...] = (
     CronJob("refill", "*/5 * * * *", 300, 240, ("refill",),
             "keep every pool topped up to its target (a pool another host is filling is skipped)"),
-    CronJob("poll", "* * * * *", 60, 50, ("poll", "--budget", "40s"),
+    CronJob("poll", "* * * * *", 60, 50, ("poll", "--budget", "30s"),
             "refresh due shipments from their carriers; hosts share the due rows by claims",
             requires="sequencing.carrier_state"),
-    CronJob("notify", "* * * * *", 60, 50, ("notify", "--budget", "40s"),
+    CronJob("notify", "* * * * *", 60, 50, ("notify", "--budget", "30s"),
             "deliver outbox events to webhook subscribers; hosts share the rows by claims",
             requires="sequencing.webhook_delivery"),
     CronJob("sweep-stale", "7 * * * *", 3600, 900, ("sweep-stale",),
