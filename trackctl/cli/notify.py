@@ -30,7 +30,7 @@ def notify_cmd(
     A delivery is done only after a 2xx; after its last attempt it is dead (see 'trackctl webhook
     replay'); 410 Gone disables the subscriber. Safe to run on several hosts at once.
 
-    Example (cron): * * * * * trackctl notify --budget 45s
+    Example (cron): * * * * * trackctl notify --budget 30s
     """
     from ..logs import get_logger
     from ..names import parse_duration

@@ -29,7 +29,7 @@ def poll_cmd(
     on stderr); everything that succeeded is recorded either way. Several hosts may run it at
     once: they share the due shipments and each carrier's concurrency cap.
 
-    Example (cron): * * * * * trackctl poll --budget 45s
+    Example (cron): * * * * * trackctl poll --budget 30s
 
     Example: trackctl poll --carrier correios --all --format json
     """
