@@ -64,7 +64,12 @@ pg = factories.postgresql("pg_proc")
 def db_url(pg) -> str:
     """Connection string of this test's own migrated database."""
     i = pg.info
-    return make_conninfo(host=i.host, port=i.port, user=i.user, dbname=i.dbname)
+    url = make_conninfo(host=i.host, port=i.port, user=i.user, dbname=i.dbname)
+    # Each database is a copy of a template migrated when the session began; make it look just
+    # installed, or health would count never-run cron jobs as late once the session is old.
+    pg.execute("UPDATE sequencing.schema_migration SET applied_at = now()")
+    pg.commit()
+    return url
 
 
 @pytest.fixture

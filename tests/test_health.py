@@ -12,17 +12,6 @@ from trackctl.pools import create_pool, refill, set_target
 UNREACHABLE = "postgresql://u:secretpw@127.0.0.1:1/x"
 
 
-@pytest.fixture(autouse=True)
-def just_migrated(conn):
-    """The database as `db migrate` leaves it right now.
-
-    Test databases are copies of a template migrated when the session began, and the job check
-    counts a job that never ran from when its run records were installed: without this, every
-    job would look late once the session is a few minutes old.
-    """
-    conn.execute("UPDATE sequencing.schema_migration SET applied_at = now()")
-
-
 def test_healthy_database_exits_0_with_no_output(cli, conn):
     refill(conn)
     assert run_checks(conn) == []
