@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from trackctl.health import run_checks
 from trackctl.pools import create_pool, refill, set_target
