@@ -35,11 +35,9 @@ import argparse
 import os
 import platform
 import re
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -47,7 +45,7 @@ from pathlib import Path
 
 import psycopg
 
-from trackctl import db, embedded
+from scratch import say, scratch_database, trackctl_command
 from trackctl.assign import ASSIGN_ONE, assign
 from trackctl.carriers import add_carrier
 from trackctl.pools import create_pool, refill
@@ -71,7 +69,8 @@ COUNT_CLAIMED = "SELECT count(*), count(DISTINCT tracking_id) FROM sequencing.tr
 # The raw batch assignment: what a hand-written psycopg program would do for one carrier.
 RAW_TEMP = "CREATE TEMPORARY TABLE raw_in (seq integer, order_id text) ON COMMIT DROP"
 RAW_COPY = "COPY raw_in (seq, order_id) FROM STDIN"
-RAW_CLAIM = """
+# Both raw statements pair the orders in raw_in, by row_number, with as many free codes.
+RAW_PAIRING = """
 WITH need AS (
     SELECT seq, order_id, row_number() OVER (ORDER BY seq) AS rn FROM raw_in
 ), free AS (
@@ -81,7 +80,8 @@ WITH need AS (
         ORDER BY t.id LIMIT %(n)s
         FOR UPDATE SKIP LOCKED
     ) f
-)
+)"""
+RAW_CLAIM = RAW_PAIRING + """
 UPDATE sequencing.tracking t
 SET order_id = need.order_id, freightcarrier_id = %(carrier_id)s, parcel = 1,
     status = 'pending', assigned_at = now()
@@ -91,17 +91,7 @@ RETURNING need.seq, t.tracking_id
 """
 # The same, also writing each assignment's `tracking.assigned` outbox row (issue 5) as trackctl
 # now does: for information, to show what the events cost on their own.
-RAW_CLAIM_WITH_EVENTS = """
-WITH need AS (
-    SELECT seq, order_id, row_number() OVER (ORDER BY seq) AS rn FROM raw_in
-), free AS (
-    SELECT f.id, row_number() OVER (ORDER BY f.id) AS rn FROM (
-        SELECT t.id FROM sequencing.tracking t
-        WHERE t.pool_id = %(pool_id)s AND t.order_id IS NULL
-        ORDER BY t.id LIMIT %(n)s
-        FOR UPDATE SKIP LOCKED
-    ) f
-), claimed AS (
+RAW_CLAIM_WITH_EVENTS = RAW_PAIRING + """, claimed AS (
     UPDATE sequencing.tracking t
     SET order_id = need.order_id, freightcarrier_id = %(carrier_id)s, parcel = 1,
         status = 'pending', assigned_at = now()
@@ -138,15 +128,6 @@ class Result:
     ratio: float
     target: str
     ok: bool
-
-
-def trackctl_command() -> list[str]:
-    script = Path(sys.executable).with_name("trackctl")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "trackctl"]
-
-
-def say(message: str) -> None:
-    print(f"  .. {message}", file=sys.stderr, flush=True)
 
 
 def vacuum(conn: psycopg.Connection) -> None:
@@ -426,38 +407,23 @@ def main() -> int:
     if opts.history <= 2 * SMALL_HISTORY + opts.claims + 50:
         parser.error(f"--history must be well above {SMALL_HISTORY} plus the claims")
 
-    work = Path(tempfile.mkdtemp(prefix="trackctl-bench-"))
-    home = work / "home"
-    try:
-        if opts.database_url:
-            url, where = opts.database_url, f"given database {db.describe_target(opts.database_url)}"
-        else:
-            say("starting an embedded PostgreSQL")
-            url, where = embedded.ensure_running(home), f"embedded PostgreSQL in {home}"
-        conn = db.open_connection(url)
-        try:
-            db.migrate(conn)
-            server = conn.execute("SHOW server_version").fetchone()[0]
-            claimed, durable = bench_claims(conn, url, opts.claims, opts.history)
-            results = [claimed]
-            single, empty = bench_single(conn, url, opts.runs, work)
-            results.append(single)
-            refilled, refill_extra = bench_refill(conn, url, opts.rows, work)
-            results.append(refilled)
-            batched, raw_events = bench_batch(conn, url, opts.rows, work)
-            results.append(batched)
-            offenders = import_offenders(url, work)
-        finally:
-            conn.close()
-    finally:
-        if not opts.database_url and home.exists():
-            embedded.stop(home)
-        shutil.rmtree(work, ignore_errors=True)
+    with scratch_database(opts.database_url, "trackctl-bench-") as scratch:
+        conn, url, work = scratch.conn, scratch.url, scratch.work
+        claimed, durable = bench_claims(conn, url, opts.claims, opts.history)
+        results = [claimed]
+        single, empty = bench_single(conn, url, opts.runs, work)
+        results.append(single)
+        refilled, refill_extra = bench_refill(conn, url, opts.rows, work)
+        results.append(refilled)
+        batched, raw_events = bench_batch(conn, url, opts.rows, work)
+        results.append(batched)
+        offenders = import_offenders(url, work)
 
     results.sort(key=lambda r: r.label)
     print()
     print("trackctl foundation benchmark (issue 3)")
-    print(f"  {where}, PostgreSQL {server}; Python {platform.python_version()}, psycopg {psycopg.__version__}")
+    print(f"  {scratch.where}, PostgreSQL {scratch.server_version}; "
+          f"Python {platform.python_version()}, psycopg {psycopg.__version__}")
     print(f"  {os.cpu_count()} CPUs, load average at end {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"  --rows {opts.rows} --history {opts.history} --claims {opts.claims} --runs {opts.runs}")
     print()

@@ -27,17 +27,16 @@ import json
 import multiprocessing
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import psycopg
 
-from trackctl import db, embedded, webhooks
+from scratch import say, scratch_database, trackctl_command
+from trackctl import webhooks
 
 LATENCY = 0.020
 
@@ -49,15 +48,6 @@ SELECT 'tracking.assigned', jsonb_build_object(
 FROM generate_series(1, %s) AS n
 """
 COPY_EVENTS = "COPY (SELECT sequencing.event_line(o) FROM sequencing.outbox o ORDER BY o.id) TO STDOUT"
-
-
-def say(message: str) -> None:
-    print(f"  .. {message}", file=sys.stderr, flush=True)
-
-
-def trackctl_command() -> list[str]:
-    script = Path(sys.executable).with_name("trackctl")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "trackctl"]
 
 
 def bench_events(conn: psycopg.Connection, env: dict, n: int, runs: int, work: Path) -> dict:
@@ -207,35 +197,19 @@ def main() -> int:
     parser.add_argument("--database-url", help="a scratch database (default: a temporary embedded server)")
     opts = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="trackctl-bench-outbox-"))
-    home = work / "home"
-    try:
-        if opts.database_url:
-            url, where = opts.database_url, f"given database {db.describe_target(opts.database_url)}"
-        else:
-            say("starting an embedded PostgreSQL")
-            url, where = embedded.ensure_running(home), f"embedded PostgreSQL in {home}"
+    with scratch_database(opts.database_url, "trackctl-bench-outbox-") as scratch:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKCTL_")}
-        env.update(TRACKCTL_DATABASE_URL=url, TRACKCTL_HOME=str(home))
-        conn = db.open_connection(url)
-        try:
-            db.migrate(conn)
-            server = conn.execute("SHOW server_version").fetchone()[0]
-            say(f"events: {opts.events} rows, {opts.runs} runs per side")
-            events = bench_events(conn, env, opts.events, opts.runs, work)
-            say(f"notify: {opts.deliveries} deliveries")
-            notify = bench_notify(conn, env, opts.deliveries, opts.concurrency)
-        finally:
-            conn.close()
-    finally:
-        if not opts.database_url and home.exists():
-            embedded.stop(home)
-        shutil.rmtree(work, ignore_errors=True)
+        env.update(TRACKCTL_DATABASE_URL=scratch.url, TRACKCTL_HOME=str(scratch.home))
+        say(f"events: {opts.events} rows, {opts.runs} runs per side")
+        events = bench_events(scratch.conn, env, opts.events, opts.runs, scratch.work)
+        say(f"notify: {opts.deliveries} deliveries")
+        notify = bench_notify(scratch.conn, env, opts.deliveries, opts.concurrency)
 
     results = [events, notify]
     print()
     print("trackctl outbox benchmark (issue 5)")
-    print(f"  {where}, PostgreSQL {server}; Python {platform.python_version()}, psycopg {psycopg.__version__}")
+    print(f"  {scratch.where}, PostgreSQL {scratch.server_version}; "
+          f"Python {platform.python_version()}, psycopg {psycopg.__version__}")
     print(f"  {os.cpu_count()} CPUs, load average at end {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"  --events {opts.events} --runs {opts.runs} --deliveries {opts.deliveries} --concurrency {opts.concurrency}")
     print()

@@ -28,11 +28,9 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -42,7 +40,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from carrier_server import CarrierServer  # noqa: E402
 
-from trackctl import db, embedded  # noqa: E402
+from scratch import say, scratch_database, trackctl_command  # noqa: E402
 from trackctl.carriers import add_carrier, carrier_settings  # noqa: E402
 from trackctl.poll import ACQUIRE  # noqa: E402
 
@@ -64,15 +62,6 @@ UPDATE sequencing.tracking SET next_poll_at = '-infinity', claimed_until = NULL
 WHERE freightcarrier_id = %s AND claimed_until IS NOT NULL
 """
 RELEASE_SLOT = "UPDATE sequencing.carrier_slot SET leased_until = '-infinity', holder = NULL WHERE carrier_id = %s AND slot = %s"
-
-
-def trackctl_command() -> list[str]:
-    script = Path(sys.executable).with_name("trackctl")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "trackctl"]
-
-
-def say(message: str) -> None:
-    print(f"  .. {message}", file=sys.stderr, flush=True)
 
 
 def add_shipments(conn: psycopg.Connection, carrier_id: int, pool_id: int, prefix: str, n: int, *, due: bool,
@@ -124,20 +113,11 @@ def main() -> int:
     if opts.table < 2 * opts.due + 1000 or opts.claims > opts.due:
         parser.error("--table must be well above twice --due, and --claims at most --due")
 
-    work = Path(tempfile.mkdtemp(prefix="trackctl-bench-poll-"))
-    home = work / "home"
     rows = []
     server = CarrierServer("http-json", latency=opts.latency).start()
     try:
-        if opts.database_url:
-            url, where = opts.database_url, f"given database {db.describe_target(opts.database_url)}"
-        else:
-            say("starting an embedded PostgreSQL")
-            url, where = embedded.ensure_running(home), f"embedded PostgreSQL in {home}"
-        conn = db.open_connection(url)
-        try:
-            db.migrate(conn)
-            pg_version = conn.execute("SHOW server_version").fetchone()[0]
+        with scratch_database(opts.database_url, "trackctl-bench-poll-") as scratch:
+            conn, url, work = scratch.conn, scratch.url, scratch.work
             carrier = add_carrier(conn, "bench", adapter="http-json", url=server.url,
                                   max_concurrency=opts.concurrency, timeout=10)
             settings = carrier_settings(conn, "bench")
@@ -165,17 +145,13 @@ def main() -> int:
                 rate = polled / span
                 rows.append((phase, size, polled, span, rate, rate / bound, server.max_in_flight, claim_ms,
                              summary["failed"], polled / elapsed / bound, elapsed))
-        finally:
-            conn.close()
-            if not opts.database_url:
-                embedded.stop(home)
     finally:
         server.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
     print()
     print("trackctl polling benchmark (issue 4)")
-    print(f"  {where}, PostgreSQL {pg_version}; Python {platform.python_version()}, psycopg {psycopg.__version__}")
+    print(f"  {scratch.where}, PostgreSQL {scratch.server_version}; "
+          f"Python {platform.python_version()}, psycopg {psycopg.__version__}")
     print(f"  {os.cpu_count()} CPUs, load average at end {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"  carrier latency {opts.latency * 1000:.0f} ms, max_concurrency {opts.concurrency}: "
           f"bound {bound:.0f} requests/s; --due {opts.due} --table {opts.table} --claims {opts.claims}")

@@ -80,6 +80,18 @@ def conn(db_url):
     c.close()
 
 
+@pytest.fixture
+def stocked(conn):
+    """The test database with carriers correios (id 3) and jadlog (id 7) and a full default pool."""
+    from trackctl.carriers import add_carrier
+    from trackctl.pools import refill
+
+    add_carrier(conn, "correios", 3)
+    add_carrier(conn, "jadlog", 7)
+    refill(conn)
+    return conn
+
+
 def trackctl_command() -> list[str]:
     """The installed console script next to this interpreter, else `python -m trackctl`."""
     script = Path(sys.executable).with_name("trackctl")

@@ -30,15 +30,6 @@ def free_count(conn, pool: str = "default") -> int:
                         "WHERE p.name = %s AND t.order_id IS NULL", (pool,)).fetchone()[0]
 
 
-@pytest.fixture
-def stocked(conn):
-    """The test database with carriers correios (id 3) and jadlog (id 7) and a full default pool."""
-    add_carrier(conn, "correios", 3)
-    add_carrier(conn, "jadlog", 7)
-    refill(conn)
-    return conn
-
-
 # --- library level ---------------------------------------------------------------------------
 
 

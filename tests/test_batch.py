@@ -37,14 +37,6 @@ def stderr_lines(r) -> list[str]:
 
 
 @pytest.fixture
-def stocked(conn):
-    add_carrier(conn, "correios", 3)
-    add_carrier(conn, "jadlog", 7)
-    refill(conn)
-    return conn
-
-
-@pytest.fixture
 def batch(cli, stocked):
     """Run `trackctl assign --batch ARGS` with `input` on stdin."""
     def run(input: str | bytes, *args: str):

@@ -13,20 +13,11 @@ from trackctl import outbox
 from trackctl.assign import assign, assign_lines
 from trackctl.carriers import add_carrier
 from trackctl.errors import InvalidValue
-from trackctl.pools import refill
 from trackctl.shipments import cancel, mark, sweep_stale
 
 EVENT_ID = re.compile(r"^evt_[0-9A-HJKMNP-TV-Z]{26}$")
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 ASSIGNED_KEYS = {"code", "order_id", "carrier", "pool", "assigned_at"}
-
-
-@pytest.fixture
-def stocked(conn):
-    add_carrier(conn, "correios", 3)
-    add_carrier(conn, "jadlog", 7)
-    refill(conn)
-    return conn
 
 
 def events(conn, type_: str | None = None) -> list[dict]:
