@@ -3,8 +3,8 @@ restarted under running jobs, and hostile carrier and webhook endpoints.
 
 Random fault points come from one seed per test, printed at the start of the test (pytest shows
 it with the failure) and part of every assertion message; rerun a failure with
-TRACKCTL_FAULT_SEED=<seed>. kill -9 of `notify` and of an `events --group` collector is covered
-in tests/test_notify.py and tests/test_events.py; this module covers the other jobs.
+TRACKCTL_FAULT_SEED=<seed>. tests/test_notify.py and tests/test_events.py kill `notify` and an
+`events --group` collector at one fixed point; this module kills them at seeded random moments.
 """
 
 from __future__ import annotations
@@ -244,6 +244,102 @@ def test_poll_killed_at_a_random_request_duplicates_nothing_and_its_leases_run_o
         assert len(changes) == 40 and {c for _, c in changes} == {1}, msg  # one change per shipment, once
 
 
+# -- notify ------------------------------------------------------------------------------------
+
+
+def delivery_states(conn) -> dict[str, str]:
+    """event id -> status of its (one subscriber's) delivery."""
+    return dict(conn.execute("SELECT o.event_id, d.status FROM sequencing.webhook_delivery d "
+                             "JOIN sequencing.outbox o ON o.id = d.outbox_id").fetchall())
+
+
+@pytest.mark.slow
+def test_notify_killed_at_random_moments_is_at_least_once_and_a_rerun_delivers_everything(cli, conn, rng):
+    from webhook_endpoint import WebhookEndpoint
+
+    from trackctl import outbox
+
+    secret = webhooks.generate_secret()
+    killed_mid_run = 0
+    with WebhookEndpoint(secret, latency=0.1) as hook:
+        webhooks.add_subscriber(conn, hook.url, secret=secret, retry_schedule=webhooks.parse_schedule("0s,1s,1s"))
+        recorded: set[str] = set()
+        for round_no in range(3):
+            ids = {outbox.record(conn, "shipment.stale", {"code": f"R{round_no}-{i}", "n": i}) for i in range(120)}
+            recorded |= ids
+            delay = rng.uniform(0.5, 2.5)
+            msg = f"seed {rng.seed_value}, round {round_no}, kill after {delay:.2f}s"
+            proc = start(cli, "notify", "--budget", "60s", "--concurrency", "4", "--timeout", "2s")
+            time.sleep(delay)
+            alive = kill9(proc)
+            acked = set(hook.acknowledged())
+            state = delivery_states(conn)
+            done = {e for e, s in state.items() if s == "done"}
+            assert done <= acked, msg + f": marked done without a 2xx: {sorted(done - acked)[:5]}"
+            # Acknowledged but not recorded (the kill fell between answer and commit): still
+            # pending, so it is sent again; nothing went dead (the endpoint never failed).
+            assert {state.get(e) for e in ids - done} <= {"pending", None}, msg + str(state)
+            outbox_ids = {r[0] for r in conn.execute("SELECT event_id FROM sequencing.outbox")}
+            assert outbox_ids == recorded, msg + ": outbox rows lost"
+            killed_mid_run += alive and not ids <= done
+            # Time passes beyond the dead process's leases (2 x timeout + 10 s).
+            conn.execute("UPDATE sequencing.webhook_delivery SET next_attempt_at = now() "
+                         "WHERE status = 'pending' AND lease_token IS NOT NULL")
+            rc, out, err = finish(start(cli, "notify", "--budget", "60s", "--timeout", "2s"))
+            assert rc == 0, msg + err
+            assert set(hook.acknowledged()) == recorded, msg + ": not everything was delivered"
+            assert set(delivery_states(conn).values()) == {"done"}, msg
+            assert len(delivery_states(conn)) == len(recorded), msg
+            redelivered = len(hook.acknowledged()) - len(set(hook.acknowledged()))
+            assert hook.unverified() == [], msg
+            print(f"round {round_no}: killed mid-run={alive}, done before rerun={len(done & ids)}, "
+                  f"redelivered so far={redelivered}")
+    assert killed_mid_run >= 1, f"seed {rng.seed_value}: no round hit notify while it ran"
+
+
+# -- events --group collectors --------------------------------------------------------------------
+
+
+def whole_lines(text: str) -> list[int]:
+    """The event numbers of the complete lines a killed collector wrote (a torn last line is dropped)."""
+    return [json.loads(line)["data"]["n"] for line in text.split("\n")[:-1]]
+
+
+@pytest.mark.slow
+def test_a_collector_killed_at_a_random_point_loses_nothing_and_repeats_at_most_its_open_batch(cli, conn, rng):
+    n = 20_000
+    conn.execute("INSERT INTO sequencing.outbox (type, payload) "
+                 "SELECT 'shipment.stale', jsonb_build_object('n', n) FROM generate_series(1, %s) AS n", (n,))
+    killed_mid_stream = 0
+    for round_no in range(3):
+        group = f"faults{round_no}"
+        delay = rng.uniform(0.3, 1.5)
+        msg = f"seed {rng.seed_value}, round {round_no}, kill after {delay:.2f}s"
+        victim = start(cli, "events", "--group", group, "--follow")
+        time.sleep(delay)
+        os.kill(victim.pid, signal.SIGKILL)
+        _, out, err = finish(victim, 60)
+        seen_victim = whole_lines(out)
+        killed_mid_stream += 0 < len(seen_victim) < n
+        # The next collector of the group (after the lease, --lease 1s) takes over the dead one's batch.
+        time.sleep(1.1)
+        rc, out, err = finish(start(cli, "events", "--group", group, "--lease", "1"), 120)
+        assert rc == 0, msg + err
+        seen_other = [json.loads(line)["data"]["n"] for line in out.splitlines()]
+        assert len(seen_other) == len(set(seen_other)), msg + ": the survivor printed an event twice"
+        assert len(seen_victim) == len(set(seen_victim)), msg + ": the victim printed an event twice"
+        assert set(seen_victim) | set(seen_other) == set(range(1, n + 1)), msg + ": events lost"
+        dup = set(seen_victim) & set(seen_other)
+        # Repeats: only the victim's last, unacknowledged batch (at most 100, the tail of its output).
+        assert len(dup) <= 100, msg + f": {len(dup)} repeated"
+        assert set(seen_victim[len(seen_victim) - len(dup):]) == dup, msg + ": a repeat outside the open batch"
+        leases = conn.execute("SELECT count(*) FROM sequencing.event_group_lease l JOIN sequencing.event_group g "
+                              "ON g.id = l.group_id WHERE g.name = %s", (group,)).fetchone()[0]
+        assert leases == 0, msg
+        print(f"round {round_no}: victim wrote {len(seen_victim)}, repeated {len(dup)}")
+    assert killed_mid_stream >= 1, f"seed {rng.seed_value}: no round killed a collector mid-stream"
+
+
 # -- PostgreSQL restarted while a job runs ----------------------------------------------------
 # A server of this module's own (the session's server is shared by every test): restarting it
 # with a fast shutdown, or crashing it (immediate shutdown, as a power cut or OOM kill would).
@@ -407,6 +503,78 @@ def test_database_restart_under_a_running_job_fails_in_one_line_and_the_next_run
             assert set(hook.acknowledged()) == set(ids), msg
             statuses = conn.execute("SELECT status, count(*) FROM sequencing.webhook_delivery GROUP BY 1").fetchall()
             assert statuses == [("done", 120)], msg
+
+
+RESTART_MAINTENANCE = [("refill", "fast"), ("refill", "immediate"), ("sweep-stale", "fast"),
+                       ("sweep-stale", "immediate")]
+
+
+def backend_busy(conn, dbname: str, prefix: str) -> bool:
+    return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() "
+                        "AND state = 'active' AND query ILIKE %s", (dbname, prefix + "%")).fetchone()[0] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("job,mode", RESTART_MAINTENANCE, ids=[f"{j}-{m}" for j, m in RESTART_MAINTENANCE])
+def test_database_restart_under_refill_or_sweep_stale_fails_in_one_line_and_the_next_run_recovers(own_db, job, mode,
+                                                                                                   rng):
+    conn = own_db.conn
+    cli = type("C", (), {"env": own_db.env})
+    dbname = conn.info.dbname
+    msg = f"seed {rng.seed_value}, {job}, {mode}"
+    free = "SELECT count(*) FROM sequencing.tracking t JOIN sequencing.pool p ON p.id = t.pool_id " \
+           "WHERE p.name = 'default' AND t.order_id IS NULL"
+    if job == "refill":
+        target = 300_000
+        conn.execute("UPDATE sequencing.pool SET target = %s WHERE name = 'default'", (target,))
+        proc = start(cli, "refill")
+        wait_for(lambda: backend_busy(conn, dbname, "COPY") or proc.poll() is not None, timeout=120)
+        time.sleep(rng.uniform(0, 0.5))
+        assert proc.poll() is None, msg + ": refill ended before the restart"
+        own_db.restart(mode)
+        rc, out, err = finish(proc)
+        assert_one_line_database_error(rc, err)
+        conn = own_db.reconnect()
+        assert conn.execute(free).fetchone()[0] in (0, target), msg  # one transaction
+        rc, out, err = finish(start(cli, "refill"), 300)
+        assert rc == 0, msg + err
+        assert conn.execute(free).fetchone()[0] == target, msg
+        rc, out, err = finish(start(cli, "refill"), 300)
+        assert rc == 0 and conn.execute(free).fetchone()[0] == target, msg + err
+    else:
+        n = 2500
+        add_carrier(conn, "manual")
+        conn.execute("UPDATE sequencing.pool SET target = %s WHERE name = 'default'", (n + 10,))
+        refill(conn)
+        carrier = conn.execute("SELECT id FROM sequencing.carrier WHERE name = 'manual'").fetchone()[0]
+        conn.execute("""UPDATE sequencing.tracking SET order_id = 'q' || id, freightcarrier_id = %s, parcel = 1,
+                               status = 'pending', assigned_at = now() - interval '31 days'
+                        WHERE id IN (SELECT id FROM sequencing.tracking WHERE order_id IS NULL ORDER BY id LIMIT %s)""",
+                     (carrier, n))
+        fresh = ship(conn, "manual", 3)  # assigned now: never stale
+        flagged = "SELECT count(*) FROM sequencing.tracking WHERE stale_at IS NOT NULL"
+        proc = start(cli, "sweep-stale", "--format", "json")
+        k = rng.randint(1, n // 3)
+        wait_for(lambda: conn.execute(flagged).fetchone()[0] >= k or proc.poll() is not None, timeout=120)
+        assert proc.poll() is None, msg + ": sweep-stale ended before the restart"
+        own_db.restart(mode)
+        rc, out, err = finish(proc)
+        assert_one_line_database_error(rc, err)
+        conn = own_db.reconnect()
+        before = conn.execute(flagged).fetchone()[0]
+        assert 0 < before < n, msg + f": {before} flagged before the rerun"
+        rc, out, err = finish(start(cli, "sweep-stale", "--format", "json"), 300)
+        assert rc == 0, msg + err
+        assert len(json.loads(out)) == n - before, msg  # the rest, and only the rest
+        rows = conn.execute("SELECT tracking_id, stale_at IS NOT NULL FROM sequencing.tracking "
+                            "WHERE order_id IS NOT NULL").fetchall()
+        assert sorted(c for c, stale in rows if not stale) == sorted(fresh), msg
+        assert sum(stale for _, stale in rows) == n, msg
+        events = conn.execute("SELECT count(*), count(DISTINCT shipment_id) FROM sequencing.outbox "
+                              "WHERE type = 'shipment.stale'").fetchone()
+        assert events == (n, n), msg + f": stale events {events}"
+        outcomes = sorted(r[0] for r in conn.execute("SELECT outcome FROM sequencing.run WHERE job = 'sweep-stale'"))
+        assert len(outcomes) == 2 and outcomes.count("ok") == 1, msg + str(outcomes)
 
 
 # -- hostile endpoints -------------------------------------------------------------------------

@@ -176,6 +176,15 @@ def configure(fmt: str | None = None, *, debug: bool = False) -> str:
         handler = logger.handlers[0]
         handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
         logger.setLevel(logging.DEBUG if debug else logging.INFO)
+        # psycopg's own records (e.g. "error ignored terminating <psycopg.Copy>" once the server
+        # is gone) would reach stderr raw through logging's last-resort handler, next to the one
+        # error line trackctl prints for the same failure: show them in trackctl's format, and
+        # below ERROR only with --debug.
+        driver = logging.getLogger("psycopg")
+        if handler not in driver.handlers:
+            driver.addHandler(handler)
+        driver.propagate = False
+        driver.setLevel(logging.DEBUG if debug else logging.ERROR)
         _configured = fmt
     return fmt
 
