@@ -305,14 +305,16 @@ def _poll_processes(cli, tmp_path, n: int, *args: str) -> list[subprocess.Comple
 @pytest.mark.slow
 def test_two_pollers_at_once_stay_under_the_cap_and_fetch_each_shipment_once(conn, cli, tmp_path, server):
     add_carrier(conn, "acme", adapter="http-json", url=server.url, max_concurrency=3)
-    codes = ship(conn, "acme", 60)
+    codes = ship(conn, "acme", 90)
     in_transit(server, codes)
-    server.latency = 0.15
+    server.latency = 0.25  # 7.5 s of work: far longer than the two processes' start-up skew
     results = _poll_processes(cli, tmp_path, 2)
     for r in results:
         assert r.returncode == 0, r.stderr
     polled = [json.loads(r.stdout)[0]["polled"] for r in results]
-    assert sum(polled) == 60 and all(p > 0 for p in polled), polled  # both worked, together
+    # Together they polled everything once. Which one gets how much is not promised: a poller
+    # whose workers find every carrier slot leased by the other may end with nothing to do.
+    assert sum(polled) == 90, polled
     assert server.counts() == {c: 1 for c in codes}  # no shipment fetched twice
     assert server.max_in_flight == 3  # the cap was reached and never passed
     assert all(state(conn, c)["status"] == "in_transit" for c in codes)
