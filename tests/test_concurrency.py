@@ -113,12 +113,18 @@ def check_one_code_per_key(conn, reports: list[list]) -> tuple[dict, int]:
     return by_key, inline
 
 
-def test_eight_assigning_processes_never_share_a_code(conn, db_url, tmp_path):
+@pytest.fixture
+def big_pool(conn) -> set:
+    """Carriers correios (3) and jadlog (7) on a default pool refilled to 3 000; return its free codes."""
     add_carrier(conn, "correios", 3)
     add_carrier(conn, "jadlog", 7)
     set_target(conn, "default", 3000)
     refill(conn)
-    before = free_codes(conn)
+    return free_codes(conn)
+
+
+def test_eight_assigning_processes_never_share_a_code(conn, db_url, tmp_path, big_pool):
+    before = big_pool
     shared = [(f"shared-{i}", "correios" if i % 2 else "jadlog") for i in range(60)]
     commands = []
     for w in range(8):
@@ -187,12 +193,8 @@ def test_a_refill_skips_a_pool_another_refill_is_filling(conn, db_url, tmp_path)
     assert free_codes(conn) == set()
 
 
-def test_batch_and_single_assigns_mixed_on_overlapping_orders(conn, db_url, tmp_path):
-    add_carrier(conn, "correios", 3)
-    add_carrier(conn, "jadlog", 7)
-    set_target(conn, "default", 3000)
-    refill(conn)
-    before = free_codes(conn)
+def test_batch_and_single_assigns_mixed_on_overlapping_orders(conn, db_url, tmp_path, big_pool):
+    before = big_pool
     keys = [(f"o{i}", "correios" if i % 2 else "jadlog") for i in range(400)]
     commands = []
     for w in range(3):
