@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+import threading
 from dataclasses import dataclass
 
 import psycopg
@@ -12,6 +13,7 @@ from .errors import PoolExhausted, TrackctlError
 from .names import carrier_ref_id, check_order_id, check_parcel
 from .pools import Pool, generate_codes
 
+CANCEL_TIMEOUT = 10.0  # seconds to wait for a cancelled chunk of an abandoned batch
 RETRIES = 5  # a unique violation means another process assigned the same order first: look again
 
 
@@ -57,9 +59,8 @@ WITH carrier AS (
     RETURNING t.id, t.tracking_id, t.order_id, t.assigned_at
 ), event AS (
     INSERT INTO sequencing.outbox (type, shipment_id, payload)
-    SELECT 'tracking.assigned', cl.id, jsonb_build_object(
-        'code', cl.tracking_id, 'order_id', cl.order_id, 'carrier', c.name, 'pool', c.pool_name,
-        'assigned_at', sequencing.rfc3339(cl.assigned_at))
+    SELECT 'tracking.assigned', cl.id,
+           sequencing.assigned_payload(cl.tracking_id, cl.order_id, c.name, c.pool_name, cl.assigned_at)
     FROM claimed cl CROSS JOIN carrier c
 )
 SELECT c.id, c.name, c.pool_id, c.kind, (SELECT n FROM parcel),
@@ -79,9 +80,8 @@ WITH made AS (
     RETURNING id, tracking_id, pool_id, order_id, freightcarrier_id, assigned_at
 )
 INSERT INTO sequencing.outbox (type, shipment_id, payload)
-SELECT 'tracking.assigned', m.id, jsonb_build_object(
-    'code', m.tracking_id, 'order_id', m.order_id, 'carrier', c.name, 'pool', p.name,
-    'assigned_at', sequencing.rfc3339(m.assigned_at))
+SELECT 'tracking.assigned', m.id,
+       sequencing.assigned_payload(m.tracking_id, m.order_id, c.name, p.name, m.assigned_at)
 FROM made m
 JOIN sequencing.carrier c ON c.id = m.freightcarrier_id
 JOIN sequencing.pool p ON p.id = m.pool_id
@@ -137,7 +137,7 @@ CHUNK = 5_000
 BATCH_TABLE = """
 CREATE TEMPORARY TABLE batch_in (
     seq integer PRIMARY KEY, order_id text NOT NULL, carrier_id integer NOT NULL,
-    pool_id integer NOT NULL, parcel integer NOT NULL, code text, new boolean NOT NULL DEFAULT false
+    pool_id integer NOT NULL, parcel integer NOT NULL, code text
 ) ON COMMIT DROP
 """
 BATCH_COPY = "COPY batch_in (seq, order_id, carrier_id, pool_id, parcel) FROM STDIN"
@@ -145,12 +145,14 @@ BATCH_EXISTING = """
 UPDATE batch_in b SET code = t.tracking_id
 FROM sequencing.tracking t
 WHERE t.order_id = b.order_id AND t.freightcarrier_id = b.carrier_id AND t.parcel = b.parcel
+RETURNING b.seq, b.code
 """
 # Pair the n-th input row of each pool with the n-th free code taken from that pool. Rows are
 # numbered across the whole chunk (pool by pool) and each pool's codes continue its own range,
 # so the pairing is a join on one integer key: joining on (pool_id, per-pool row number) let
 # the planner, which has no statistics for CTEs, merge on pool_id alone and filter on the
-# number, quadratic in the chunk size (5 s per 5 000 lines).
+# number, quadratic in the chunk size (5 s per 5 000 lines). The codes come back to the client
+# directly; batch_in learns them only when a second pass is needed (BATCH_SET_CODES).
 BATCH_CLAIM = """
 WITH need AS (
     SELECT seq, order_id, carrier_id, pool_id, parcel,
@@ -176,23 +178,21 @@ WITH need AS (
 ), event AS (
     -- Issue 5: each new claim's `tracking.assigned` outbox row, in this same statement (keep it).
     INSERT INTO sequencing.outbox (type, shipment_id, payload)
-    SELECT 'tracking.assigned', cl.id, jsonb_build_object(
-        'code', cl.tracking_id, 'order_id', cl.order_id, 'carrier', c.name, 'pool', p.name,
-        'assigned_at', sequencing.rfc3339(cl.assigned_at))
+    SELECT 'tracking.assigned', cl.id,
+           sequencing.assigned_payload(cl.tracking_id, cl.order_id, c.name, p.name, cl.assigned_at)
     FROM claimed cl
     JOIN sequencing.carrier c ON c.id = cl.freightcarrier_id
     JOIN sequencing.pool p ON p.id = cl.pool_id
     ORDER BY cl.seq
 )
-UPDATE batch_in b SET code = c.tracking_id, new = true FROM claimed c WHERE b.seq = c.seq
+SELECT seq, tracking_id FROM claimed
 """
 BATCH_SHORT = "SELECT b.seq, b.order_id, b.carrier_id, b.pool_id, b.parcel FROM batch_in b WHERE b.code IS NULL ORDER BY b.seq"
 BATCH_POOLS = "SELECT id, name, kind, target FROM sequencing.pool WHERE id = ANY(%s)"
 BATCH_SET_CODES = """
-UPDATE batch_in b SET code = u.code, new = true
+UPDATE batch_in b SET code = u.code
 FROM unnest(%s::int[], %s::text[]) AS u(seq, code) WHERE b.seq = u.seq
 """
-BATCH_RESULT = "SELECT seq, code, new FROM batch_in ORDER BY seq"
 
 
 @dataclass(frozen=True)
@@ -219,84 +219,155 @@ def _copy_text(value: str) -> str:
 
 def assign_chunk(conn: psycopg.Connection, lines: list[BatchLine]) -> list[Assignment]:
     """Assign one chunk of lines in one transaction; return one assignment per line, in order."""
-    # A unique violation means another process committed one of this chunk's keys, which the next
-    # pass finds as existing: every retry has one key fewer to claim, so the number of keys bounds
-    # the retries (a fixed few ran out while single assigns kept taking keys of the same chunk).
-    # Two batches claiming overlapping keys in different orders can deadlock: the loser retries.
-    attempts = RETRIES + len({(item.order_id, item.carrier.id, item.parcel) for item in lines})
-    for _ in range(attempts):
-        try:
-            return _assign_chunk_once(conn, lines)
-        except (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected):
-            continue  # another process assigned some of these orders meanwhile: look again
-    raise TrackctlError(f"could not assign lines {lines[0].line}-{lines[-1].line} after {attempts} attempts",
-                        hint="the database is under heavy contention; rerun the same input (it is idempotent)")
+    chunk = _Chunk(lines, [])
+    chunk.run(conn)
+    return chunk.assignments()
 
 
-def _assign_chunk_once(conn: psycopg.Connection, lines: list[BatchLine]) -> list[Assignment]:
-    # The same (order, carrier, parcel) may appear twice in a chunk: only its first line claims.
-    first: dict[tuple[str, int, int], int] = {}
-    rows = []
-    for seq, item in enumerate(lines):
-        key = (item.order_id, item.carrier.id, item.parcel)
-        if key not in first:
-            first[key] = seq
-            rows.append(f"{seq}\t{_copy_text(item.order_id)}\t{item.carrier.id}\t{item.carrier.pool_id}\t{item.parcel}\n")
+Codes = dict[int, tuple[str, bool]]  # seq of a chunk's first line of a key -> (code, new)
+
+
+def _claim(conn: psycopg.Connection, copy_text: str, keys: int) -> tuple[Codes, set[int]]:
+    """The database work of one chunk, in one transaction: its codes, and the seqs made inline."""
+    codes: Codes = {}
     inline: set[int] = set()
     with conn.transaction():
         conn.execute(BATCH_TABLE)
         with conn.cursor() as cur, cur.copy(BATCH_COPY) as copy:
-            copy.write("".join(rows))
-        conn.execute(BATCH_EXISTING)
-        conn.execute(BATCH_CLAIM)
-        short = conn.execute(BATCH_SHORT).fetchall()
-        if short:
+            copy.write(copy_text)
+        codes.update((seq, (code, False)) for seq, code in conn.execute(BATCH_EXISTING))
+        claimed = conn.execute(BATCH_CLAIM).fetchall()
+        codes.update((seq, (code, True)) for seq, code in claimed)
+        if len(codes) < keys:
             # Some codes were locked by other claimers: one more pass takes what became free.
-            conn.execute(BATCH_CLAIM)
-            short = conn.execute(BATCH_SHORT).fetchall()
-        if short:
-            inline = _generate_for(conn, short)
-        result = {seq: (code, new) for seq, code, new in conn.execute(BATCH_RESULT)}
-    out = []
-    for seq, item in enumerate(lines):
-        key = (item.order_id, item.carrier.id, item.parcel)
-        code, new = result[first[key]]
-        is_first = first[key] == seq
-        out.append(Assignment(item.order_id, item.carrier.name, code, new=new and is_first,
-                              parcel=item.parcel, generated_inline=is_first and seq in inline))
-    return out
+            if claimed:
+                conn.execute(BATCH_SET_CODES, ([r[0] for r in claimed], [r[1] for r in claimed]))
+            codes.update((seq, (code, True)) for seq, code in conn.execute(BATCH_CLAIM))
+        if len(codes) < keys:
+            short = [row for row in conn.execute(BATCH_SHORT) if row[0] not in codes]
+            made = _generate_for(conn, short)
+            codes.update((seq, (code, True)) for seq, code in made.items())
+            inline = set(made)
+    return codes, inline
 
 
-def _generate_for(conn: psycopg.Connection, short: list[tuple]) -> set[int]:
-    """Make codes for rows whose pool ran dry, insert them assigned, and record them in batch_in."""
+def _claim_with_retries(conn: psycopg.Connection, copy_text: str, keys: int, lines: str) -> tuple[Codes, set[int]]:
+    # A unique violation means another process committed one of this chunk's keys, which the next
+    # pass finds as existing: every retry has one key fewer to claim, so the number of keys bounds
+    # the retries (a fixed few ran out while single assigns kept taking keys of the same chunk).
+    # Two batches claiming overlapping keys in different orders can deadlock: the loser retries.
+    attempts = RETRIES + keys
+    for _ in range(attempts):
+        try:
+            return _claim(conn, copy_text, keys)
+        except (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected):
+            continue  # another process assigned some of these orders meanwhile: look again
+    raise TrackctlError(f"could not assign lines {lines} after {attempts} attempts",
+                        hint="the database is under heavy contention; rerun the same input (it is idempotent)")
+
+
+def _generate_for(conn: psycopg.Connection, short: list[tuple]) -> dict[int, str]:
+    """Make codes for rows whose pool ran dry and insert them assigned; return {seq: code}."""
     pools = {r[0]: Pool(*r) for r in conn.execute(BATCH_POOLS, ([r[3] for r in short],))}
     by_pool: dict[int, list[tuple]] = {}
     for row in short:
         by_pool.setdefault(row[3], []).append(row)
-    seqs, codes, pool_ids, orders, carriers, parcels = [], [], [], [], [], []
+    made: dict[int, str] = {}
+    pool_ids, orders, carriers, parcels = [], [], [], []
     for pool_id, rows in by_pool.items():
-        made = list(generate_codes(conn, pools[pool_id], len(rows)))
-        if len(made) < len(rows):
+        codes = list(generate_codes(conn, pools[pool_id], len(rows)))
+        if len(codes) < len(rows):
             raise PoolExhausted(f"pool {pools[pool_id].name!r} has no codes left")
-        for (seq, order_id, carrier_id, _, parcel), code in zip(rows, made):
-            seqs.append(seq)
-            codes.append(code)
+        for (seq, order_id, carrier_id, _, parcel), code in zip(rows, codes):
+            made[seq] = code
             pool_ids.append(pool_id)
             orders.append(order_id)
             carriers.append(carrier_id)
             parcels.append(parcel)
-    conn.execute(INSERT_ASSIGNED, (codes, pool_ids, orders, carriers, parcels))
-    conn.execute(BATCH_SET_CODES, (seqs, codes))
-    return set(seqs)
+    conn.execute(INSERT_ASSIGNED, (list(made.values()), pool_ids, orders, carriers, parcels))
+    return made
+
+
+class _Chunk:
+    """One chunk of a batch: its lines, the held outcomes in input order, and its database work.
+
+    The COPY text is made and the assignments are built by the caller's thread; only `run`, the
+    database work, may go to a background thread.
+    """
+
+    def __init__(self, lines: list[BatchLine], held: list[BatchOutcome | BatchLine]) -> None:
+        self.lines, self.held = lines, held
+        # The same (order, carrier, parcel) may appear twice in a chunk: only its first line claims.
+        self.first: dict[tuple[str, int, int], int] = {}
+        rows = []
+        for seq, item in enumerate(lines):
+            key = (item.order_id, item.carrier.id, item.parcel)
+            if key not in self.first:
+                self.first[key] = seq
+                rows.append(f"{seq}\t{_copy_text(item.order_id)}\t{item.carrier.id}\t{item.carrier.pool_id}\t{item.parcel}\n")
+        self.copy_text = "".join(rows)
+        self.codes: Codes = {}
+        self.inline: set[int] = set()
+        self.error: BaseException | None = None
+        self.thread: threading.Thread | None = None
+
+    def run(self, conn: psycopg.Connection) -> None:
+        try:
+            if self.lines:
+                self.codes, self.inline = _claim_with_retries(conn, self.copy_text, len(self.first),
+                                                              f"{self.lines[0].line}-{self.lines[-1].line}")
+        except BaseException as exc:  # handed to the reader of the outcomes, in whichever thread
+            self.error = exc
+
+    def start(self, conn: psycopg.Connection) -> None:
+        self.thread = threading.Thread(target=self.run, args=(conn,), name="trackctl-assign-chunk", daemon=True)
+        self.thread.start()
+
+    def wait(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def abandon(self, conn: psycopg.Connection) -> None:
+        """Stop the chunk's statement (its transaction rolls back, as if never sent) and wait for it."""
+        if self.thread is not None and self.thread.is_alive():
+            try:
+                conn.cancel_safe(timeout=CANCEL_TIMEOUT)
+            except Exception:  # a lost server: the transaction is gone with the connection anyway
+                pass
+            self.thread.join(CANCEL_TIMEOUT)
+
+    def assignments(self) -> list[Assignment]:
+        self.wait()
+        out = []
+        for seq, item in enumerate(self.lines):
+            first = self.first[(item.order_id, item.carrier.id, item.parcel)]
+            code, new = self.codes[first]
+            is_first = first == seq
+            out.append(Assignment(item.order_id, item.carrier.name, code, new=new and is_first,
+                                  parcel=item.parcel, generated_inline=is_first and seq in self.inline))
+        return out
+
+    def outcomes(self) -> Iterator[BatchOutcome]:
+        by_line = {item.line: a for item, a in zip(self.lines, self.assignments())}
+        for item in self.held:
+            yield item if isinstance(item, BatchOutcome) else BatchOutcome(item.line, by_line[item.line])
 
 
 def assign_lines(conn: psycopg.Connection, records: Iterable[tuple[int, dict]],
-                 chunk_size: int = CHUNK) -> Iterator[BatchOutcome]:
+                 chunk_size: int = CHUNK, *, overlap: bool = False) -> Iterator[BatchOutcome]:
     """Yield one outcome per parsed input record, in input order, assigning a chunk at a time.
 
     `records` are (line number, fields) pairs from `trackctl.batch_input`; fields hold
     `order_id`, `carrier` and optionally `parcel`, or `error` for a line that did not parse.
     Memory stays bounded by the chunk size whatever the length of the input.
+
+    With `overlap` each chunk's database work runs in a background thread while the next chunk
+    is read and the previous one's outcomes are consumed, so parsing and printing cost no
+    wall-clock time on a second core. `records` must then not use `conn` itself. At most two
+    chunks are held; each is still one transaction, and an interrupted or failing run cancels
+    the chunk in flight (it rolls back) before the exception leaves this generator.
     """
     carriers: dict[str, Carrier] = {}
     unknown: set[str] = set()
@@ -310,35 +381,59 @@ def assign_lines(conn: psycopg.Connection, records: Iterable[tuple[int, dict]],
     learn_carriers()
     pending: list[BatchLine] = []
     held: list[BatchOutcome | BatchLine] = []  # rejections and lines, in input order
+    running: _Chunk | None = None  # the chunk whose database work is in flight (overlap only)
+
+    def settle() -> Iterator[BatchOutcome]:
+        nonlocal running
+        if running is not None:
+            running.wait()  # interrupted here, `running` is still set for the cleanup below
+            done, running = running, None
+            yield from done.outcomes()
 
     def flush() -> Iterator[BatchOutcome]:
-        results = assign_chunk(conn, pending) if pending else []
-        by_line = {item.line: a for item, a in zip(pending, results)}
-        for item in held:
-            yield item if isinstance(item, BatchOutcome) else BatchOutcome(item.line, by_line[item.line])
-        pending.clear()
-        held.clear()
-
-    for line, fields in records:
-        if "error" in fields:
-            held.append(BatchOutcome(line, error=fields["error"]))
+        nonlocal pending, held, running
+        chunk, pending, held = _Chunk(pending, held), [], []
+        previous = running
+        if previous is not None:
+            previous.wait()  # one transaction at a time on the connection
+        running = None
+        if overlap:
+            chunk.start(conn)
+            running = chunk
         else:
-            ref = fields["carrier"]
-            number = carrier_ref_id(ref)
-            if number is not None:
-                ref = str(number)  # '03' names carrier 3, as it does for a single assign
-            carrier = carriers.get(ref)
-            if carrier is None and ref not in unknown:
-                learn_carriers()  # a carrier added while the batch runs is welcome
-                carrier = carriers.get(ref)
-            if carrier is None:
-                unknown.add(ref)
-                known = sorted({c.name: c for c in carriers.values()}.values(), key=lambda c: c.id)
-                held.append(BatchOutcome(line, error=unknown_carrier(ref, known).message))
+            chunk.run(conn)
+        if previous is not None:
+            yield from previous.outcomes()  # consumed while the new chunk is in the database
+        if not overlap:
+            yield from chunk.outcomes()
+
+    try:
+        for line, fields in records:
+            if "error" in fields:
+                held.append(BatchOutcome(line, error=fields["error"]))
             else:
-                item = BatchLine(line, fields["order_id"], carrier, fields.get("parcel", 1))
-                pending.append(item)
-                held.append(item)
-        if len(held) >= chunk_size:
+                ref = fields["carrier"]
+                number = carrier_ref_id(ref)
+                if number is not None:
+                    ref = str(number)  # '03' names carrier 3, as it does for a single assign
+                carrier = carriers.get(ref)
+                if carrier is None and ref not in unknown:
+                    yield from settle()  # the connection must be idle to ask it
+                    learn_carriers()  # a carrier added while the batch runs is welcome
+                    carrier = carriers.get(ref)
+                if carrier is None:
+                    unknown.add(ref)
+                    known = sorted({c.name: c for c in carriers.values()}.values(), key=lambda c: c.id)
+                    held.append(BatchOutcome(line, error=unknown_carrier(ref, known).message))
+                else:
+                    item = BatchLine(line, fields["order_id"], carrier, fields.get("parcel", 1))
+                    pending.append(item)
+                    held.append(item)
+            if len(held) >= chunk_size:
+                yield from flush()
+        if held:
             yield from flush()
-    yield from flush()
+        yield from settle()
+    finally:
+        if running is not None:  # an exception or a consumer that stopped reading: nothing half-done
+            running.abandon(conn)

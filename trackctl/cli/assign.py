@@ -84,7 +84,7 @@ def _batch(ctx: typer.Context, input_file: Optional[Path], input_format: str, fm
     rejected = assigned = inline = 0
     writer = csv.writer(sys.stdout, lineterminator="\n")
     with stream, connection(ctx) as conn, pipe_output(), progress("assign", unit="lines") as bar:
-        for n, outcome in enumerate(assign_lines(conn, parse_records(stream, input_format)), 1):
+        for n, outcome in enumerate(assign_lines(conn, parse_records(stream, input_format), overlap=True), 1):
             if n % 1000 == 0:  # the bar redraws ten times a second; per-line updates would only cost
                 bar(1000)
             if outcome.error is not None:
