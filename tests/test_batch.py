@@ -11,7 +11,8 @@ import pytest
 from trackctl.assign import assign, assign_lines
 from trackctl.batch_input import MAX_LINE_BYTES, parse_records
 from trackctl.carriers import add_carrier
-from trackctl.pools import refill
+from trackctl.errors import PoolExhausted
+from trackctl.pools import S10Range, create_pool, refill
 
 
 def assigned(conn) -> dict[tuple[str, str, int], str]:
@@ -282,11 +283,12 @@ def test_rerunning_the_same_input_returns_the_same_codes_not_new(batch, stocked)
     assert free_count(stocked) == 200 - 50
 
 
-def test_batch_larger_than_one_chunk_keeps_input_order(stocked):
+@pytest.mark.parametrize("overlap", [False, True], ids=["serial", "overlapped"])
+def test_batch_larger_than_one_chunk_keeps_input_order(stocked, overlap):
     lines = [(i + 1, {"order_id": f"o{(i * 7) % 23}", "carrier": "correios" if i % 3 else "jadlog"})
              for i in range(60)]
     lines.insert(10, (999, {"error": "bad"}))
-    outcomes = list(assign_lines(stocked, lines, chunk_size=7))
+    outcomes = list(assign_lines(stocked, lines, chunk_size=7, overlap=overlap))
     assert [o.line for o in outcomes] == [n for n, _ in lines]
     good = [o for o in outcomes if o.error is None]
     assert [(o.assignment.order_id, o.assignment.carrier) for o in good] == [
@@ -370,3 +372,69 @@ def test_batch_into_a_closed_pipe_exits_quietly(cli, stocked, tmp_path):
     assert proc.returncode == 0, proc
     assert len(proc.stdout.splitlines()) == 1
     assert "Traceback" not in proc.stderr and "error" not in proc.stderr, proc
+
+
+# -- the overlapped path: each chunk's transaction in a background thread ------------------------
+
+
+def test_an_error_in_a_background_chunk_reaches_the_caller_and_leaves_whole_chunks(conn):
+    # An S10 range of 10 serials: chunks of 4 lines, the third chunk runs the range out.
+    create_pool(conn, "corr", target=0, kind="s10", s10=S10Range("AA", "BR", 12345678, 12345687))
+    add_carrier(conn, "correios", pool="corr")
+    records = [(i + 1, {"order_id": f"o{i}", "carrier": "correios"}) for i in range(12)]
+    seen = []
+    with pytest.raises(PoolExhausted, match="used its whole range"):
+        for outcome in assign_lines(conn, records, chunk_size=4, overlap=True):
+            seen.append(outcome.assignment.order_id)
+    assert seen == [f"o{i}" for i in range(8)]  # the two chunks that fit, in order
+    assert sorted(o for o, _, _ in assigned(conn)) == sorted(seen)  # the third left nothing behind
+    assert conn.info.transaction_status.name == "IDLE"
+    assert assign(conn, "o0", "correios").new is False  # the connection is fit for more work
+
+
+def test_a_consumer_that_stops_reading_leaves_whole_chunks_and_an_idle_connection(stocked):
+    records = [(i + 1, {"order_id": f"o{i}", "carrier": "correios"}) for i in range(40)]
+    outcomes = assign_lines(stocked, records, chunk_size=10, overlap=True)
+    first = next(outcomes)  # chunk 1 is done and chunk 2 was sent when this comes back
+    outcomes.close()
+    assert first.assignment.order_id == "o0"
+    done = sorted(int(o[1:]) for o, _, _ in assigned(stocked))
+    assert done in (list(range(10)), list(range(20))), done  # chunk 2 either whole or not at all
+    assert stocked.info.transaction_status.name == "IDLE"
+    rest = list(assign_lines(stocked, records, chunk_size=10, overlap=True))  # a rerun completes it
+    assert [o.assignment.new for o in rest] == [i >= len(done) for i in range(40)]
+    assert len({o.assignment.code for o in rest}) == 40
+
+
+def test_batch_interrupted_while_reading_input_exits_130_in_one_line_with_whole_chunks(cli, stocked):
+    # The batch reads from a pipe that stays open: the interrupt lands while the main thread
+    # waits for input and the second chunk may still be in the database.
+    from conftest import trackctl_command
+    import signal
+    import subprocess
+    import time
+
+    from trackctl.assign import CHUNK
+
+    stocked.execute("UPDATE sequencing.pool SET target = %s WHERE name = 'default'", (3 * CHUNK,))
+    refill(stocked)
+    proc = subprocess.Popen(trackctl_command() + ["assign", "--batch"], env=cli.env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    lines = "".join(f"{i},correios\n" for i in range(2 * CHUNK + 10)).encode()
+    proc.stdin.write(lines)
+    proc.stdin.flush()
+    printed = b""
+    while printed.count(b"\n") < CHUNK:  # the first chunk is printed only once the second is sent
+        more = proc.stdout.read1(65536)
+        assert more, proc.stderr.read()
+        printed += more
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    printed += out
+    assert proc.returncode == 130, err  # typer ends an interrupted command with 130, quietly
+    assert b"Traceback" not in err and b"error" not in err, err
+    done = assigned(stocked)
+    assert len(done) in (CHUNK, 2 * CHUNK), len(done)  # whole chunks: the one in flight, or not
+    rows = [line.split(",") for line in printed.decode().splitlines()]
+    assert len(rows) in (CHUNK, 2 * CHUNK) and all(done[(o, c, 1)] == code for o, c, code in rows)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import resource
 import shutil
 import signal
 import socket
@@ -581,6 +580,72 @@ def test_database_restart_under_refill_or_sweep_stale_fails_in_one_line_and_the_
         assert events == (n, n), msg + f": stale events {events}"
         outcomes = sorted(r[0] for r in conn.execute("SELECT outcome FROM sequencing.run WHERE job = 'sweep-stale'"))
         assert len(outcomes) == 2 and outcomes.count("ok") == 1, msg + str(outcomes)
+
+
+PRUNE_MODES = ["fast", "immediate"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", PRUNE_MODES)
+def test_database_restart_under_outbox_prune_deletes_whole_ranges_only_and_the_next_run_finishes(own_db, mode, rng):
+    from trackctl.outbox import PRUNE_CHUNK
+
+    conn = own_db.conn
+    cli = type("C", (), {"env": own_db.env})
+    msg = f"seed {rng.seed_value}, outbox-prune, {mode}"
+    n = 40 * PRUNE_CHUNK
+    webhooks.add_subscriber(conn, "http://127.0.0.1:9/hook", secret=webhooks.generate_secret())
+    # n old events, each with a delivery (the fan-out trigger); every 97th delivery still pending,
+    # so its event must stay. 50 recent events must stay too.
+    conn.execute("""INSERT INTO sequencing.outbox (type, payload, created_at)
+                    SELECT 'shipment.stale', jsonb_build_object('code', 'C' || g), now() - interval '40 days'
+                    FROM generate_series(1, %s) g""", (n,))
+    conn.execute("""INSERT INTO sequencing.outbox (type, payload)
+                    SELECT 'shipment.stale', jsonb_build_object('code', 'R' || g) FROM generate_series(1, 50) g""")
+    conn.execute("""UPDATE sequencing.webhook_delivery SET status = 'done', next_attempt_at = NULL,
+                           delivered_at = now() - interval '40 days'
+                    WHERE outbox_id % 97 <> 0""")
+    conn.execute("""UPDATE sequencing.webhook_delivery d SET status = 'done', next_attempt_at = NULL,
+                           delivered_at = now()
+                    FROM sequencing.outbox o WHERE o.id = d.outbox_id AND o.created_at > now() - interval '1 day'""")
+    conn.execute("VACUUM ANALYZE sequencing.outbox")
+    conn.execute("VACUUM ANALYZE sequencing.webhook_delivery")
+    keep = {r[0] for r in conn.execute("""SELECT o.id FROM sequencing.outbox o
+                                          WHERE o.created_at > now() - interval '1 day' OR o.id % 97 = 0""")}
+    low = conn.execute("SELECT min(id) FROM sequencing.outbox").fetchone()[0]
+    total = n + 50
+    remaining = "SELECT count(*) FROM sequencing.outbox"
+
+    proc = start(cli, "outbox", "prune", "--older-than", "30d")
+    k = rng.randint(1, 20) * PRUNE_CHUNK // 2
+    wait_for(lambda: conn.execute(remaining).fetchone()[0] <= total - k or proc.poll() is not None, timeout=300,
+             step=0.005)
+    assert proc.poll() is None, msg + ": prune ended before the restart"
+    own_db.restart(mode)
+    rc, out, err = finish(proc)
+    assert_one_line_database_error(rc, err)
+    conn = own_db.reconnect()
+
+    left = {r[0] for r in conn.execute("SELECT id FROM sequencing.outbox")}
+    assert keep <= left, msg + ": a protected event was deleted"
+    assert len(left) < total, msg + ": nothing was deleted before the restart"
+    # Each id range is one transaction: all its deletable events are gone, or none is.
+    ranges: dict[int, set[bool]] = {}
+    for i in range(low, low + n):
+        if i not in keep:
+            ranges.setdefault((i - low) // PRUNE_CHUNK, set()).add(i in left)
+    assert all(len(states) == 1 for states in ranges.values()), msg + ": a range was deleted in part"
+    orphans = conn.execute("""SELECT count(*) FROM sequencing.webhook_delivery d
+                              WHERE NOT EXISTS (SELECT 1 FROM sequencing.outbox o WHERE o.id = d.outbox_id)""")
+    assert orphans.fetchone()[0] == 0, msg
+
+    rc, out, err = finish(start(cli, "outbox", "prune", "--older-than", "30d"), 300)
+    assert rc == 0, msg + err
+    assert {r[0] for r in conn.execute("SELECT id FROM sequencing.outbox")} == keep, msg
+    pending = conn.execute("SELECT count(*) FROM sequencing.webhook_delivery WHERE status = 'pending'").fetchone()[0]
+    assert pending == sum(1 for i in keep if i % 97 == 0 and i < low + n), msg
+    outcomes = sorted(r[0] for r in conn.execute("SELECT outcome FROM sequencing.run WHERE job = 'outbox-prune'"))
+    assert len(outcomes) == 2 and outcomes.count("ok") == 1, msg + str(outcomes)
 
 
 # -- hostile endpoints -------------------------------------------------------------------------

@@ -201,3 +201,28 @@ def test_follow_delivers_new_events_as_they_are_written(cli, conn):
             out, err = proc.communicate(timeout=60)
         assert proc.returncode == 143, err  # SIGTERM: the run is recorded as failed, nothing is lost
     assert {v[0] for v in deliveries(conn).values()} == {"done"}
+
+
+def test_claims_and_records_turn_off_synchronous_commit_for_their_own_transaction_only(conn):
+    # Through a transaction-mode pooler a session SET would leak to other clients of the server
+    # connection: each statement sets it for its transaction, and the session keeps its own.
+    import uuid
+    from datetime import datetime, timedelta, timezone
+
+    from trackctl.notify import CLAIM, RECORD
+
+    sub = webhooks.add_subscriber(conn, "http://127.0.0.1:9/hook", secret=SECRET).id
+    record_events(conn, 1)
+    token = uuid.uuid4()
+    setting = "SELECT current_setting('synchronous_commit')"
+    with conn.transaction():
+        [claimed] = conn.execute(CLAIM, {"subscriber": sub, "limit": 5, "lease": timedelta(seconds=30),
+                                         "token": token}).fetchall()
+        assert conn.execute(setting).fetchone()[0] == "off"
+    assert conn.execute(setting).fetchone()[0] == "on"
+    with conn.transaction():
+        done = conn.execute(RECORD, {"ids": [claimed[0]], "ok": [True], "gone": [False], "status": [200],
+                                     "error": [None], "at": [datetime.now(timezone.utc)], "token": token}).fetchall()
+        assert done == [(claimed[0], "done")]
+        assert conn.execute(setting).fetchone()[0] == "off"
+    assert conn.execute(setting).fetchone()[0] == "on"

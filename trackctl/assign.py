@@ -277,6 +277,7 @@ def _generate_for(conn: psycopg.Connection, short: list[tuple]) -> dict[int, str
     for pool_id, rows in by_pool.items():
         codes = list(generate_codes(conn, pools[pool_id], len(rows)))
         if len(codes) < len(rows):
+            generate_codes(conn, pools[pool_id], len(rows) - len(codes))  # raises the pool's own "used up" error
             raise PoolExhausted(f"pool {pools[pool_id].name!r} has no codes left")
         for (seq, order_id, carrier_id, _, parcel), code in zip(rows, codes):
             made[seq] = code

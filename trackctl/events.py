@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 import psycopg
 
 from .errors import GroupFull, InvalidValue, NotFound, UsageError
-from .outbox import CHANNEL, check_types
+from .outbox import CHANNEL, RECHECK_SECONDS, check_types
 
 PAGE = 5_000
 GROUP_BATCH = 100
@@ -125,7 +125,7 @@ def stream(conn: psycopg.Connection, *, after: int = 0, types: list[str] | None 
             after = page[-1][0] if len(page) == want else upto
         if not follow:
             return
-        if not _wait(conn, keep_going):
+        if not _wait(conn, keep_going, RECHECK_SECONDS):
             return
 
 

@@ -40,7 +40,7 @@ import psycopg
 
 from . import __version__
 from .errors import InvalidValue
-from .outbox import CHANNEL
+from .outbox import CHANNEL, RECHECK_SECONDS
 from .webhooks import Subscriber, list_subscribers, secret_key, signature_header
 
 DEFAULT_CONCURRENCY = 16
@@ -54,7 +54,12 @@ GATHER = 0.01  # seconds the main thread collects outcomes before recording them
 MIN_ATTEMPT = 1.0  # seconds of budget a request needs (or the whole timeout, if shorter) to be made
 SUBSCRIBERS_TTL = 1.0  # seconds the subscriber list (URLs, secrets, caps) is reused
 
-CLAIM = """
+# Claims and outcomes need not wait for the WAL flush: after a server crash a lost claim is a
+# row due again, and a lost `done` a second delivery, which at-least-once allows anyway. Each
+# statement turns synchronous_commit off for its own transaction only (set_config(..., true)),
+# so nothing leaks to other clients of a pooled server connection.
+NOT_DURABLE = "(SELECT set_config('synchronous_commit', 'off', true)) AS not_durable"
+CLAIM = f"""
 WITH picked AS (
     SELECT d.id FROM sequencing.webhook_delivery d
     WHERE d.subscriber_id = %(subscriber)s AND d.status = 'pending' AND d.next_attempt_at <= now()
@@ -67,7 +72,7 @@ WITH picked AS (
 )
 UPDATE sequencing.webhook_delivery d
 SET next_attempt_at = now() + %(lease)s, lease_token = %(token)s
-FROM picked, sequencing.outbox o
+FROM picked, sequencing.outbox o, {NOT_DURABLE}
 WHERE d.id = picked.id AND o.id = d.outbox_id
 RETURNING d.id, d.subscriber_id, o.event_id, sequencing.event_body(o)
 """
@@ -76,7 +81,7 @@ RETURNING d.id, d.subscriber_id, o.event_id, sequencing.event_body(o)
 # below, and the row resumes if the subscriber is enabled again); anything else is a failed
 # attempt, retried after the schedule's next step, or dead after its last. Rows whose lease this
 # process lost (it ran out and another process took them) are left alone.
-RECORD = """
+RECORD = f"""
 UPDATE sequencing.webhook_delivery d SET
     attempts = d.attempts + 1,
     last_attempt_at = r.attempted_at,
@@ -91,7 +96,7 @@ UPDATE sequencing.webhook_delivery d SET
     lease_token = NULL
 FROM unnest(%(ids)s::bigint[], %(ok)s::boolean[], %(gone)s::boolean[], %(status)s::integer[],
             %(error)s::text[], %(at)s::timestamptz[]) AS r(id, ok, gone, http_status, error, attempted_at),
-     sequencing.webhook_subscriber s
+     sequencing.webhook_subscriber s, {NOT_DURABLE}
 WHERE d.id = r.id AND d.lease_token = %(token)s AND s.id = d.subscriber_id
 RETURNING d.id, d.status
 """
@@ -399,9 +404,6 @@ def deliver(conn: psycopg.Connection, *, budget: float | None = None, follow: bo
     loaded_at = -SUBSCRIBERS_TTL
     rotation = itertools.count()
     limit = PREFETCH * concurrency
-    # Claims and outcomes need not wait for the WAL flush: after a server crash a lost claim is a
-    # row due again, and a lost `done` a second delivery, which at-least-once allows anyway.
-    conn.execute("SET synchronous_commit TO off")
     conn.execute(f"LISTEN {CHANNEL}")
     try:
         while True:
@@ -437,8 +439,7 @@ def deliver(conn: psycopg.Connection, *, budget: float | None = None, follow: bo
             if not follow:
                 if remaining is None or due is None or due >= remaining:
                     break
-            waits = [w for w in (due, remaining) if w is not None]
-            _wait_for_notify(conn, min(waits) if waits else None, stop)
+            _wait_for_notify(conn, min(w for w in (due, remaining, RECHECK_SECONDS) if w is not None), stop)
     finally:
         # Normal end: nothing is outstanding. On an exception (SIGTERM, lost connection) the
         # unrecorded rows keep their lease and fall due again when it ends.

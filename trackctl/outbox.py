@@ -28,6 +28,9 @@ EVENT_TYPES = (TRACKING_ASSIGNED, STATUS_CHANGED, SHIPMENT_STALE)
 
 # The channel the outbox trigger notifies (once per writing transaction, at commit).
 CHANNEL = "trackctl_outbox"
+# Followers (`events --follow`, `notify`) also look again this often without a NOTIFY: through a
+# transaction-mode pooler such as PgBouncer a LISTEN hears nothing, and this bounds the delay.
+RECHECK_SECONDS = 5.0
 
 INSERT_EVENT = """
 INSERT INTO sequencing.outbox (type, shipment_id, payload) VALUES (%s, %s, %s)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -66,6 +67,14 @@ def assign_cmd(
     sys.stdout.write(result.code + "\n")
 
 
+def _flushing(records: Iterator[tuple[int, dict]]) -> Iterator[tuple[int, dict]]:
+    """Pass the input records through, flushing stdout before each read of input: the lines of a
+    finished chunk reach the reader downstream at once, even while the input pauses."""
+    for record in records:
+        yield record
+        sys.stdout.flush()
+
+
 def _batch(ctx: typer.Context, input_file: Optional[Path], input_format: str, fmt: str) -> None:
     import csv
 
@@ -84,7 +93,8 @@ def _batch(ctx: typer.Context, input_file: Optional[Path], input_format: str, fm
     rejected = assigned = inline = 0
     writer = csv.writer(sys.stdout, lineterminator="\n")
     with stream, connection(ctx) as conn, pipe_output(), progress("assign", unit="lines") as bar:
-        for n, outcome in enumerate(assign_lines(conn, parse_records(stream, input_format), overlap=True), 1):
+        records = _flushing(parse_records(stream, input_format))
+        for n, outcome in enumerate(assign_lines(conn, records, overlap=True), 1):
             if n % 1000 == 0:  # the bar redraws ten times a second; per-line updates would only cost
                 bar(1000)
             if outcome.error is not None:
