@@ -23,10 +23,8 @@ How one `notify` process works:
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import queue
-import socket
 import threading
 import time
 import uuid
@@ -39,6 +37,7 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 
 from . import __version__
+from .deadline import Watchdog, connection
 from .errors import InvalidValue
 from .outbox import CHANNEL, RECHECK_SECONDS
 from .webhooks import Subscriber, list_subscribers, secret_key, signature_header
@@ -165,74 +164,12 @@ class NotifyReport:
 
 # --- HTTP ----------------------------------------------------------------------------------------
 
-class _Watchdog:
-    """Shuts the socket of a request that passes its deadline, whatever phase it is in."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._heap: list[tuple[float, int]] = []
-        self._live: dict[int, object] = {}
-        self._fired: set[int] = set()
-        self._seq = itertools.count()
-        self._closed = False
-        self._thread: threading.Thread | None = None
-
-    def watch(self, conn: object, deadline: float) -> int:
-        with self._cond:
-            seq = next(self._seq)
-            self._live[seq] = conn
-            earliest = not self._heap or deadline < self._heap[0][0]
-            heapq.heappush(self._heap, (deadline, seq))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="notify-watchdog", daemon=True)
-                self._thread.start()
-            if earliest:  # otherwise the watchdog already wakes up early enough
-                self._cond.notify()
-        return seq
-
-    def release(self, seq: int) -> bool:
-        """Stop watching; return True if the deadline had fired."""
-        with self._cond:
-            self._live.pop(seq, None)
-            fired = seq in self._fired
-            self._fired.discard(seq)
-            return fired
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-
-    def _run(self) -> None:
-        with self._cond:
-            while not self._closed:
-                while self._heap and self._heap[0][1] not in self._live:
-                    heapq.heappop(self._heap)
-                if not self._heap:
-                    self._cond.wait()
-                    continue
-                deadline, seq = self._heap[0]
-                delay = deadline - time.monotonic()
-                if delay > 0:
-                    self._cond.wait(delay)
-                    continue
-                heapq.heappop(self._heap)
-                conn = self._live.pop(seq)
-                self._fired.add(seq)
-                sock = getattr(conn, "sock", None)
-                if sock is not None:
-                    try:
-                        sock.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-
-
 class HttpPoster:
     """POSTs from worker threads with a total deadline each; one keep-alive connection per thread and origin."""
 
     def __init__(self) -> None:
         self._local = threading.local()
-        self._watchdog = _Watchdog()
+        self._watchdog = Watchdog("notify-watchdog")
 
     def close(self) -> None:
         self._watchdog.close()
@@ -264,8 +201,7 @@ class HttpPoster:
             conn = conns.get(origin)
             reused = conn is not None
             if conn is None:
-                cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-                conn = conns[origin] = cls(parts.hostname, parts.port, timeout=timeout)
+                conn = conns[origin] = connection(parts.scheme, parts.hostname, parts.port, timeout)
             ticket = self._watchdog.watch(conn, deadline)
             try:
                 conn.request("POST", target, body=body, headers=headers)

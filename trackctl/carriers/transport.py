@@ -1,15 +1,14 @@
 """One HTTP GET with a hard deadline and a body cap, on the standard library only.
 
-The socket timeout bounds each connect and each read; a watchdog thread (one per process) shuts
-the socket down when the request's total time is up, so a server that trickles one byte at a time cannot hold
-a worker past the carrier's timeout. Bodies above `max_body` bytes are refused unread.
+The socket timeout bounds each connect and each read; a watchdog thread (one per process,
+trackctl/deadline.py) shuts the socket down when the request's total time is up, so a server
+that trickles one byte at a time cannot hold a worker past the carrier's timeout. Bodies above
+`max_body` bytes are refused unread.
 """
 
 from __future__ import annotations
 
-import heapq
 import http.client
-import itertools
 import json
 import socket
 import ssl
@@ -20,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..deadline import Watchdog, connection
 from .base import MAX_BODY, FetchFailed, RateLimited, parse_retry_after
 
 READ_CHUNK = 64 * 1024
@@ -42,57 +42,7 @@ def _context() -> ssl.SSLContext:
         return _ssl_context
 
 
-def _shutdown(conn: http.client.HTTPConnection) -> None:
-    sock = conn.sock
-    if sock is not None:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-
-class _Watchdog:
-    """Shuts down the sockets of requests whose deadline passed; one thread for all requests."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, http.client.HTTPConnection]] = []
-        self._done: set[int] = set()
-        self._seq = itertools.count()
-        self._thread: threading.Thread | None = None
-
-    def watch(self, deadline: float, conn: http.client.HTTPConnection) -> int:
-        with self._cond:
-            ticket = next(self._seq)
-            heapq.heappush(self._heap, (deadline, ticket, conn))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="http-watchdog", daemon=True)
-                self._thread.start()
-            self._cond.notify()
-            return ticket
-
-    def cancel(self, ticket: int) -> None:
-        with self._cond:
-            self._done.add(ticket)
-
-    def _run(self) -> None:
-        with self._cond:
-            while True:
-                while self._heap and self._heap[0][1] in self._done:
-                    self._done.discard(heapq.heappop(self._heap)[1])
-                if not self._heap:
-                    self._cond.wait()
-                    continue
-                deadline, ticket, conn = self._heap[0]
-                wait = deadline - time.monotonic()
-                if wait > 0:
-                    self._cond.wait(wait)
-                    continue
-                heapq.heappop(self._heap)
-                _shutdown(conn)
-
-
-_watchdog = _Watchdog()
+_watchdog = Watchdog("carrier-watchdog")
 
 
 def get(url: str, headers: Mapping[str, str], timeout: float, max_body: int = MAX_BODY) -> Response:
@@ -105,13 +55,10 @@ def get(url: str, headers: Mapping[str, str], timeout: float, max_body: int = MA
     except ValueError as exc:
         raise FetchFailed("invalid port in the carrier URL") from exc
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    if parts.scheme == "https":
-        conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-            parts.hostname, port, timeout=timeout, context=_context())
-    else:
-        conn = http.client.HTTPConnection(parts.hostname, port, timeout=timeout)
+    tls = {"context": _context()} if parts.scheme == "https" else {}
+    conn = connection(parts.scheme, parts.hostname, port, timeout, **tls)
     started = time.monotonic()
-    ticket = _watchdog.watch(started + timeout, conn)
+    ticket = _watchdog.watch(conn, started + timeout)
     try:
         conn.request("GET", target, headers={**headers, "Connection": "close"})
         resp = conn.getresponse()
@@ -140,7 +87,7 @@ def get(url: str, headers: Mapping[str, str], timeout: float, max_body: int = MA
             raise FetchFailed(f"timed out after {timeout:g} s") from exc
         raise FetchFailed(f"connection error: {_describe(exc)}") from exc
     finally:
-        _watchdog.cancel(ticket)
+        _watchdog.release(ticket)
         conn.close()
 
 
