@@ -484,3 +484,29 @@ def test_overdue_shipments_counts_open_shipments_past_their_poll_time(conn, serv
     conn.execute("UPDATE sequencing.tracking SET next_poll_at = now() - interval '20 minutes' WHERE tracking_id = %s",
                  (codes[1],))
     assert overdue_shipments(conn) == 1
+
+
+def test_a_server_with_no_room_for_more_connections_slows_poll_down_but_does_not_fail_it(conn, cli, db_url, server):
+    # The scale sweep (docs/BENCHMARKS.md) hit max_connections with 8 hosts polling at once, and a
+    # poll that could not open its workers' connections failed. A role limited to 3 connections
+    # makes the real server refuse the same way: the run keeps to the connections it got.
+    import uuid
+
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    role = f"poller_{uuid.uuid4().hex[:12]}"
+    conn.execute(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 3')
+    conn.execute(f'GRANT postgres TO "{role}"')  # the owner's privileges, not its superuser exemption
+    try:
+        add_carrier(conn, "acme", adapter="http-json", url=server.url, max_concurrency=8)
+        codes = ship(conn, "acme", 40)
+        in_transit(server, codes)
+        server.latency = 0.05
+        url = make_conninfo(**{**conninfo_to_dict(db_url), "user": role})
+        r = cli("poll", "--all", "--format", "json", env_extra={"TRACKCTL_DATABASE_URL": url})
+        assert r.returncode == 0, r
+        assert json.loads(r.stdout)[0]["polled"] == 40
+        assert server.counts() == {c: 1 for c in codes}
+        assert all(state(conn, c)["status"] == "in_transit" for c in codes)
+    finally:
+        conn.execute(f'DROP ROLE "{role}"')

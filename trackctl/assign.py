@@ -68,25 +68,28 @@ SELECT c.id, c.name, c.pool_id, c.kind, (SELECT n FROM parcel),
 FROM carrier c
 """
 
+# The `tracking.assigned` outbox rows (WEBHOOKS.md) of the rows of a CTE `assigned` (id,
+# tracking_id, order_id, freightcarrier_id, pool_id, assigned_at, input_order), in input order.
+_ASSIGNED_EVENTS = """
+INSERT INTO sequencing.outbox (type, shipment_id, payload)
+SELECT 'tracking.assigned', a.id,
+       sequencing.assigned_payload(a.tracking_id, a.order_id, c.name, p.name, a.assigned_at)
+FROM assigned a
+JOIN sequencing.carrier c ON c.id = a.freightcarrier_id
+JOIN sequencing.pool p ON p.id = a.pool_id
+ORDER BY a.input_order"""
+
 # The pool was dry: the code is made here and inserted already assigned, so it can never be
 # seen free by another assigner. Its `tracking.assigned` outbox row goes in the same statement.
 INSERT_ASSIGNED = """
-WITH made AS (
+WITH assigned AS (
     INSERT INTO sequencing.tracking
         (tracking_id, pool_id, order_id, freightcarrier_id, parcel, status, assigned_at)
     SELECT u.code, u.pool_id, u.order_id, u.carrier_id, u.parcel, 'pending', now()
     FROM unnest(%s::text[], %s::int[], %s::text[], %s::int[], %s::int[])
          AS u(code, pool_id, order_id, carrier_id, parcel)
-    RETURNING id, tracking_id, pool_id, order_id, freightcarrier_id, assigned_at
-)
-INSERT INTO sequencing.outbox (type, shipment_id, payload)
-SELECT 'tracking.assigned', m.id,
-       sequencing.assigned_payload(m.tracking_id, m.order_id, c.name, p.name, m.assigned_at)
-FROM made m
-JOIN sequencing.carrier c ON c.id = m.freightcarrier_id
-JOIN sequencing.pool p ON p.id = m.pool_id
-ORDER BY m.id
-"""
+    RETURNING id, id AS input_order, tracking_id, pool_id, order_id, freightcarrier_id, assigned_at
+)""" + _ASSIGNED_EVENTS
 
 
 def assign(conn: psycopg.Connection, order_id: str, carrier: str, *, parcel: int = 1,
@@ -168,24 +171,19 @@ WITH need AS (
         ORDER BY t.id LIMIT p.n
         FOR UPDATE SKIP LOCKED
     ) f
-), claimed AS (
+), assigned AS (
     UPDATE sequencing.tracking t
     SET order_id = need.order_id, freightcarrier_id = need.carrier_id, parcel = need.parcel,
         status = 'pending', assigned_at = now()
     FROM need JOIN free USING (rn)
     WHERE t.id = free.id
-    RETURNING need.seq, t.id, t.tracking_id, t.pool_id, t.order_id, t.freightcarrier_id, t.assigned_at
+    RETURNING need.seq, need.seq AS input_order, t.id, t.tracking_id, t.pool_id, t.order_id,
+              t.freightcarrier_id, t.assigned_at
 ), event AS (
-    -- Issue 5: each new claim's `tracking.assigned` outbox row, in this same statement (keep it).
-    INSERT INTO sequencing.outbox (type, shipment_id, payload)
-    SELECT 'tracking.assigned', cl.id,
-           sequencing.assigned_payload(cl.tracking_id, cl.order_id, c.name, p.name, cl.assigned_at)
-    FROM claimed cl
-    JOIN sequencing.carrier c ON c.id = cl.freightcarrier_id
-    JOIN sequencing.pool p ON p.id = cl.pool_id
-    ORDER BY cl.seq
+    -- Issue 5: each new claim's `tracking.assigned` outbox row, in this same statement (keep it).""" \
+    + _ASSIGNED_EVENTS + """
 )
-SELECT seq, tracking_id FROM claimed
+SELECT seq, tracking_id FROM assigned
 """
 BATCH_SHORT = "SELECT b.seq, b.order_id, b.carrier_id, b.pool_id, b.parcel FROM batch_in b WHERE b.code IS NULL ORDER BY b.seq"
 BATCH_POOLS = "SELECT id, name, kind, target FROM sequencing.pool WHERE id = ANY(%s)"

@@ -40,7 +40,7 @@ from . import __version__
 from .carriers import CarrierSettings, carrier_settings, list_carrier_settings
 from .carriers.base import (DEFAULT_RETRY_AFTER, MAX_DESCRIPTION, MAX_LOCATION, MAX_RAW_STATUS, STATUSES,
                             AdapterConfig, CarrierEvent, FetchFailed, RateLimited, ShipmentRef, clip, event_key)
-from .errors import InvalidValue, TrackctlError
+from .errors import DatabaseUnavailable, InvalidValue, TrackctlError
 from .shipments import apply_status_change
 
 DEFAULT_BUDGET = 50  # seconds; below the one-minute cron interval
@@ -236,6 +236,17 @@ class _Connections:
             return self._idle.get()
         try:
             conn = self._connect()
+        except DatabaseUnavailable:
+            with self._lock:
+                self._made -= 1
+                # The server refused one more (max_connections reached, as with many hosts polling
+                # at once): go on with the connections already open rather than fail the run.
+                make_do = self._made > 0
+                if make_do:
+                    self._size = self._made
+            if make_do:
+                return self._idle.get()
+            raise
         except BaseException:
             with self._lock:
                 self._made -= 1
