@@ -275,3 +275,27 @@ def test_a_gap_in_applied_migrations_is_reported_not_hidden_by_a_higher_version(
         ensure_schema(conn)
     assert "lacks migration 2" in err.value.message
     assert "trackctl db migrate" in str(err.value)
+
+
+def test_a_server_with_no_free_connection_is_waited_for_briefly_then_named(conn, db_url):
+    # A role limited to one connection makes the real server refuse a second one, as a server at
+    # max_connections does: trackctl waits a little for a free slot, then fails in one line.
+    import threading
+
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    from trackctl.errors import DatabaseUnavailable
+
+    role = f"full_{uuid.uuid4().hex[:12]}"
+    conn.execute(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 1')
+    try:
+        url = make_conninfo(**{**conninfo_to_dict(db_url), "user": role})
+        holder = trackctl.db.open_connection(url)
+        with pytest.raises(DatabaseUnavailable, match="too many connections"):
+            trackctl.db.open_connection(url, wait_when_full=0.3)
+        threading.Timer(0.5, holder.close).start()  # a slot frees up while the next one waits
+        late = trackctl.db.open_connection(url)
+        assert late.execute("SELECT current_user").fetchone()[0] == role
+        late.close()
+    finally:
+        conn.execute(f'DROP ROLE "{role}"')

@@ -89,8 +89,30 @@ def connect_failure_reason(exc: Exception) -> str:
     return first.rsplit(" failed: ", 1)[-1] if " failed: " in first else first
 
 
-def open_connection(url: str, *, connect_timeout: int = 10) -> psycopg.Connection:
+# A server at max_connections (or a role or database at its connection limit) turns a new
+# connection away; many hosts' cron jobs starting in the same minute can meet that for a moment.
+# Such a refusal is retried with growing pauses for up to FULL_WAIT seconds before it is an error.
+FULL_WAIT = 10.0
+FULL_SERVER = re.compile(r"too many clients already|too many connections for|remaining connection slots are reserved")
+
+
+def open_connection(url: str, *, connect_timeout: int = 10, wait_when_full: float = FULL_WAIT) -> psycopg.Connection:
     """Return an autocommit connection, or raise DatabaseUnavailable naming host and database only."""
+    import time
+
+    give_up = time.monotonic() + wait_when_full
+    pause = 0.1
+    while True:
+        try:
+            return _connect_once(url, connect_timeout)
+        except DatabaseUnavailable as exc:
+            if not FULL_SERVER.search(str(exc)) or time.monotonic() + pause > give_up:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 2.0)
+
+
+def _connect_once(url: str, connect_timeout: int) -> psycopg.Connection:
     try:
         return psycopg.connect(url, autocommit=True, connect_timeout=connect_timeout,
                                application_name="trackctl")

@@ -506,7 +506,8 @@ def _connector(conn: psycopg.Connection) -> Callable[[], psycopg.Connection]:
 
     params = {"password": conn.info.password} if conn.info.password else {}
     conninfo = make_conninfo(conn.info.dsn, **params)
-    return lambda: open_connection(conninfo)
+    # A worker's extra connection is not worth waiting for: the pool makes do without it.
+    return lambda: open_connection(conninfo, wait_when_full=0)
 
 
 def poll(conn: psycopg.Connection, *, carrier: str | None = None, budget: float = DEFAULT_BUDGET,
