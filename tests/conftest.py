@@ -35,10 +35,27 @@ def pytest_configure(config: pytest.Config) -> None:
         info = read_postmaster(pgdata)
         _SERVER.update(server=server, pgdata=pgdata)
         host, port = info.socket_dir, str(info.port)
+        _no_fsync(host, port)
     config.option.postgresql_host = host
     config.option.postgresql_port = port
     config.option.postgresql_user = config.option.postgresql_user or "postgres"
     _SERVER.update(host=host, port=port)
+
+
+def _no_fsync(host: str, port: str) -> None:
+    """Make this throwaway server skip fsync: every test's commits and CREATE DATABASE get cheaper.
+
+    Only the session's own server, whose data is deleted at the end; commits still wait for
+    their WAL write (synchronous_commit stays on). Crashes and restarts are tested by
+    tests/test_faults.py on a server of its own with the default, durable settings.
+    """
+    conn = db.open_connection(make_conninfo(host=host, port=port, user="postgres", dbname="postgres"))
+    try:
+        conn.execute("ALTER SYSTEM SET fsync = off")
+        conn.execute("ALTER SYSTEM SET full_page_writes = off")
+        conn.execute("SELECT pg_reload_conf()")
+    finally:
+        conn.close()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

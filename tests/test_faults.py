@@ -648,6 +648,41 @@ def test_database_restart_under_outbox_prune_deletes_whole_ranges_only_and_the_n
     assert len(outcomes) == 2 and outcomes.count("ok") == 1, msg + str(outcomes)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", PRUNE_MODES)
+def test_database_restart_under_runs_prune_deletes_all_or_nothing_and_the_next_run_finishes(own_db, mode, rng):
+    conn = own_db.conn
+    cli = type("C", (), {"env": own_db.env})
+    dbname = conn.info.dbname
+    msg = f"seed {rng.seed_value}, runs-prune, {mode}"
+    n = 150_000
+    conn.execute("""INSERT INTO sequencing.run (id, job, host, pid, backend_pid, started_at, finished_at, outcome)
+                    SELECT gen_random_uuid(), 'refill', 'h', 1, 1, now() - interval '100 days' + make_interval(secs => g),
+                           now() - interval '100 days' + make_interval(secs => g + 1), 'ok'
+                    FROM generate_series(1, %s) g""", (n,))
+    conn.execute("""INSERT INTO sequencing.run (id, job, host, pid, backend_pid, started_at, finished_at, outcome)
+                    SELECT gen_random_uuid(), 'refill', 'h', 1, 1, now() - interval '1 day', now(), 'ok'
+                    FROM generate_series(1, 20)""")
+    old = "SELECT count(*) FROM sequencing.run WHERE started_at < now() - interval '90 days'"
+    proc = start(cli, "runs", "prune", "--older-than", "90d")
+    wait_for(lambda: backend_busy(conn, dbname, "DELETE FROM sequencing.run") or proc.poll() is not None,
+             timeout=120, step=0.005)
+    time.sleep(rng.uniform(0, 0.2))
+    assert proc.poll() is None, msg + ": runs prune ended before the restart"
+    own_db.restart(mode)
+    rc, out, err = finish(proc)
+    assert_one_line_database_error(rc, err)
+    conn = own_db.reconnect()
+    assert conn.execute(old).fetchone()[0] == n, msg  # one statement: nothing was deleted
+    rc, out, err = finish(start(cli, "runs", "prune", "--older-than", "90d"), 300)
+    assert rc == 0, msg + err
+    assert conn.execute(old).fetchone()[0] == 0, msg
+    recent = conn.execute("SELECT count(*) FROM sequencing.run WHERE job = 'refill'").fetchone()[0]
+    assert recent == 20, msg
+    outcomes = sorted(r[0] for r in conn.execute("SELECT outcome FROM sequencing.run WHERE job = 'runs-prune'"))
+    assert len(outcomes) == 2 and outcomes.count("ok") == 1, msg + str(outcomes)
+
+
 # -- hostile endpoints -------------------------------------------------------------------------
 
 
