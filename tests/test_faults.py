@@ -366,7 +366,10 @@ def own_server():
 
     state["restart"] = restart
     yield state
-    server.cleanup()
+    try:
+        server.cleanup()
+    except OSError:  # a crashed-and-restarted server may still be writing WAL while it is deleted
+        pass
     shutil.rmtree(pgdata, ignore_errors=True)
 
 
@@ -401,6 +404,15 @@ def own_db(own_server, tmp_path):
     ctx.conn.close()
 
 
+def restart_under(own_db, proc: subprocess.Popen, mode: str, what: str):
+    """Restart the server (`mode`) while `proc` runs; check that it failed in one line; reconnect."""
+    assert proc.poll() is None, what + " ended before the restart"
+    own_db.restart(mode)
+    rc, out, err = finish(proc)
+    assert_one_line_database_error(rc, err)
+    return own_db.reconnect()
+
+
 def assert_one_line_database_error(rc: int, err: str) -> None:
     lines = [line for line in err.splitlines() if line.strip()]
     assert rc == 4, f"exit {rc}\n{err}"
@@ -428,11 +440,7 @@ def test_database_restart_under_a_running_job_fails_in_one_line_and_the_next_run
         proc = start(cli, "assign", "--batch", "--input", str(path))
         chunks = rng.randint(1, 4)
         wait_for(lambda: len(applied(conn, "db")) >= chunks * CHUNK or proc.poll() is not None)
-        assert proc.poll() is None, msg + ": the batch ended before the restart"
-        own_db.restart(mode)
-        rc, out, err = finish(proc)
-        assert_one_line_database_error(rc, err)
-        conn = own_db.reconnect()
+        conn = restart_under(own_db, proc, mode, msg + ": the batch")
         before = applied(conn, "db")
         assert len(before) % CHUNK == 0 and len(before) < n, msg
         assert sorted(assigned_events(conn, "db")) == sorted(before.values()), msg
@@ -452,11 +460,7 @@ def test_database_restart_under_a_running_job_fails_in_one_line_and_the_next_run
             proc = start(cli, "poll", "--all", "--budget", "60s")
             k = rng.randint(2, 20)
             wait_for(lambda: len(server.requests) >= k or proc.poll() is not None)
-            assert proc.poll() is None, msg + ": poll ended before the restart"
-            own_db.restart(mode)
-            rc, out, err = finish(proc)
-            assert_one_line_database_error(rc, err)
-            conn = own_db.reconnect()
+            conn = restart_under(own_db, proc, mode, msg + ": poll")
             rc, out, err = finish(start(cli, "poll", "--all", "--budget", "40s"))
             assert rc == 0, err
             # What the failed run had claimed stays leased (at most the timeout + 15 s) and is left
@@ -493,11 +497,7 @@ def test_database_restart_under_a_running_job_fails_in_one_line_and_the_next_run
             proc = start(cli, "notify", "--budget", "60s", "--concurrency", "4", "--timeout", "2s")
             k = rng.randint(2, 60)
             wait_for(lambda: len(hook.acknowledged()) >= k or proc.poll() is not None)
-            assert proc.poll() is None, msg + ": notify ended before the restart"
-            own_db.restart(mode)
-            rc, out, err = finish(proc)
-            assert_one_line_database_error(rc, err)
-            conn = own_db.reconnect()
+            conn = restart_under(own_db, proc, mode, msg + ": notify")
             acked = set(hook.acknowledged())
             done = {r[0] for r in conn.execute("SELECT o.event_id FROM sequencing.webhook_delivery d JOIN "
                                                "sequencing.outbox o ON o.id = d.outbox_id WHERE d.status = 'done'")}
@@ -535,11 +535,7 @@ def test_database_restart_under_refill_or_sweep_stale_fails_in_one_line_and_the_
         proc = start(cli, "refill")
         wait_for(lambda: backend_busy(conn, dbname, "COPY") or proc.poll() is not None, timeout=120)
         time.sleep(rng.uniform(0, 0.5))
-        assert proc.poll() is None, msg + ": refill ended before the restart"
-        own_db.restart(mode)
-        rc, out, err = finish(proc)
-        assert_one_line_database_error(rc, err)
-        conn = own_db.reconnect()
+        conn = restart_under(own_db, proc, mode, msg + ": refill")
         assert conn.execute(free).fetchone()[0] in (0, target), msg  # one transaction
         rc, out, err = finish(start(cli, "refill"), 300)
         assert rc == 0, msg + err
@@ -561,11 +557,7 @@ def test_database_restart_under_refill_or_sweep_stale_fails_in_one_line_and_the_
         proc = start(cli, "sweep-stale", "--format", "json")
         k = rng.randint(1, n // 3)
         wait_for(lambda: conn.execute(flagged).fetchone()[0] >= k or proc.poll() is not None, timeout=120)
-        assert proc.poll() is None, msg + ": sweep-stale ended before the restart"
-        own_db.restart(mode)
-        rc, out, err = finish(proc)
-        assert_one_line_database_error(rc, err)
-        conn = own_db.reconnect()
+        conn = restart_under(own_db, proc, mode, msg + ": sweep-stale")
         before = conn.execute(flagged).fetchone()[0]
         assert 0 < before < n, msg + f": {before} flagged before the rerun"
         rc, out, err = finish(start(cli, "sweep-stale", "--format", "json"), 300)
@@ -620,11 +612,7 @@ def test_database_restart_under_outbox_prune_deletes_whole_ranges_only_and_the_n
     k = rng.randint(1, 8) * PRUNE_CHUNK // 2
     wait_for(lambda: conn.execute(remaining).fetchone()[0] <= total - k or proc.poll() is not None, timeout=300,
              step=0.005)
-    assert proc.poll() is None, msg + ": prune ended before the restart"
-    own_db.restart(mode)
-    rc, out, err = finish(proc)
-    assert_one_line_database_error(rc, err)
-    conn = own_db.reconnect()
+    conn = restart_under(own_db, proc, mode, msg + ": prune")
 
     left = {r[0] for r in conn.execute("SELECT id FROM sequencing.outbox")}
     assert keep <= left, msg + ": a protected event was deleted"
@@ -655,7 +643,7 @@ def test_database_restart_under_runs_prune_deletes_all_or_nothing_and_the_next_r
     cli = type("C", (), {"env": own_db.env})
     dbname = conn.info.dbname
     msg = f"seed {rng.seed_value}, runs-prune, {mode}"
-    n = 150_000
+    n = 5_000
     conn.execute("""INSERT INTO sequencing.run (id, job, host, pid, backend_pid, started_at, finished_at, outcome)
                     SELECT gen_random_uuid(), 'refill', 'h', 1, 1, now() - interval '100 days' + make_interval(secs => g),
                            now() - interval '100 days' + make_interval(secs => g + 1), 'ok'
@@ -664,15 +652,18 @@ def test_database_restart_under_runs_prune_deletes_all_or_nothing_and_the_next_r
                     SELECT gen_random_uuid(), 'refill', 'h', 1, 1, now() - interval '1 day', now(), 'ok'
                     FROM generate_series(1, 20)""")
     old = "SELECT count(*) FROM sequencing.run WHERE started_at < now() - interval '90 days'"
+    # runs prune is one quick DELETE: a row lock held here keeps it running (waiting in the middle
+    # of its statement, some rows already deleted) until the restart ends both sessions.
+    blocker = db.open_connection(own_db.url)
+    blocker.execute("BEGIN")
+    blocker.execute("SELECT 1 FROM sequencing.run WHERE started_at < now() - interval '90 days' "
+                    "ORDER BY started_at DESC LIMIT 1 FOR UPDATE")
     proc = start(cli, "runs", "prune", "--older-than", "90d")
     wait_for(lambda: backend_busy(conn, dbname, "DELETE FROM sequencing.run") or proc.poll() is not None,
              timeout=120, step=0.005)
     time.sleep(rng.uniform(0, 0.2))
-    assert proc.poll() is None, msg + ": runs prune ended before the restart"
-    own_db.restart(mode)
-    rc, out, err = finish(proc)
-    assert_one_line_database_error(rc, err)
-    conn = own_db.reconnect()
+    conn = restart_under(own_db, proc, mode, msg + ": runs prune")
+    blocker.close()
     assert conn.execute(old).fetchone()[0] == n, msg  # one statement: nothing was deleted
     rc, out, err = finish(start(cli, "runs", "prune", "--older-than", "90d"), 300)
     assert rc == 0, msg + err
