@@ -163,6 +163,7 @@ def test_notify_killed_mid_run_loses_nothing_and_marks_nothing_unacknowledged_do
             time.sleep(0.05)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
+        killed_at = time.monotonic()
         acked_before = set(hook.acknowledged())
         state = deliveries(conn)
         done = {e for e, v in state.items() if v[0] == "done"}
@@ -175,7 +176,9 @@ def test_notify_killed_mid_run_loses_nothing_and_marks_nothing_unacknowledged_do
         report = notify(cli, "--budget", "60s", "--timeout", "2s")  # waits for the leases to end
         assert report["delivered"] == len(event_ids) - len(done)
         assert set(hook.acknowledged()) == set(event_ids)
-        assert hook.unverified() == []
+        # A request the kill cut off mid-body reaches the endpoint truncated (it cannot verify
+        # it, and it was never acknowledged); every request after the kill verifies.
+        assert all(r.started < killed_at for r in hook.unverified()), hook.unverified()
     assert {v[0] for v in deliveries(conn).values()} == {"done"}
 
 
