@@ -81,6 +81,11 @@ def wait_for(predicate, timeout: float = 60, step: float = 0.02) -> None:
         time.sleep(step)
 
 
+def backend_busy(conn, dbname: str, prefix: str) -> bool:
+    return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() "
+                        "AND state = 'active' AND query ILIKE %s", (dbname, prefix + "%")).fetchone()[0] > 0
+
+
 # -- assign --batch ---------------------------------------------------------------------------
 
 
@@ -129,14 +134,18 @@ def test_batch_assign_killed_at_random_points_applies_whole_chunks_and_a_rerun_c
     for round_no in range(2):
         prefix = f"r{round_no}"
         text = batch_input(prefix, n)
-        delay = rng.uniform(0.2, 1.5)  # the batch takes about 2 s here: start-up, then 5 chunks
+        # The kill point counts from the batch's own progress (k chunks committed), not from its
+        # start: on an idle machine the whole batch takes under 2 s, under load several times that.
+        k, delay = rng.randint(0, 3), rng.uniform(0.0, 0.15)
         path = Path(tempfile.mkdtemp()) / f"{prefix}.csv"
         path.write_text(text)
         proc = start(cli, "assign", "--batch", "--input", str(path))
+        wait_for(lambda: len(applied(conn, prefix)) >= k * CHUNK or proc.poll() is not None)
         time.sleep(delay)
-        killed_mid_run += kill9(proc)
-        msg = f"seed {rng.seed_value}, round {round_no}, kill after {delay:.2f}s"
+        alive = kill9(proc)
+        msg = f"seed {rng.seed_value}, round {round_no}, kill {delay:.2f}s after {k} chunks"
         before = applied(conn, prefix)
+        killed_mid_run += alive and len(before) < n
         # Whole chunks or nothing: a chunk is one transaction.
         assert len(before) % CHUNK == 0 or len(before) == n, msg + f": {len(before)} lines applied"
         got = assigned_events(conn, prefix)
@@ -169,17 +178,23 @@ def test_refill_killed_at_random_points_leaves_all_or_nothing_and_a_rerun_hits_t
     conn.execute("UPDATE sequencing.pool SET target = %s WHERE name = 'default'", (target,))
     free = "SELECT count(*) FROM sequencing.tracking t JOIN sequencing.pool p ON p.id = t.pool_id " \
            "WHERE p.name = 'default' AND t.order_id IS NULL"
+    dbname = conn.info.dbname
+    killed_mid_copy = 0
     for round_no in range(2):
         conn.execute("DELETE FROM sequencing.tracking WHERE order_id IS NULL")
         conn.execute("UPDATE sequencing.pool SET target = %s WHERE name = 'default'", (target,))
-        delay = rng.uniform(0.2, 1.5)
+        delay = rng.uniform(0.0, 0.5)
         procs = [start(cli, "refill") for _ in range(2)]  # two hosts at once, both killed
+        # Killed while the winner's COPY streams its codes (a 100 000-code COPY takes 1-3 s here).
+        # (The loser of the pool's advisory lock has nothing to do and ends at once.)
+        wait_for(lambda: backend_busy(conn, dbname, "COPY") or all(p.poll() is not None for p in procs))
         time.sleep(delay)
         for p in procs:
             kill9(p)
-        msg = f"seed {rng.seed_value}, round {round_no}, kill after {delay:.2f}s"
+        msg = f"seed {rng.seed_value}, round {round_no}, kill {delay:.2f}s into the COPY"
         left = conn.execute(free).fetchone()[0]
         assert left in (0, target), msg + f": {left} free codes"  # one transaction: all or nothing
+        killed_mid_copy += left == 0  # the COPY was running: the kill hit it before its commit
         # The dead sessions' advisory locks are gone with them: a rerun fills exactly the target.
         runs = [start(cli, "refill") for _ in range(2)]
         outs = [finish(p) for p in runs]
@@ -187,6 +202,7 @@ def test_refill_killed_at_random_points_leaves_all_or_nothing_and_a_rerun_hits_t
         assert conn.execute(free).fetchone()[0] == target, msg
         assert cli("refill").returncode == 0
         assert conn.execute(free).fetchone()[0] == target, msg
+    assert killed_mid_copy >= 1, f"seed {rng.seed_value}: no round killed the refills during their COPY"
 
 
 # -- poll --------------------------------------------------------------------------------------
@@ -275,9 +291,13 @@ def test_notify_killed_at_random_moments_is_at_least_once_and_a_rerun_delivers_e
         for round_no in range(3):
             ids = {outbox.record(conn, "shipment.stale", {"code": f"R{round_no}-{i}", "n": i}) for i in range(120)}
             recorded |= ids
-            delay = rng.uniform(0.5, 2.5)
-            msg = f"seed {rng.seed_value}, round {round_no}, kill after {delay:.2f}s"
+            # Killed after the k-th acknowledgement of this round, plus a little: counted from
+            # notify's progress, since its start-up time varies with the machine's load.
+            k, delay = rng.randint(0, 100), rng.uniform(0.0, 0.1)
+            msg = f"seed {rng.seed_value}, round {round_no}, kill {delay:.2f}s after acknowledgement {k}"
+            seen = len(hook.acknowledged())
             proc = start(cli, "notify", "--budget", "60s", "--concurrency", "4", "--timeout", "2s")
+            wait_for(lambda: len(hook.acknowledged()) - seen >= k or proc.poll() is not None)
             time.sleep(delay)
             alive = kill9(proc)
             acked = set(hook.acknowledged())
@@ -521,11 +541,6 @@ def test_database_restart_under_a_running_job_fails_in_one_line_and_the_next_run
 
 RESTART_MAINTENANCE = [("refill", "fast"), ("refill", "immediate"), ("sweep-stale", "fast"),
                        ("sweep-stale", "immediate")]
-
-
-def backend_busy(conn, dbname: str, prefix: str) -> bool:
-    return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() "
-                        "AND state = 'active' AND query ILIKE %s", (dbname, prefix + "%")).fetchone()[0] > 0
 
 
 @pytest.mark.slow
