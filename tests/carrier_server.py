@@ -143,6 +143,19 @@ class CarrierServer:
             scripted = self.scripts.get(code or "")
             reply = scripted.pop(0) if scripted else self.default
             status, body = self._body(code) if code else (400, b"bad path")
+        finished = False
+
+        def finish() -> None:
+            # The request stops counting as in flight just before its last bytes go out: once they
+            # are out the client may start its next request before this thread runs again, which
+            # must not look like one request too many.
+            nonlocal finished
+            with self.lock:
+                if not finished:
+                    finished = True
+                    self.in_flight -= 1
+                    seen.ended = time.monotonic()
+
         try:
             reply = reply or Reply()
             if reply.hang:
@@ -167,17 +180,18 @@ class CarrierServer:
                 for i in range(len(body)):
                     if self.stopping.is_set():
                         return
+                    if i == len(body) - 1:
+                        finish()
                     handler.wfile.write(body[i:i + 1])
                     handler.wfile.flush()
                     time.sleep(reply.trickle)
             else:
+                finish()
                 handler.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):
             pass
         finally:
-            with self.lock:
-                self.in_flight -= 1
-                seen.ended = time.monotonic()
+            finish()
 
 
 def http_json_event(ident: str, status: str, occurred_at: str, description: str | None = None,

@@ -52,7 +52,7 @@ class Received:
     error: str | None
     status: int | None = None  # what the endpoint answered (None: it hung and the client left)
     started: float = 0.0
-    finished: float = 0.0
+    finished: float | None = None  # set once, when the answer is settled
 
 
 @dataclass
@@ -127,6 +127,9 @@ class WebhookEndpoint:
             self._concurrent += 1
             self.max_concurrent = max(self.max_concurrent, self._concurrent)
             self.received.append(item)
+        def settle(status: int | None) -> None:
+            self._settle(item, status)
+
         try:
             answer = self.plan(event_id, nth) if verified else 401
             if self.latency:
@@ -140,15 +143,26 @@ class WebhookEndpoint:
                 request.send_header("Content-Type", "application/json")
                 request.send_header("Content-Length", str(len(payload)))
                 request.end_headers()
+                # Settled just before the answer's last bytes go out: once they are out, the
+                # client may record the outcome and send its next request before this thread
+                # runs again, which must neither look like an unacknowledged success nor like
+                # one request too many in flight.
+                settle(answer)
                 request.wfile.write(payload)
                 request.wfile.flush()
-                item.status = answer
             except OSError:
+                with self.lock:
+                    item.status = None  # the answer never reached the client
                 request.close_connection = True  # the client gave up waiting
         finally:
-            item.finished = time.monotonic()
-            with self.lock:
-                self.in_progress[event_id] -= 1
+            settle(None)
+
+    def _settle(self, item: "Received", status: int | None) -> None:
+        with self.lock:
+            if item.finished is None:
+                item.finished = time.monotonic()
+                item.status = status
+                self.in_progress[item.event_id] -= 1
                 self._concurrent -= 1
 
     # --- what happened ----------------------------------------------------------------------
