@@ -6,13 +6,13 @@ import io
 import json
 import uuid
 
+import psycopg
 import pytest
 
 from trackctl.assign import assign, assign_lines
 from trackctl.batch_input import MAX_LINE_BYTES, parse_records
 from trackctl.carriers import add_carrier
-from trackctl.errors import PoolExhausted
-from trackctl.pools import S10Range, create_pool, refill
+from trackctl.pools import refill
 
 
 def assigned(conn) -> dict[tuple[str, str, int], str]:
@@ -71,7 +71,7 @@ def test_csv_header_is_optional_and_skipped(batch, stocked, header):
 def test_a_header_like_line_after_data_is_a_bad_line(batch, stocked):
     r = batch("1,correios\norder,carrier\n")
     assert r.returncode == 3, r
-    assert stderr_lines(r)[0] == "line 2: unknown carrier 'carrier' (known: correios, jadlog)"
+    assert stderr_lines(r)[0] == "line 2: unknown carrier 'carrier' (known: correios, jadlog; add one with 'trackctl carrier add NAME')"
 
 
 def test_csv_parcel_column_and_quoted_fields(batch, stocked):
@@ -378,12 +378,14 @@ def test_batch_into_a_closed_pipe_exits_quietly(cli, stocked, tmp_path):
 
 
 def test_an_error_in_a_background_chunk_reaches_the_caller_and_leaves_whole_chunks(conn):
-    # An S10 range of 10 serials: chunks of 4 lines, the third chunk runs the range out.
-    create_pool(conn, "corr", target=0, kind="s10", s10=S10Range("AA", "BR", 12345678, 12345687))
-    add_carrier(conn, "correios", pool="corr")
+    # Chunks of 4 lines; a constraint added here makes the third chunk's statement fail in the
+    # database (what a lost server or a bug would do; a used-up pool only refuses its lines).
+    add_carrier(conn, "correios")
+    refill(conn)
+    conn.execute("ALTER TABLE sequencing.tracking ADD CONSTRAINT test_no_o9 CHECK (order_id IS DISTINCT FROM 'o9')")
     records = [(i + 1, {"order_id": f"o{i}", "carrier": "correios"}) for i in range(12)]
     seen = []
-    with pytest.raises(PoolExhausted, match="used its whole range"):
+    with pytest.raises(psycopg.errors.CheckViolation, match="test_no_o9"):
         for outcome in assign_lines(conn, records, chunk_size=4, overlap=True):
             seen.append(outcome.assignment.order_id)
     assert seen == [f"o{i}" for i in range(8)]  # the two chunks that fit, in order
@@ -438,3 +440,28 @@ def test_batch_interrupted_while_reading_input_exits_130_in_one_line_with_whole_
     assert len(done) in (CHUNK, 2 * CHUNK), len(done)  # whole chunks: the one in flight, or not
     rows = [line.split(",") for line in printed.decode().splitlines()]
     assert len(rows) in (CHUNK, 2 * CHUNK) and all(done[(o, c, 1)] == code for o, c, code in rows)
+
+
+def test_a_carrier_added_while_the_batch_runs_is_used_from_the_next_chunk_on(stocked, db_url):
+    from trackctl import db
+
+    records = [(1, {"order_id": "a1", "carrier": "correios"}), (2, {"order_id": "a2", "carrier": "latecomer"}),
+               (3, {"order_id": "a3", "carrier": "latecomer"}), (4, {"order_id": "a4", "carrier": "latecomer"})]
+    outcomes = assign_lines(stocked, iter(records), chunk_size=3)
+    first = [next(outcomes) for _ in range(3)]
+    assert first[0].assignment is not None
+    assert [o.error.startswith("unknown carrier 'latecomer'") for o in first[1:]] == [True, True], first
+    other = db.open_connection(db_url)
+    add_carrier(other, "latecomer", pool="default")
+    other.close()
+    (last,) = list(outcomes)
+    assert last.line == 4 and last.assignment is not None and last.assignment.carrier == "latecomer", last
+
+
+def test_many_distinct_unknown_carriers_are_each_rejected_and_the_good_lines_assigned(cli, stocked):
+    lines = [f"u{i},c{i:06d}{'x' * 200}" if i % 10 else f"g{i},correios" for i in range(3000)]
+    r = cli("assign", "--batch", input="\n".join(lines) + "\n")
+    assert r.returncode == 3, r.stderr[-500:]
+    assert len(r.stdout.splitlines()) == 300
+    errors = [e for e in r.stderr.splitlines() if e.startswith("line ")]
+    assert len(errors) == 2700 and all("unknown carrier 'c" in e for e in errors), errors[:3]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from trackctl.assign import assign_lines
 from trackctl.carriers import add_carrier
 from trackctl.pools import create_pool
@@ -35,3 +37,51 @@ def test_interleaved_pools_in_one_chunk_pair_each_line_with_its_own_pools_codes_
     assert [a.code for a in by_carrier["c-small"][:3]] == ["small-1", "small-2", "small-3"]
     assert [a.generated_inline for a in by_carrier["c-small"]] == [False] * 3 + [True] * 3
     assert all(a.generated_inline for a in by_carrier["c-empty"])
+
+
+def test_a_used_up_s10_range_refuses_only_its_own_lines_and_the_rest_of_the_chunk_is_assigned(conn):
+    from trackctl.pools import S10Range, s10_code
+
+    create_pool(conn, "big")
+    add_carrier(conn, "c-big", pool="big")
+    conn.execute(STOCK, ("big", conn.execute("SELECT id FROM sequencing.pool WHERE name = 'big'").fetchone()[0], 20))
+    create_pool(conn, "tiny", target=0, kind="s10", s10=S10Range("AA", "BR", 10000000, 10000002))
+    add_carrier(conn, "c-tiny", pool="tiny")
+    # Lines 1-5 ask the three-serial range for four keys (line 4 repeats line 1's key, line 5 is
+    # the fourth key); lines 6-9 go to the big pool.
+    orders = [("t1", "c-tiny"), ("t2", "c-tiny"), ("t3", "c-tiny"), ("t1", "c-tiny"), ("t4", "c-tiny"),
+              ("b1", "c-big"), ("b2", "c-big"), ("b3", "c-big"), ("b1", "c-big")]
+    records = [(i + 1, {"order_id": o, "carrier": c}) for i, (o, c) in enumerate(orders)]
+    outcomes = list(assign_lines(conn, records, chunk_size=100))
+
+    assert [o.line for o in outcomes] == list(range(1, 10))
+    tiny, big = outcomes[:5], outcomes[5:]
+    assert all(o.assignment is not None for o in big) and len({o.assignment.code for o in big}) == 3
+    first, second, third = (s10_code("AA", n, "BR") for n in (10000000, 10000001, 10000002))
+    assert [o.assignment and o.assignment.code for o in tiny] == [first, second, third, first, None], tiny
+    assert "S10 pool 'tiny' has used its whole range AA10000000-10000002BR" in tiny[4].error, tiny[4]
+    # Nothing of the refused lines is in the database, everything else is, with its event.
+    rows = conn.execute("""SELECT t.order_id, c.name FROM sequencing.tracking t
+                           JOIN sequencing.carrier c ON c.id = t.freightcarrier_id""").fetchall()
+    assert sorted(rows) == sorted({(o.assignment.order_id, o.assignment.carrier) for o in outcomes if o.assignment})
+    events = conn.execute("SELECT count(*) FROM sequencing.outbox WHERE type = 'tracking.assigned'").fetchone()[0]
+    assert events == len(rows) == 6
+
+
+def test_cli_batch_on_a_used_up_s10_range_rejects_those_lines_with_exit_3_and_assigns_the_others(cli, conn):
+    from trackctl.pools import S10Range
+
+    add_carrier(conn, "correios")
+    create_pool(conn, "tiny", target=0, kind="s10", s10=S10Range("AA", "BR", 10000000, 10000001))
+    add_carrier(conn, "sedex", pool="tiny")
+    for order in ("1", "2"):
+        assert cli("assign", order, "sedex").returncode == 0  # the range's two serials are gone
+    r = cli("assign", "--batch", input="2001,correios\n2004,sedex\n2005,correios\n")
+    assert r.returncode == 3, r
+    assert [line.split(",")[0] for line in r.stdout.splitlines()] == ["2001", "2005"], r
+    errors = r.stderr.splitlines()
+    assert errors[0].startswith("line 2: S10 pool 'tiny' has used its whole range"), r
+    assert errors[-1].startswith("trackctl: error: 1 of 3 lines rejected"), r
+    assert "Traceback" not in r.stderr
+    status = cli("status", "--order", "2001", "--format", "json")
+    assert status.returncode == 0 and json.loads(status.stdout)[0]["carrier"] == "correios", status

@@ -10,7 +10,7 @@ import psycopg
 
 from .carriers import Carrier, list_carriers, unknown_carrier
 from .errors import PoolExhausted, TrackctlError
-from .names import carrier_ref_id, check_order_id, check_parcel
+from .names import CARRIER_NAME, carrier_ref_id, check_order_id, check_parcel
 from .pools import Pool, generate_codes
 
 CANCEL_TIMEOUT = 10.0  # seconds to wait for a cancelled chunk of an abandoned batch
@@ -215,8 +215,9 @@ def _copy_text(value: str) -> str:
     return value.replace("\\", "\\\\")
 
 
-def assign_chunk(conn: psycopg.Connection, lines: list[BatchLine]) -> list[Assignment]:
-    """Assign one chunk of lines in one transaction; return one assignment per line, in order."""
+def assign_chunk(conn: psycopg.Connection, lines: list[BatchLine]) -> list[Assignment | str]:
+    """Assign one chunk of lines in one transaction; return one assignment per line, in order
+    (or, for a line whose pool can make no more codes, the reason)."""
     chunk = _Chunk(lines, [])
     chunk.run(conn)
     return chunk.assignments()
@@ -225,10 +226,12 @@ def assign_chunk(conn: psycopg.Connection, lines: list[BatchLine]) -> list[Assig
 Codes = dict[int, tuple[str, bool]]  # seq of a chunk's first line of a key -> (code, new)
 
 
-def _claim(conn: psycopg.Connection, copy_text: str, keys: int) -> tuple[Codes, set[int]]:
-    """The database work of one chunk, in one transaction: its codes, and the seqs made inline."""
+def _claim(conn: psycopg.Connection, copy_text: str, keys: int) -> tuple[Codes, set[int], dict[int, str]]:
+    """The database work of one chunk, in one transaction: its codes, the seqs made inline, and
+    the seqs refused because their pool can make no more codes (with the reason)."""
     codes: Codes = {}
     inline: set[int] = set()
+    refused: dict[int, str] = {}
     with conn.transaction():
         conn.execute(BATCH_TABLE)
         with conn.cursor() as cur, cur.copy(BATCH_COPY) as copy:
@@ -243,13 +246,14 @@ def _claim(conn: psycopg.Connection, copy_text: str, keys: int) -> tuple[Codes, 
             codes.update((seq, (code, True)) for seq, code in conn.execute(BATCH_CLAIM))
         if len(codes) < keys:
             short = [row for row in conn.execute(BATCH_SHORT) if row[0] not in codes]
-            made = _generate_for(conn, short)
+            made, refused = _generate_for(conn, short)
             codes.update((seq, (code, True)) for seq, code in made.items())
             inline = set(made)
-    return codes, inline
+    return codes, inline, refused
 
 
-def _claim_with_retries(conn: psycopg.Connection, copy_text: str, keys: int, lines: str) -> tuple[Codes, set[int]]:
+def _claim_with_retries(conn: psycopg.Connection, copy_text: str, keys: int,
+                        lines: str) -> tuple[Codes, set[int], dict[int, str]]:
     # A unique violation means another process committed one of this chunk's keys, which the next
     # pass finds as existing: every retry has one key fewer to claim, so the number of keys bounds
     # the retries (a fixed few ran out while single assigns kept taking keys of the same chunk).
@@ -264,27 +268,42 @@ def _claim_with_retries(conn: psycopg.Connection, copy_text: str, keys: int, lin
                         hint="the database is under heavy contention; rerun the same input (it is idempotent)")
 
 
-def _generate_for(conn: psycopg.Connection, short: list[tuple]) -> dict[int, str]:
-    """Make codes for rows whose pool ran dry and insert them assigned; return {seq: code}."""
+def _generate_for(conn: psycopg.Connection, short: list[tuple]) -> tuple[dict[int, str], dict[int, str]]:
+    """Make codes for rows whose pool ran dry and insert them assigned.
+
+    Return ({seq: code}, {seq: reason}): a pool that can make no more codes (an S10 range used
+    up) refuses the rows beyond what it could make, and only those; the rest of the chunk goes on.
+    """
     pools = {r[0]: Pool(*r) for r in conn.execute(BATCH_POOLS, ([r[3] for r in short],))}
     by_pool: dict[int, list[tuple]] = {}
     for row in short:
         by_pool.setdefault(row[3], []).append(row)
     made: dict[int, str] = {}
+    refused: dict[int, str] = {}
     pool_ids, orders, carriers, parcels = [], [], [], []
     for pool_id, rows in by_pool.items():
-        codes = list(generate_codes(conn, pools[pool_id], len(rows)))
-        if len(codes) < len(rows):
-            generate_codes(conn, pools[pool_id], len(rows) - len(codes))  # raises the pool's own "used up" error
-            raise PoolExhausted(f"pool {pools[pool_id].name!r} has no codes left")
+        codes, reason = _codes_while_they_last(conn, pools[pool_id], len(rows))
         for (seq, order_id, carrier_id, _, parcel), code in zip(rows, codes):
             made[seq] = code
             pool_ids.append(pool_id)
             orders.append(order_id)
             carriers.append(carrier_id)
             parcels.append(parcel)
-    conn.execute(INSERT_ASSIGNED, (list(made.values()), pool_ids, orders, carriers, parcels))
-    return made
+        refused.update((row[0], reason) for row in rows[len(codes):])
+    if made:
+        conn.execute(INSERT_ASSIGNED, (list(made.values()), pool_ids, orders, carriers, parcels))
+    return made, refused
+
+
+def _codes_while_they_last(conn: psycopg.Connection, pool: Pool, count: int) -> tuple[list[str], str]:
+    """Return up to `count` new codes of the pool, and why there are fewer (the pool's own error)."""
+    codes: list[str] = []
+    try:
+        while len(codes) < count:  # an S10 range gives what is left of it, then refuses
+            codes += generate_codes(conn, pool, count - len(codes))
+    except PoolExhausted as exc:
+        return codes, str(exc)
+    return codes, ""
 
 
 class _Chunk:
@@ -307,14 +326,15 @@ class _Chunk:
         self.copy_text = "".join(rows)
         self.codes: Codes = {}
         self.inline: set[int] = set()
+        self.refused: dict[int, str] = {}
         self.error: BaseException | None = None
         self.thread: threading.Thread | None = None
 
     def run(self, conn: psycopg.Connection) -> None:
         try:
             if self.lines:
-                self.codes, self.inline = _claim_with_retries(conn, self.copy_text, len(self.first),
-                                                              f"{self.lines[0].line}-{self.lines[-1].line}")
+                self.codes, self.inline, self.refused = _claim_with_retries(
+                    conn, self.copy_text, len(self.first), f"{self.lines[0].line}-{self.lines[-1].line}")
         except BaseException as exc:  # handed to the reader of the outcomes, in whichever thread
             self.error = exc
 
@@ -337,11 +357,15 @@ class _Chunk:
                 pass
             self.thread.join(CANCEL_TIMEOUT)
 
-    def assignments(self) -> list[Assignment]:
+    def assignments(self) -> list[Assignment | str]:
+        """One assignment per line, in order, or the reason its pool refused it."""
         self.wait()
-        out = []
+        out: list[Assignment | str] = []
         for seq, item in enumerate(self.lines):
             first = self.first[(item.order_id, item.carrier.id, item.parcel)]
+            if first in self.refused:
+                out.append(self.refused[first])
+                continue
             code, new = self.codes[first]
             is_first = first == seq
             out.append(Assignment(item.order_id, item.carrier.name, code, new=new and is_first,
@@ -351,7 +375,12 @@ class _Chunk:
     def outcomes(self) -> Iterator[BatchOutcome]:
         by_line = {item.line: a for item, a in zip(self.lines, self.assignments())}
         for item in self.held:
-            yield item if isinstance(item, BatchOutcome) else BatchOutcome(item.line, by_line[item.line])
+            if isinstance(item, BatchOutcome):
+                yield item
+            elif isinstance(result := by_line[item.line], str):
+                yield BatchOutcome(item.line, error=result)
+            else:
+                yield BatchOutcome(item.line, result)
 
 
 def assign_lines(conn: psycopg.Connection, records: Iterable[tuple[int, dict]],
@@ -369,9 +398,14 @@ def assign_lines(conn: psycopg.Connection, records: Iterable[tuple[int, dict]],
     the chunk in flight (it rolls back) before the exception leaves this generator.
     """
     carriers: dict[str, Carrier] = {}
-    unknown: set[str] = set()
+    # A reference not known yet sends one look-up per chunk at most: a carrier added while the
+    # batch runs is welcome, and a million distinct unknown names cost neither memory nor a
+    # million round trips.
+    looked_up = False
 
     def learn_carriers() -> list[Carrier]:
+        nonlocal looked_up
+        looked_up = True
         found = list_carriers(conn)
         for c in found:
             carriers[c.name] = carriers[str(c.id)] = c
@@ -390,8 +424,9 @@ def assign_lines(conn: psycopg.Connection, records: Iterable[tuple[int, dict]],
             yield from done.outcomes()
 
     def flush() -> Iterator[BatchOutcome]:
-        nonlocal pending, held, running
+        nonlocal pending, held, running, looked_up
         chunk, pending, held = _Chunk(pending, held), [], []
+        looked_up = False
         previous = running
         if previous is not None:
             previous.wait()  # one transaction at a time on the connection
@@ -416,14 +451,13 @@ def assign_lines(conn: psycopg.Connection, records: Iterable[tuple[int, dict]],
                 if number is not None:
                     ref = str(number)  # '03' names carrier 3, as it does for a single assign
                 carrier = carriers.get(ref)
-                if carrier is None and ref not in unknown:
+                if carrier is None and not looked_up and (number is not None or CARRIER_NAME.match(ref)):
                     yield from settle()  # the connection must be idle to ask it
-                    learn_carriers()  # a carrier added while the batch runs is welcome
+                    learn_carriers()
                     carrier = carriers.get(ref)
                 if carrier is None:
-                    unknown.add(ref)
                     known = sorted({c.name: c for c in carriers.values()}.values(), key=lambda c: c.id)
-                    held.append(BatchOutcome(line, error=unknown_carrier(ref, known).message))
+                    held.append(BatchOutcome(line, error=str(unknown_carrier(ref, known))))
                 else:
                     item = BatchLine(line, fields["order_id"], carrier, fields.get("parcel", 1))
                     pending.append(item)
