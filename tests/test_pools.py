@@ -202,7 +202,7 @@ def test_cli_unknown_pool_is_an_error_naming_the_known_pools(cli, args):
     assert r.returncode == 1, r
     assert r.stdout == ""
     # The error is the last line (a cron job such as refill may log its failed run before it).
-    assert r.stderr.splitlines()[-1].startswith("trackctl: error: unknown pool 'nope' (known: default)"), r
+    assert r.stderr.splitlines()[-1].startswith("trackctl: error: unknown pool 'nope' (known: default; create it with"), r
     assert "Traceback" not in r.stderr
 
 

@@ -25,7 +25,11 @@ class TrackctlError(Exception):
         self.hint = hint
 
     def __str__(self) -> str:
-        return self.message if not self.hint else f"{self.message} ({self.hint})"
+        if not self.hint:
+            return self.message
+        if self.message.endswith(")"):  # "... (known: a, b)": the hint joins that parenthesis
+            return f"{self.message[:-1]}; {self.hint})"
+        return f"{self.message} ({self.hint})"
 
 
 class UsageError(TrackctlError):

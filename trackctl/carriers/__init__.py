@@ -56,8 +56,13 @@ def list_carriers(conn: psycopg.Connection) -> list[Carrier]:
     return [Carrier(*row) for row in conn.execute(SELECT_CARRIERS + " ORDER BY c.id").fetchall()]
 
 
+KNOWN_SHOWN = 10  # carriers named in an "unknown carrier" message
+
+
 def unknown_carrier(ref: str, known: list[Carrier]) -> UnknownCarrier:
-    names = ", ".join(c.name for c in known) or "none yet"
+    names = ", ".join(c.name for c in known[:KNOWN_SHOWN]) or "none yet"
+    if len(known) > KNOWN_SHOWN:
+        names += f", ... ({len(known)} in all: 'trackctl carrier list')"
     return UnknownCarrier(f"unknown carrier {ref[:40]!r} (known: {names})",
                           hint="add one with 'trackctl carrier add NAME'")
 
