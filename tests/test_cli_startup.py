@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import typer
 import typer.main
@@ -37,3 +39,25 @@ def test_the_single_command_app_has_the_same_root_and_command_options_as_the_who
         return ([p.opts for p in group.params], [(p.name, p.opts, p.required) for p in group.commands[command].params])
 
     assert options(app_for(["assign"]), "assign") == options(app, "assign")
+
+
+def _every_command(group, path=("trackctl",)):
+    for name, command in sorted(group.commands.items()):
+        yield path + (name,), command
+        if hasattr(command, "commands"):
+            yield from _every_command(command, path + (name,))
+
+
+def test_every_command_and_group_help_shows_an_example():
+    import typer.main
+
+    root = typer.main.get_command(app)
+    helps = [(("trackctl",), root)] + list(_every_command(root))
+    assert len(helps) > 30
+    missing = []
+    for path, command in helps:
+        with command.make_context(" ".join(path), [], resilient_parsing=True) as ctx:
+            text = command.get_help(ctx)
+        if "Example" not in text and not re.search(r"^ +(\S+=\$\()?trackctl ", text, re.M):
+            missing.append(" ".join(path))
+    assert missing == [], f"--help without an example: {missing}"

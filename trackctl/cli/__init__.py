@@ -16,7 +16,8 @@ from ..errors import EXIT_DATABASE, EXIT_ERROR, TrackctlError
 
 APP_SETTINGS = dict(
     name="trackctl",
-    help="Parcel-tracking operations on PostgreSQL: code pools, assignment, carriers, outbox.",
+    help="Parcel-tracking operations on PostgreSQL: code pools, assignment, carriers, outbox.\n\n"
+         "Example: CODE=$(trackctl assign 42 correios)",
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
@@ -168,7 +169,10 @@ def _report(exc: BaseException, debug: bool) -> int:
     if debug:
         import traceback
 
-        traceback.print_exception(exc)
+        from ..logs import redact
+
+        # A chained psycopg error can quote the connection string back, password and all.
+        sys.stderr.write(redact("".join(traceback.format_exception(exc))))
     if _log_format == "json":
         return _report_json(exc)
     if isinstance(exc, TrackctlError):
@@ -240,15 +244,49 @@ def app_for(argv: list[str]) -> typer.Typer:
     return one
 
 
+# click's exception classes, wherever this typer takes click from (vendored since typer 0.22).
+_CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def _report_usage(exc: Exception) -> int:
+    """One line for a command line click could not parse, naming the --help to read."""
+    if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help is the answer
+        sys.stderr.write(exc.format_message().rstrip("\n") + "\n")
+        return exc.exit_code
+    # pydantic's wording ("Value error, ...") is typer's, not ours; the hint follows the sentence.
+    message = " ".join(exc.format_message().split()).replace("Value error, ", "").rstrip(".")
+    ctx = getattr(exc, "ctx", None)
+    command = _command_named(sys.argv[1:])
+    path = ctx.command_path if ctx is not None else f"trackctl {command}" if command else "trackctl"
+    hint = f"see '{path} --help'"
+    json_logs = _log_format == "json" or os.environ.get("TRACKCTL_LOG_FORMAT", "").strip().lower() == "json"
+    if json_logs:
+        from ..logs import configure, get_logger
+
+        configure("json")
+        get_logger("cli").error(f"{message} ({hint})", extra={"exit_code": exc.exit_code})
+    else:
+        sys.stderr.write(f"trackctl: error: {message} ({hint})\n")
+    return exc.exit_code
+
+
 def main() -> None:
     """Console entry point: run the app and turn every failure into one line and an exit code."""
     debug = "--debug" in sys.argv[1:]
     try:
-        app_for(sys.argv[1:])()
+        # Not standalone: click's own reports of unparsable command lines (a usage block, a blank
+        # line and an `Error:` line) come here and leave as one line like every other error.
+        code = app_for(sys.argv[1:])(standalone_mode=False)
     except SystemExit:
         raise
     except KeyboardInterrupt:
         sys.stderr.write("trackctl: interrupted\n")
         sys.exit(130)
+    except typer.Abort:
+        sys.stderr.write("trackctl: aborted\n")
+        sys.exit(1)
+    except _CLICK_ERROR as exc:
+        sys.exit(_report_usage(exc))
     except Exception as exc:  # the error boundary: nothing below prints its own failure
         sys.exit(_report(exc, debug))
+    sys.exit(code if isinstance(code, int) else 0)

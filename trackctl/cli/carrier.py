@@ -9,7 +9,7 @@ import typer
 from ..errors import InvalidValue
 from . import FORMAT_HELP, Format, app, connection, fmt_value, say
 
-carrier_app = typer.Typer(help="Freight carriers (referenced by name or numeric id).", no_args_is_help=True)
+carrier_app = typer.Typer(help="Freight carriers (referenced by name or numeric id).\n\nExample: trackctl carrier add correios --id 3", no_args_is_help=True)
 app.add_typer(carrier_app, name="carrier")
 
 COLUMNS = ["id", "name", "pool", "adapter", "url", "token_env", "max_concurrency", "timeout"]

@@ -13,7 +13,7 @@ import typer
 from ..errors import UsageError
 from . import app, say, settings, warn
 
-cron_app = typer.Typer(help="The cron schedule of trackctl's jobs, for this host.", no_args_is_help=True)
+cron_app = typer.Typer(help="The cron schedule of trackctl's jobs, for this host.\n\nExample: trackctl cron print", no_args_is_help=True)
 app.add_typer(cron_app, name="cron")
 
 ENV_FILE_HELP = ("Dotenv file (mode 0600) holding TRACKCTL_DATABASE_URL; the jobs read it, "

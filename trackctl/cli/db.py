@@ -8,7 +8,7 @@ import typer
 
 from . import FORMAT_HELP, Format, app, connection, fmt_value, say, settings
 
-db_app = typer.Typer(help="Schema migrations and the embedded PostgreSQL server.", no_args_is_help=True)
+db_app = typer.Typer(help="Schema migrations and the embedded PostgreSQL server.\n\nExample: trackctl db migrate", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
 

@@ -8,7 +8,7 @@ import typer
 
 from . import FORMAT_HELP, Format, app, connection, fmt_value
 
-outbox_app = typer.Typer(help="The outbox of events (retention).", no_args_is_help=True)
+outbox_app = typer.Typer(help="The outbox of events (retention).\n\nExample: trackctl outbox prune --older-than 30d", no_args_is_help=True)
 app.add_typer(outbox_app, name="outbox")
 
 

@@ -8,7 +8,7 @@ import typer
 
 from . import FORMAT_HELP, Format, app, connection, fmt_value, pipe_output, say
 
-pool_app = typer.Typer(help="Pools of pre-generated tracking codes.", no_args_is_help=True)
+pool_app = typer.Typer(help="Pools of pre-generated tracking codes.\n\nExample: trackctl pool list", no_args_is_help=True)
 app.add_typer(pool_app, name="pool")
 
 LEVEL_COLUMNS = ["name", "kind", "target", "free", "assigned"]

@@ -8,8 +8,7 @@ import typer
 
 from . import FORMAT_HELP, Format, app, connection, fmt_value, pipe_output
 
-runs_app = typer.Typer(help="Recorded runs of the cron jobs (refill, poll, notify, ...).",
-                       invoke_without_command=True)
+runs_app = typer.Typer(invoke_without_command=True)  # its help is the callback's docstring, with examples
 app.add_typer(runs_app, name="runs")
 
 COLUMNS = ["id", "job", "host", "pid", "started_at", "finished_at", "seconds", "outcome", "counts", "error"]

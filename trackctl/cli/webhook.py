@@ -9,7 +9,7 @@ import typer
 from ..errors import UsageError
 from . import FORMAT_HELP, Format, app, connection, fmt_value, say
 
-webhook_app = typer.Typer(help="Webhook subscribers (Standard Webhooks) and their deliveries.", no_args_is_help=True)
+webhook_app = typer.Typer(help="Webhook subscribers (Standard Webhooks) and their deliveries.\n\nExample: trackctl webhook list", no_args_is_help=True)
 app.add_typer(webhook_app, name="webhook")
 
 SHOWN_COLUMNS = ["id", "url", "types", "retry_schedule", "max_in_flight", "secret"]

@@ -1,0 +1,45 @@
+"""Command lines that cannot be parsed: one `trackctl: error:` line naming the --help to read, exit 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+BAD_COMMAND_LINES = [
+    (["pool", "list", "--format", "xml"], "'--format'", "trackctl pool list --help"),
+    (["assign", "42", "correios", "--parcel", "0"], "'--parcel'", "trackctl assign --help"),
+    (["assign", "42", "correios", "--parcel", "abc"], "'--parcel'", "trackctl assign --help"),
+    (["pool", "available", "--limit", "abc"], "'--limit'", "trackctl pool available --help"),
+    (["pool", "set", "default"], "Missing option '--target'", "trackctl pool set --help"),
+    (["carrier", "add"], "Missing argument", "trackctl carrier add --help"),
+    (["--bogus", "pool", "list"], "No such option: --bogus", "trackctl --help"),
+    (["no-such-command"], "No such command 'no-such-command'", "trackctl --help"),
+    (["refill", "--pool"], "'--pool' requires an argument", "trackctl refill --help"),
+]
+
+
+@pytest.mark.parametrize("argv, names, hint", BAD_COMMAND_LINES, ids=[" ".join(a) for a, _, _ in BAD_COMMAND_LINES])
+def test_an_unparsable_command_line_is_one_error_line_with_exit_2(cli, argv, names, hint):
+    r = cli(*argv)
+    assert r.returncode == 2, r
+    assert r.stdout == "", r
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, r
+    assert lines[0].startswith("trackctl: error: ") and names in lines[0] and f"(see '{hint}')" in lines[0], r
+
+
+def test_with_json_logs_an_unparsable_command_line_is_one_json_record(cli):
+    r = cli("--log-format", "json", "pool", "list", "--format", "xml")
+    assert r.returncode == 2, r
+    (line,) = r.stderr.splitlines()
+    record = json.loads(line)
+    assert record["level"] == "error" and record["exit_code"] == 2 and "'--format'" in record["message"], record
+
+
+def test_a_group_without_a_command_prints_its_help_and_exits_2(cli):
+    r = cli("pool")
+    assert r.returncode == 2, r
+    assert "Usage: trackctl pool" in r.stderr and "available" in r.stderr, r
+    help_ = cli("pool", "--help")
+    assert help_.returncode == 0 and "Usage: trackctl pool" in help_.stdout, help_
