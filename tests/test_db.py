@@ -299,3 +299,38 @@ def test_a_server_with_no_free_connection_is_waited_for_briefly_then_named(conn,
         late.close()
     finally:
         conn.execute(f'DROP ROLE "{role}"')
+
+
+def _prepared_after_repeats(url: str) -> int:
+    conn = trackctl.db.open_connection(url)
+    try:
+        for _ in range(8):
+            conn.execute("SELECT count(*) FROM sequencing.pool WHERE target > %s", (0,))
+        return conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_prepared_statements_can_be_turned_off_for_a_transaction_mode_pooler(db_url, monkeypatch):
+    monkeypatch.delenv("TRACKCTL_PREPARED_STATEMENTS", raising=False)
+    assert _prepared_after_repeats(db_url) >= 1  # psycopg's default: prepared after 5 runs
+    monkeypatch.setenv("TRACKCTL_PREPARED_STATEMENTS", "off")
+    assert _prepared_after_repeats(db_url) == 0
+
+
+def test_a_wrong_prepared_statements_setting_is_a_usage_error(cli):
+    r = cli("pool", "list", env_extra={"TRACKCTL_PREPARED_STATEMENTS": "maybe"})
+    assert r.returncode == 2, r
+    assert r.stderr.startswith("trackctl: error: TRACKCTL_PREPARED_STATEMENTS is 'maybe'") and len(r.stderr.splitlines()) == 1, r
+
+
+def test_a_port_that_is_no_number_is_a_bad_url_not_an_unreachable_server(cli):
+    r = cli("pool", "list", env_extra={"TRACKCTL_DATABASE_URL": "postgresql://u:secretpw@127.0.0.1:notaport/x"})
+    assert r.returncode == 2, r
+    assert "invalid port 'notaport'" in r.stderr and "secretpw" not in r.stderr and len(r.stderr.splitlines()) == 1, r
+
+
+def test_debug_traceback_of_a_malformed_url_never_shows_the_password(cli):
+    r = cli("--debug", "pool", "list", env_extra={"TRACKCTL_DATABASE_URL": "postgresql://u:secretpw@[::1/x"})
+    assert r.returncode == 2, r
+    assert "Traceback" in r.stderr and "secretpw" not in r.stderr, r

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from functools import cached_property
@@ -112,10 +113,42 @@ def open_connection(url: str, *, connect_timeout: int = 10, wait_when_full: floa
         pause = min(pause * 2, 2.0)
 
 
+def _check_url(url: str) -> None:
+    """Refuse a connection string libpq would misread as an unreachable server (a port that is no number)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        port = str(conninfo_to_dict(url).get("port") or "")
+    except psycopg.ProgrammingError:
+        return  # connect() says so, in the same words as for every other malformed string
+    if port and not all(p.strip().isdigit() for p in port.split(",")):
+        raise InvalidValue(f"the database URL has an invalid port {port[:20]!r}",
+                           hint="check TRACKCTL_DATABASE_URL or --database-url")
+
+
+# psycopg prepares a statement on a connection after it ran this many times there. A pooler in
+# transaction mode that does not track protocol-level prepared statements (PgBouncer before 1.21,
+# or with max_prepared_statements = 0) needs TRACKCTL_PREPARED_STATEMENTS=off (docs/SCALING.md).
+ENV_PREPARED_STATEMENTS = "TRACKCTL_PREPARED_STATEMENTS"
+PREPARE_THRESHOLD = 5
+
+
+def prepare_threshold() -> int | None:
+    """Return psycopg's prepare_threshold for this process's connections (None: never prepare)."""
+    value = os.environ.get(ENV_PREPARED_STATEMENTS, "").strip().lower()
+    if value in ("", "on"):
+        return PREPARE_THRESHOLD
+    if value == "off":
+        return None
+    raise InvalidValue(f"{ENV_PREPARED_STATEMENTS} is {value[:20]!r}", hint="use on (the default) or off")
+
+
 def _connect_once(url: str, connect_timeout: int) -> psycopg.Connection:
+    _check_url(url)
+    threshold = prepare_threshold()
     try:
         return psycopg.connect(url, autocommit=True, connect_timeout=connect_timeout,
-                               application_name="trackctl")
+                               application_name="trackctl", prepare_threshold=threshold)
     except psycopg.ProgrammingError as exc:
         # libpq's message can quote the string back, password included: never show it.
         raise InvalidValue("the database URL is not a valid PostgreSQL connection string",
