@@ -111,3 +111,42 @@ def test_db_stop_stops_the_server_and_the_next_command_starts_it_again(embedded)
     second = read_postmaster(pgdata_dir(embedded.home))
     assert second is not None and second.pid != first.pid
     assert server_starts(embedded.home) == 2
+
+
+def test_a_crashed_server_whose_pid_now_names_another_process_is_started_again(embedded):
+    import signal
+    import time
+
+    assert embedded("pool", "create", "express", "--target", "5").returncode == 0
+    pgdata = pgdata_dir(embedded.home)
+    first = read_postmaster(pgdata)
+    os.kill(first.pid, signal.SIGKILL)  # a crash: postmaster.pid and the socket's lock file stay behind
+    deadline = time.monotonic() + 30
+    while pid_exists(first.pid) and time.monotonic() < deadline:  # until it is reaped
+        time.sleep(0.05)
+    squatter = subprocess.Popen(["sleep", "300"])  # after a reboot the old pid may be anyone's
+    try:
+        for lock in [pgdata / "postmaster.pid", *pgdata.glob(".s.PGSQL.*.lock")]:
+            lines = lock.read_text().splitlines()
+            lock.write_text("\n".join([str(squatter.pid)] + lines[1:]) + "\n")
+        assert read_postmaster(pgdata) is None  # a live pid that is not a postgres is no server
+
+        r = embedded("db", "stop")
+        assert r.returncode == 0 and r.stderr == "trackctl: the embedded server is not running\n", r
+        r = embedded("pool", "list")
+        assert r.returncode == 0, f"{r}\n--- server log\n" + (pgdata / "log").read_text(errors="replace")[-3000:]
+        assert r.stdout.splitlines() == ["default\tuuid\t200\t0\t0", "express\tuuid\t5\t0\t0"]  # data kept
+        assert read_postmaster(pgdata).pid not in (first.pid, squatter.pid)
+    finally:
+        squatter.kill()
+        squatter.wait()
+
+
+def pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True

