@@ -109,7 +109,7 @@ def test_schema_behind_the_code_makes_commands_exit_5_until_migrated(cli, empty_
             r = cli(*args, env_extra=env)
             assert r.returncode == 5, r
             assert r.stdout == ""
-            assert r.stderr.splitlines()[-1].endswith("(run 'trackctl db migrate')"), r
+            assert r.stderr.splitlines()[-1].endswith("run 'trackctl db migrate')"), r
         r = cli("db", "status", "--format", "json", env_extra=env)
         assert [s["state"] for s in json.loads(r.stdout)] == ["applied"] + ["pending"] * (len(versions()) - 1)
     assert cli("db", "migrate", env_extra=env).returncode == 0

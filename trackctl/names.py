@@ -56,6 +56,23 @@ def check_parcel(value: int) -> int:
     return value
 
 
+LIMIT_MAX = 1_000_000_000  # a --limit beyond this means "all"; the database's integers end not far above
+
+
+def check_limit(value: int | None, minimum: int = 1) -> int | None:
+    """Return a --limit value if it is None or from `minimum` to LIMIT_MAX, else raise."""
+    if value is not None and not minimum <= value <= LIMIT_MAX:
+        raise InvalidValue(f"--limit must be from {minimum} to {LIMIT_MAX}")
+    return value
+
+
+def check_id(value: int | None, what: str) -> int | None:
+    """Return a database id given on the command line if it is None or a positive 32-bit integer."""
+    if value is not None and not 1 <= value <= 2_147_483_647:
+        raise InvalidValue(f"{what} must be a positive integer of at most 2147483647")
+    return value
+
+
 def carrier_ref_id(ref: str) -> int | None:
     """Return the numeric carrier id a reference names, or None when it is a name."""
     return int(ref) if ref.isascii() and ref.isdigit() and len(ref) <= 9 else None

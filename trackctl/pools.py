@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import psycopg
 
 from .errors import AlreadyExists, InvalidValue, PoolExhausted, UnknownPool
-from .names import check_pool_name
+from .names import check_limit, check_pool_name
 
 # Two-key advisory lock (class, pool id) held by the refill of one pool.
 REFILL_LOCK_CLASS = 7_262_002
@@ -129,8 +129,7 @@ def available_codes(conn: psycopg.Connection, pool: str | None = None, limit: in
     """Yield free codes, oldest first (of one pool, or of all pools in turn)."""
     if pool is not None:
         get_pool(conn, pool)
-    if limit is not None and limit < 0:
-        raise InvalidValue("--limit must be zero or more")
+    check_limit(limit, minimum=0)
     with conn.cursor(name=None) as cur:
         cur.execute(AVAILABLE, {"pool": pool, "limit": limit})
         for (code,) in cur:

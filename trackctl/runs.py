@@ -34,6 +34,7 @@ from psycopg.types.json import Jsonb
 
 from . import logs
 from .errors import InvalidValue, TrackctlError
+from .names import check_limit
 
 OUTCOMES = ("running", "ok", "failed", "skipped", "died")
 JOB_NAME = re.compile(r"^[a-z][a-z0-9-]{0,39}$")  # as the run_job_format constraint
@@ -243,8 +244,7 @@ def list_runs(conn: psycopg.Connection, job: str | None = None, limit: int | Non
     """Return runs newest first (of one job, or of all), with died runs shown as `died`."""
     if job is not None:
         check_job_name(job)
-    if limit is not None and limit < 1:
-        raise InvalidValue("--limit must be 1 or more")
+    check_limit(limit)
     rows = conn.execute(LIST_RUNS, {"job": job, "limit": limit}).fetchall()
     return [Run.from_row(r) for r in rows]
 

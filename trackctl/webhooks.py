@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 import psycopg
 
 from .errors import AlreadyExists, InvalidValue, NotFound, UsageError
+from .names import check_id, check_limit
 from .outbox import check_types
 
 SECRET_PREFIX = "whsec_"
@@ -287,8 +288,8 @@ def list_deliveries(conn: psycopg.Connection, *, status: str | None = None, subs
     """Return deliveries newest first, optionally of one status and one subscriber."""
     if status is not None and status not in DELIVERY_STATUSES:
         raise InvalidValue(f"unknown delivery status {status[:20]!r} (known: {', '.join(DELIVERY_STATUSES)})")
-    if limit is not None and limit < 1:
-        raise InvalidValue("--limit must be 1 or more")
+    check_limit(limit)
+    check_id(subscriber_id, "--subscriber")
     rows = conn.execute(LIST_DELIVERIES, {"status": status, "subscriber": subscriber_id, "limit": limit})
     return [Delivery(*r) for r in rows.fetchall()]
 

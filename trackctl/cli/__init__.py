@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 
 from .. import __version__
-from ..errors import EXIT_DATABASE, EXIT_ERROR, TrackctlError
+from ..errors import EXIT_DATABASE, EXIT_ERROR, EXIT_USAGE, TrackctlError
 
 APP_SETTINGS = dict(
     name="trackctl",
@@ -166,43 +166,39 @@ _register()
 
 
 def _report(exc: BaseException, debug: bool) -> int:
+    from ..logs import redact
+
     if debug:
         import traceback
 
-        from ..logs import redact
-
         # A chained psycopg error can quote the connection string back, password and all.
         sys.stderr.write(redact("".join(traceback.format_exception(exc))))
+    message, code = _describe(exc)
+    message = redact(message)  # psycopg's part of a message is not ours to trust
     if _log_format == "json":
-        return _report_json(exc)
-    if isinstance(exc, TrackctlError):
-        sys.stderr.write(f"trackctl: error: {exc}\n")
-        return exc.exit_code
-    import psycopg
+        from ..logs import get_logger
 
-    if isinstance(exc, psycopg.OperationalError):
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        sys.stderr.write(f"trackctl: error: lost the database connection: {first} "
-                         "(check the server and retry; work already committed is kept)\n")
-        return EXIT_DATABASE
-    first = (str(exc).strip().splitlines() or [""])[0]
-    sys.stderr.write(f"trackctl: error: unexpected {type(exc).__name__}: {first} (rerun with --debug for details)\n")
-    return EXIT_ERROR
-
-
-def _report_json(exc: BaseException) -> int:
-    import psycopg
-
-    from ..logs import get_logger, redact
-
-    if isinstance(exc, TrackctlError):
-        message, code = str(exc), exc.exit_code
-    elif isinstance(exc, psycopg.OperationalError):
-        message, code = "lost the database connection: " + (str(exc).strip().splitlines() or [""])[0], EXIT_DATABASE
+        get_logger("cli").error(message, extra={"exit_code": code})
     else:
-        message, code = f"unexpected {type(exc).__name__}: " + (str(exc).strip().splitlines() or [""])[0], EXIT_ERROR
-    get_logger("cli").error(redact(message), extra={"exit_code": code})
+        sys.stderr.write(f"trackctl: error: {message}\n")
     return code
+
+
+def _describe(exc: BaseException) -> tuple[str, int]:
+    """Return the one line and the exit code for a failure that reached the top."""
+    if isinstance(exc, TrackctlError):
+        return str(exc), exc.exit_code
+    import psycopg
+
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if isinstance(exc, psycopg.OperationalError):
+        return (f"lost the database connection: {first} "
+                "(check the server and retry; work already committed is kept)"), EXIT_DATABASE
+    if isinstance(exc, psycopg.errors.NumericValueOutOfRange):
+        # A number from the command line that the database cannot hold (ids and limits are checked
+        # where they are known; this catches the rest).
+        return f"a number is out of range: {first} (check the numbers given)", EXIT_USAGE
+    return f"unexpected {type(exc).__name__}: {first} (rerun with --debug for details)", EXIT_ERROR
 
 
 def _command_named(argv: list[str]) -> Optional[str]:
