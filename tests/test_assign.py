@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 
@@ -175,6 +176,27 @@ def test_cli_next_parcel_takes_a_new_parcel_number(stocked_cli, conn):
     parcels = [(order, parcel) for order, _, parcel, _ in assigned(conn)]
     assert parcels == [("42", 1), ("42", 2)]
     assert stocked_cli("assign", "42", "correios", "--parcel", "2").stdout == two.stdout
+
+
+@pytest.mark.parametrize("args", [
+    ["assign", "42", "correios", "--next-parcel", "--parcel", "5"],
+    ["assign", "--batch", "--parcel", "4"],
+    ["assign", "--batch", "--next-parcel"],
+], ids=["next-and-parcel", "batch-parcel", "batch-next-parcel"])
+def test_cli_parcel_options_that_cannot_both_hold_are_refused(stocked_cli, conn, args):
+    r = stocked_cli(*args, input="43,correios\n")
+    assert r.returncode == 2, r
+    assert r.stdout == "" and len(r.stderr.splitlines()) == 1 and r.stderr.startswith("trackctl: error: "), r
+    assert assigned(conn) == []
+
+
+def test_cli_one_assignment_as_csv_or_json_line(stocked_cli):
+    code = stocked_cli("assign", "42", "correios").stdout.strip()
+    r = stocked_cli("assign", "42", "correios", "--format", "jsonl")
+    assert r.returncode == 0, r
+    assert json.loads(r.stdout) == {"order_id": "42", "carrier": "correios", "code": code, "new": False, "parcel": 1}
+    r = stocked_cli("assign", "42", "correios", "--format", "csv")
+    assert r.stdout == f"42,correios,{code}\n", r
 
 
 @pytest.mark.parametrize("parcel", ["0", "1000", "two"])

@@ -30,15 +30,18 @@ def assign_cmd(
     ctx: typer.Context,
     order: Optional[str] = typer.Argument(None, help="Order id (1-64 characters, no control characters)."),
     carrier: Optional[str] = typer.Argument(None, help="Carrier name or numeric id."),
-    parcel: int = typer.Option(1, "--parcel", min=1, max=999,
-                               help="Parcel number for multi-parcel orders (idempotent per number)."),
+    parcel: Optional[int] = typer.Option(None, "--parcel", min=1, max=999, show_default=False,
+                                         help="Parcel number for multi-parcel orders (idempotent per number) [default: 1]."),
     next_parcel: bool = typer.Option(False, "--next-parcel",
                                      help="Take a code for a new parcel (highest parcel number + 1). Not idempotent."),
     batch: bool = typer.Option(False, "--batch", help="Read order,carrier lines from stdin (or --input)."),
     input_file: Optional[Path] = typer.Option(None, "--input", help="Batch input file instead of stdin."),
     input_format: InputFormat = typer.Option(InputFormat.auto, "--input-format",
                                              help="Batch input: csv, jsonl, or auto (per line)."),
-    fmt: BatchFormat = typer.Option(BatchFormat.csv, "--format", help="Batch output: csv or jsonl."),
+    fmt: Optional[BatchFormat] = typer.Option(
+        None, "--format", show_default=False,
+        help="csv (order,carrier,code) or jsonl (order_id, carrier, code, new, parcel); default: csv for a "
+             "batch, the bare code for one order."),
 ) -> None:
     """Print the tracking code of ORDER with CARRIER, claiming a free one the first time.
 
@@ -53,18 +56,39 @@ def assign_cmd(
     if batch or input_file is not None:
         if order is not None or carrier is not None:
             raise UsageError("--batch reads orders from input; do not also give ORDER and CARRIER")
-        _batch(ctx, input_file, input_format.value, fmt.value)
+        if parcel is not None or next_parcel:
+            raise UsageError("--parcel and --next-parcel are for one order",
+                             hint="in a batch, give a line's parcel number in a third column: order,carrier,parcel")
+        _batch(ctx, input_file, input_format.value, (fmt or BatchFormat.csv).value)
         return
     if order is None or carrier is None:
         raise UsageError("give ORDER and CARRIER, or --batch", hint="e.g. trackctl assign 42 correios")
+    if next_parcel and parcel is not None:
+        raise UsageError("give --parcel N or --next-parcel, not both")
     from ..assign import assign
 
     with connection(ctx) as conn:
-        result = assign(conn, order, carrier, parcel=parcel, next_parcel=next_parcel)
+        result = assign(conn, order, carrier, parcel=parcel or 1, next_parcel=next_parcel)
     if result.generated_inline:
-        warn(f"the pool for {result.carrier} was empty: generated a code inline; run 'trackctl refill' "
-             "or raise the pool's target")
-    sys.stdout.write(result.code + "\n")
+        warn(f"the pool for {result.carrier} had no free code to claim: generated a code inline; "
+             "run 'trackctl refill' or raise the pool's target")
+    if fmt is None:
+        sys.stdout.write(result.code + "\n")
+    else:
+        _write_assignment(fmt.value, result)
+
+
+def _write_assignment(fmt: str, a, writer=None) -> None:
+    """Write one assignment as a CSV row (order,carrier,code) or a JSON line."""
+    if fmt == "jsonl":
+        from ..output import json_line
+
+        sys.stdout.write(json_line({"order_id": a.order_id, "carrier": a.carrier, "code": a.code,
+                                    "new": a.new, "parcel": a.parcel}) + "\n")
+    else:
+        import csv
+
+        (writer or csv.writer(sys.stdout, lineterminator="\n")).writerow((a.order_id, a.carrier, a.code))
 
 
 def _flushing(records: Iterator[tuple[int, dict]]) -> Iterator[tuple[int, dict]]:
@@ -80,7 +104,6 @@ def _batch(ctx: typer.Context, input_file: Optional[Path], input_format: str, fm
 
     from ..assign import assign_lines
     from ..batch_input import parse_records
-    from ..output import json_line
     from .jobs import progress
 
     if input_file is None and sys.stdin.isatty():
@@ -104,11 +127,7 @@ def _batch(ctx: typer.Context, input_file: Optional[Path], input_format: str, fm
             a = outcome.assignment
             assigned += 1
             inline += a.generated_inline
-            if fmt == "jsonl":
-                sys.stdout.write(json_line({"order_id": a.order_id, "carrier": a.carrier, "code": a.code,
-                                            "new": a.new, "parcel": a.parcel}) + "\n")
-            else:
-                writer.writerow((a.order_id, a.carrier, a.code))
+            _write_assignment(fmt, a, writer)
     if inline:
         warn(f"pools ran dry: generated {inline} codes inline; run 'trackctl refill' or raise the targets")
     if assigned == 0 and rejected == 0:
