@@ -61,3 +61,25 @@ def test_every_command_and_group_help_shows_an_example():
         if "Example" not in text and not re.search(r"^ +(\S+=\$\()?trackctl ", text, re.M):
             missing.append(" ".join(path))
     assert missing == [], f"--help without an example: {missing}"
+
+
+def test_rich_is_never_imported_when_output_goes_to_a_pipe(cli, stocked):
+    """The commands scripts call most write plain text in a pipe: rich's import cost stays out."""
+    import subprocess
+    import sys
+
+    from conftest import trackctl_command
+
+    command = trackctl_command()
+    if len(command) == 1:  # the console script: run it under this interpreter with -X importtime
+        command = [sys.executable, "-X", "importtime", command[0]]
+    else:
+        command = [sys.executable, "-X", "importtime", *command[1:]]
+    runs = [(["assign", "42", "correios"], None), (["assign", "--batch"], "43,correios\n"),
+            (["pool", "list"], None), (["status", "--order", "42"], None), (["health"], None),
+            (["carrier", "list"], None), (["pool", "set", "nope", "--target", "1"], None)]
+    for args, stdin in runs:
+        proc = subprocess.run(command + args, input=stdin, capture_output=True, text=True, env=cli.env, timeout=60)
+        modules = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+        assert "trackctl.cli" in modules, proc.stderr[-2000:]  # the measurement itself works
+        assert not {m for m in modules if m == "rich" or m.startswith("rich.")}, args

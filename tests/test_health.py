@@ -75,3 +75,17 @@ def test_schema_newer_than_the_code_is_a_problem(cli, conn):
     r = cli("health")
     assert r.returncode == 1, r
     assert r.stdout.startswith("schema: ") and "upgrade trackctl" in r.stdout
+
+
+def test_csv_and_jsonl_formats_carry_the_same_problems(cli, conn):
+    create_pool(conn, "express", target=40)
+    r = cli("health", "--format", "csv")
+    assert r.returncode == 1, r
+    rows = r.stdout.splitlines()
+    assert rows[0] == "check,message" and sorted(row.split("'")[1] for row in rows[1:]) == ["default", "express"], r
+    r = cli("health", "--format", "jsonl")
+    assert r.returncode == 1 and len(r.stdout.splitlines()) == 1, r
+    assert [p["check"] for p in json.loads(r.stdout)["problems"]] == ["pool", "pool"]
+    refill(conn)
+    r = cli("health", "--format", "csv")
+    assert (r.returncode, r.stdout) == (0, "check,message\n"), r

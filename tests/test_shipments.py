@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from datetime import datetime, timedelta, timezone
 
@@ -210,12 +211,19 @@ def test_status_shows_the_timeline_in_every_format(conn, shipment, cli):
         "event\t2026-11-20T10:30:00+00:00\t\t(XX-01)\t\t",
         "event\t2026-11-20T11:00:00+00:00\tout_for_delivery\tSaiu para entrega\tSaiu\tSAO PAULO/SP",
     ]
-    csv_lines = cli("status", code, "--format", "csv").stdout.splitlines()
-    assert csv_lines[0] == "code,occurred_at,status,label,description,location,raw_status"
-    assert len(csv_lines) == 4
+    rows = list(csv.DictReader(cli("status", code, "--format", "csv").stdout.splitlines()))
+    assert len(rows) == 3
+    assert {(r["code"], r["order_id"], r["carrier"], r["status"]) for r in rows} == {
+        (code, "42", "acme", "out_for_delivery")}  # every row carries the shipment itself
+    assert [(r["event_occurred_at"], r["event_status"], r["event_raw_status"]) for r in rows] == [
+        ("2026-11-20T10:00:00+00:00", "in_transit", "in_transit"), ("2026-11-20T10:30:00+00:00", "", "XX-01"),
+        ("2026-11-20T11:00:00+00:00", "out_for_delivery", "out_for_delivery")]
+    assert rows[0]["event_location"] == "Cajamar, SP" and rows[2]["event_label"] == "Saiu para entrega"
 
 
 def test_a_new_shipment_has_an_empty_timeline(conn, shipment, cli):
     sid, code = shipment
     doc = json.loads(cli("status", code, "--format", "json").stdout)
     assert (doc["status"], doc["events"], doc["stale"]) == ("pending", [], False)
+    (row,) = csv.DictReader(cli("status", code, "--format", "csv").stdout.splitlines())
+    assert (row["code"], row["order_id"], row["status"], row["event_status"]) == (code, "42", "pending", "")

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, TextIO
 
 FORMATS = ("table", "plain", "json", "jsonl", "csv")
+WHOLE_COLUMNS = {"code", "tracking_id", "order_id", "id", "event_id", "cursor"}
 
 
 def default_format(stream: TextIO | None = None) -> str:
@@ -97,9 +98,14 @@ def _table(records: list[dict], columns: Sequence[str], out: TextIO, title: str 
     from rich.table import Table
 
     table = Table(title=title, show_header=show_header, header_style="bold")
-    for c in columns:
-        table.add_column(c, justify="right" if records and isinstance(records[0].get(c), int)
-                         and not isinstance(records[0].get(c), bool) else "left")
-    for r in records:
-        table.add_row(*(_text(r[c]) for c in columns))
+    rows = [[_text(r[c]) for c in columns] for r in records]
+    for i, c in enumerate(columns):
+        numeric = records and isinstance(records[0].get(c), int) and not isinstance(records[0].get(c), bool)
+        if c in WHOLE_COLUMNS:  # codes and ids are copied from the screen: never cut, never wrapped
+            width = max([len(c)] + [len(row[i]) for row in rows])
+            table.add_column(c, no_wrap=True, min_width=width)
+        else:  # a narrow terminal wraps a cell rather than hiding part of it
+            table.add_column(c, justify="right" if numeric else "left", overflow="fold")
+    for row in rows:
+        table.add_row(*row)
     Console(file=out).print(table)

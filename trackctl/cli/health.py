@@ -15,7 +15,10 @@ from . import Format, app, connection, say
 @app.command("health")
 def health_cmd(
     ctx: typer.Context,
-    fmt: Optional[Format] = typer.Option(None, "--format", help="plain (one line per problem) or json."),
+    fmt: Optional[Format] = typer.Option(
+        None, "--format", show_default=False,
+        help="plain (check: problem, one line each; the default in a pipe), table (the default on a terminal), "
+             "csv (check,message), json or jsonl (one document: healthy, problems, skipped)."),
 ) -> None:
     """Check everything that needs a person; exit 0 when healthy, 1 with one line per problem.
 
@@ -25,6 +28,7 @@ def health_cmd(
     Example (monitoring): trackctl health || page-someone
     """
     from ..health import HealthReport, Problem, health_report
+    from ..output import default_format, emit
 
     try:
         with connection(ctx, check_schema=False) as conn:
@@ -32,14 +36,19 @@ def health_cmd(
     except TrackctlError as exc:
         report = HealthReport([Problem("database", str(exc))], [])
     problems = report.problems
-    if fmt in (Format.json, Format.jsonl):
+    chosen = fmt.value if fmt else default_format()
+    if chosen in ("json", "jsonl"):
         doc = {"healthy": not problems, "problems": [{"check": p.check, "message": p.message} for p in problems],
                "skipped": [{"check": p.check, "reason": p.message} for p in report.skipped]}
-        sys.stdout.write(json.dumps(doc) + "\n")
+        sys.stdout.write(json.dumps(doc, indent=2 if chosen == "json" else None) + "\n")
+    elif chosen in ("csv", "table") and (problems or chosen == "csv"):
+        emit(problems, ["check", "message"], chosen, title="health: problems" if chosen == "table" else None)
     else:
         for p in problems:
             sys.stdout.write(f"{p.check}: {p.message}\n")
-        if report.skipped and sys.stderr.isatty():
-            for p in report.skipped:
-                say(f"check {p.check} skipped: {p.message}")
+    if chosen == "table" and not problems:
+        say("healthy")
+    if report.skipped and sys.stderr.isatty():
+        for p in report.skipped:
+            say(f"check {p.check} skipped: {p.message}")
     raise typer.Exit(1 if problems else 0)

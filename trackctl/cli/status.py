@@ -54,7 +54,8 @@ EVENT_COLUMNS = ["occurred_at", "status", "label", "description", "location"]
 
 
 def _timeline(tl, fmt: Optional[str]) -> None:
-    """Write one shipment and its events: fields then one line per event (plain), nested (json), rows (csv)."""
+    """Write one shipment and its events: fields then one line per event (plain), nested (json),
+    one row per event with the shipment's columns and event_* columns (csv)."""
     import sys
 
     from ..output import _text, default_format, emit, emit_one, json_line
@@ -69,9 +70,11 @@ def _timeline(tl, fmt: Optional[str]) -> None:
         else:
             emit_one(record, None, "json")
     elif fmt == "csv":
-        rows = [{"code": tl.shipment.code, **{k: getattr(e, k) for k in EVENT_COLUMNS}, "raw_status": e.raw_status}
-                for e in tl.events]
-        emit(rows, ["code", *EVENT_COLUMNS, "raw_status"], "csv")
+        # One row per event, each carrying the shipment's own columns; a shipment without events
+        # is one row with empty event columns.
+        keys = [*EVENT_COLUMNS, "raw_status"]
+        rows = [{**record, **{f"event_{k}": getattr(e, k) for k in keys}} for e in tl.events] or [record]
+        emit(rows, [*COLUMNS, *(f"event_{k}" for k in keys)], "csv")
     else:
         if tl.stale:
             record["stale"] = f"since {_text(tl.stale_at)}: no news for too long, no longer polled"
