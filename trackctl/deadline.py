@@ -68,6 +68,11 @@ class Watchdog:
                 self._cond.notify()
         return seq
 
+    def fired(self, seq: int) -> bool:
+        """True once the deadline of a watched connection has shut its socket."""
+        with self._cond:
+            return seq in self._fired
+
     def release(self, seq: int) -> bool:
         """Stop watching; return True if the deadline had fired."""
         with self._cond:

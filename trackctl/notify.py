@@ -206,6 +206,10 @@ class HttpPoster:
             try:
                 conn.request("POST", target, body=body, headers=headers)
                 response = conn.getresponse()
+                if self._watchdog.fired(ticket):
+                    # The deadline cut the status line or the headers short: the end of the
+                    # headers http.client saw was the shut socket, not the endpoint's answer.
+                    raise TimeoutError
                 status = response.status
                 whole = _drain(response)
             except (OSError, http.client.HTTPException, ValueError) as exc:
