@@ -27,7 +27,9 @@ SECRET_BYTES = 32
 DEFAULT_SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)  # at once, then 5 s ... 10 h
 DEFAULT_IN_FLIGHT = 16
 ROTATION_OVERLAP = timedelta(hours=24)
-URL = re.compile(r"^https?://[^\s/?#@]+(?:[/?#]\S*)?$")
+URL = re.compile(r"^https?://[^\x00-\x20\x7f/?#@]+(?:[/?#][^\x00-\x20\x7f]*)?$")
+# Query parameters whose values are credentials (`?token=...`, `?sig=...`): shown as ***.
+SECRET_PARAMETER = re.compile(r"(?i)token|secret|key|sig|pass|auth|credential")
 _SCHEDULE_STEP = re.compile(r"^(\d{1,9})(ms|s|m|h|d)?$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -52,7 +54,7 @@ class Subscriber:
 
     def listing(self) -> dict:
         """The record `webhook list` shows: everything but the secrets, which appear masked."""
-        return {"id": self.id, "url": self.url, "types": ",".join(self.types) if self.types else "*",
+        return {"id": self.id, "url": shown_url(self.url), "types": ",".join(self.types) if self.types else "*",
                 "retry_schedule": format_schedule(self.retry_schedule), "max_in_flight": self.max_in_flight,
                 "enabled": self.enabled, "disabled_reason": self.disabled_reason,
                 "secret": self.masked_secret,
@@ -158,10 +160,27 @@ def format_schedule(seconds: list[int]) -> str:
 
 
 def check_url(url: str) -> str:
-    if len(url) > 2000 or not URL.match(url):
-        raise InvalidValue(f"invalid webhook URL {url[:80]!r}",
-                           hint="give an http:// or https:// URL without user:password@")
+    if len(url) > 2000 or not URL.fullmatch(url):
+        raise InvalidValue(f"invalid webhook URL {shown_url(url)[:80]!r}",
+                           hint="give an http:// or https:// URL without user:password@ or control characters")
     return url
+
+
+def shown_url(url: str) -> str:
+    """Return the URL as trackctl prints it: credentials in user:password@ or in the query are ***."""
+    base, sep, query = url.partition("?")
+    base = re.sub(r"^([a-z]+://)[^/@]*@", r"\1***@", base, flags=re.I)
+    if not sep:
+        return base
+    fragment = ""
+    if "#" in query:
+        query, fragment = query.split("#", 1)
+        fragment = "#" + fragment
+    parts = []
+    for item in query.split("&"):
+        name, eq, _ = item.partition("=")
+        parts.append(f"{name}=***" if eq and SECRET_PARAMETER.search(name) else item)
+    return base + "?" + "&".join(parts) + fragment
 
 
 # --- subscribers -------------------------------------------------------------------------------
@@ -187,7 +206,7 @@ def add_subscriber(conn: psycopg.Connection, url: str, *, secret: str | None = N
         with conn.transaction():
             row = conn.execute(INSERT_SUBSCRIBER, (url, secret, types, schedule, max_in_flight)).fetchone()
     except psycopg.errors.UniqueViolation:
-        raise AlreadyExists(f"a webhook for {url[:80]} already exists",
+        raise AlreadyExists(f"a webhook for {shown_url(url)[:80]} already exists",
                             hint="see 'trackctl webhook list'; remove it first to change it") from None
     return get_subscriber(conn, row[0])
 

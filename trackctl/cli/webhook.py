@@ -79,11 +79,11 @@ def remove_cmd(ctx: typer.Context, subscriber: int = typer.Argument(..., metavar
 
     Example: trackctl webhook remove 3
     """
-    from ..webhooks import remove_subscriber
+    from ..webhooks import remove_subscriber, shown_url
 
     with connection(ctx) as conn:
         url = remove_subscriber(conn, subscriber)
-    say(f"removed webhook {subscriber} ({url})")
+    say(f"removed webhook {subscriber} ({shown_url(url)})")
 
 
 @webhook_app.command("rotate-secret")
