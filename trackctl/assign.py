@@ -451,7 +451,7 @@ def assign_lines(conn: psycopg.Connection, records: Iterable[tuple[int, dict]],
                 if number is not None:
                     ref = str(number)  # '03' names carrier 3, as it does for a single assign
                 carrier = carriers.get(ref)
-                if carrier is None and not looked_up and (number is not None or CARRIER_NAME.match(ref)):
+                if carrier is None and not looked_up and (number is not None or CARRIER_NAME.fullmatch(ref)):
                     yield from settle()  # the connection must be idle to ask it
                     learn_carriers()
                     carrier = carriers.get(ref)

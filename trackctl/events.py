@@ -69,7 +69,8 @@ def parse_cursor(text: str | None) -> int:
     """Return the position a cursor printed by `trackctl events` stands for (None: the beginning)."""
     if text is None or text == "":
         return 0
-    if not (text.isascii() and text.isdigit() and len(text) <= 18):
+    # Any outbox id (a bigint) is a cursor: up to 19 digits, at most 2**63 - 1.
+    if not (text.isascii() and text.isdigit() and len(text) <= 19 and int(text) < 2**63):
         raise InvalidValue(f"invalid cursor {text[:30]!r}", hint="pass the `cursor` value of an event line")
     return int(text)
 
@@ -210,7 +211,7 @@ LIVE_MEMBERS = f"SELECT count(*) FROM sequencing.event_group_member m WHERE m.gr
 
 
 def check_group_name(name: str) -> str:
-    if not GROUP_NAME.match(name or ""):
+    if not GROUP_NAME.fullmatch(name or ""):
         raise InvalidValue(f"invalid group name {name[:40]!r}",
                            hint="use 1-64 lowercase letters, digits, '.', '-' or '_'")
     return name

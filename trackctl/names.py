@@ -37,14 +37,14 @@ def check_order_id(value: str) -> str:
 
 
 def check_pool_name(value: str) -> str:
-    if not NAME.match(value):
+    if not NAME.fullmatch(value):
         raise InvalidValue(f"invalid pool name {value[:40]!r}",
                            hint="use 1-32 lowercase letters, digits, '-' or '_'")
     return value
 
 
 def check_carrier_name(value: str) -> str:
-    if not CARRIER_NAME.match(value):
+    if not CARRIER_NAME.fullmatch(value):
         raise InvalidValue(f"invalid carrier name {value[:40]!r}",
                            hint="start with a letter; use 1-32 lowercase letters, digits, '-' or '_'")
     return value

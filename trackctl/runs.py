@@ -154,7 +154,7 @@ class RunRecorder:
 
 
 def check_job_name(job: str) -> str:
-    if not JOB_NAME.match(job):
+    if not JOB_NAME.fullmatch(job):
         raise InvalidValue(f"invalid job name {job[:40]!r}", hint="job names are like refill, poll, outbox-prune")
     return job
 

@@ -249,7 +249,7 @@ def _apply_settings(conn: psycopg.Connection, carrier_id: int, name: str, curren
     timeout = cur.timeout if timeout is None else float(timeout)
     if url is not None:
         check_url(url)
-    if token_env is not None and not TOKEN_ENV.match(token_env):
+    if token_env is not None and not TOKEN_ENV.fullmatch(token_env):
         raise InvalidValue(f"invalid environment variable name {token_env[:40]!r} for --token-env",
                            hint="give the NAME of the variable holding the token, e.g. CORREIOS_TOKEN, not the token")
     if not 1 <= max_concurrency <= MAX_CONCURRENCY:
