@@ -465,3 +465,10 @@ def test_many_distinct_unknown_carriers_are_each_rejected_and_the_good_lines_ass
     assert len(r.stdout.splitlines()) == 300
     errors = [e for e in r.stderr.splitlines() if e.startswith("line ")]
     assert len(errors) == 2700 and all("unknown carrier 'c" in e for e in errors), errors[:3]
+
+
+def test_control_characters_at_the_edge_of_a_csv_field_are_not_trimmed_away(batch, stocked):
+    r = batch("42\x85,correios\n43\x1f,correios\n 44\t,correios\n")
+    assert r.returncode == 3, r
+    assert [line.split(",")[0] for line in r.stdout.splitlines()] == ["44"], r
+    assert [e.split(":")[0] for e in r.stderr.splitlines()[:2]] == ["line 1", "line 2"], r

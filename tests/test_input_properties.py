@@ -78,7 +78,9 @@ def write_field(value: str, quoted: bool) -> tuple[str, str]:
 
 def expected_csv(order: str, carrier: str, parcel: str | None, extra: int) -> dict | None:
     """The record a line of these fields must give, or None when it must be rejected."""
-    fields = [order.strip(), carrier.strip()] + ([parcel.strip()] if parcel is not None else []) + ["x"] * extra
+    # Only spaces and tabs around a field are layout (README): anything else is part of the value.
+    fields = [order.strip(" \t"), carrier.strip(" \t")] + ([parcel.strip(" \t")] if parcel is not None else []) \
+        + ["x"] * extra
     if len(fields) not in (2, 3) or not follows_the_order_id_rule(fields[0]) or not fields[1]:
         return None
     record = {"order_id": fields[0], "carrier": fields[1]}
@@ -103,8 +105,8 @@ def test_csv_lines_are_either_accepted_unchanged_or_rejected(rows):
         if number == 1 and not quote_order:
             order_value = order_value.removeprefix("\ufeff")  # a byte order mark opens the input, not the id
         header = (number == 1 and not quote_order and not quote_carrier and len(parts) in (2, 3)
-                  and order_value.strip().lower() in ("order", "order_id")
-                  and carrier_value.strip().lower() in ("carrier", "carrier_id"))
+                  and order_value.strip(" \t").lower() in ("order", "order_id")
+                  and carrier_value.strip(" \t").lower() in ("carrier", "carrier_id"))
         if not header:  # README: a first line `order,carrier` is an optional header
             wanted.append((number, expected_csv(order_value, carrier_value, parcel, extra)))
     data = "".join(line + "\n" for line in lines).encode()

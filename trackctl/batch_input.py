@@ -40,7 +40,7 @@ def read_lines(stream: BinaryIO, limit: int = MAX_LINE_BYTES) -> Iterator[tuple[
 
 def _parcel(value: object) -> int:
     if isinstance(value, str):
-        digits = value.strip()
+        digits = value.strip(" \t")
         # isdigit() alone admits '²', which int() refuses; and int() refuses over 4300 digits.
         if not (digits.isascii() and digits.isdigit()):
             raise InvalidValue(f"parcel must be a whole number, got {value[:20]!r}")
@@ -50,7 +50,9 @@ def _parcel(value: object) -> int:
 
 def parse_csv(text: str) -> dict:
     fields = text.split(",") if '"' not in text else next(csv.reader([text]))
-    fields = [f.strip() for f in fields]
+    # Spaces and tabs around a field are the writer's layout; anything else str.strip() would take
+    # (NEL, the \x1c-\x1f separators) is part of the value, for check_order_id to judge.
+    fields = [f.strip(" \t") for f in fields]
     if len(fields) not in (2, 3):
         raise InvalidValue(f"expected 2 or 3 comma-separated fields (order,carrier[,parcel]), got {len(fields)}")
     record = {"order_id": check_order_id(fields[0]), "carrier": fields[1]}
@@ -88,7 +90,7 @@ def parse_json(text: str) -> dict:
 
 
 def _is_header(text: str) -> bool:
-    head = [f.strip().lower() for f in text.split(",")]
+    head = [f.strip(" \t").lower() for f in text.split(",")]
     return len(head) in (2, 3) and head[0] in HEADER_ORDER and head[1] in ("carrier", "carrier_id")
 
 
