@@ -486,16 +486,20 @@ def test_overdue_shipments_counts_open_shipments_past_their_poll_time(conn, serv
     assert overdue_shipments(conn) == 1
 
 
-def test_a_server_with_no_room_for_more_connections_slows_poll_down_but_does_not_fail_it(conn, cli, db_url, server):
+@pytest.mark.parametrize("limit", [3, 1])
+def test_a_server_with_no_room_for_more_connections_slows_poll_down_but_does_not_fail_it(conn, cli, db_url, server,
+                                                                                         limit):
     # The scale sweep (docs/BENCHMARKS.md) hit max_connections with 8 hosts polling at once, and a
-    # poll that could not open its workers' connections failed. A role limited to 3 connections
-    # makes the real server refuse the same way: the run keeps to the connections it got.
+    # poll that could not open its workers' connections failed (or, with none at all, hung until
+    # cron's time limit killed it). A role limited to 3 connections makes the real server refuse
+    # the same way: the run keeps to the connections it got. With 1, the command's own connection
+    # is the only one: the workers share it.
     import uuid
 
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     role = f"poller_{uuid.uuid4().hex[:12]}"
-    conn.execute(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 3')
+    conn.execute(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT {limit}')
     conn.execute(f'GRANT postgres TO "{role}"')  # the owner's privileges, not its superuser exemption
     try:
         add_carrier(conn, "acme", adapter="http-json", url=server.url, max_concurrency=8)
@@ -503,7 +507,7 @@ def test_a_server_with_no_room_for_more_connections_slows_poll_down_but_does_not
         in_transit(server, codes)
         server.latency = 0.05
         url = make_conninfo(**{**conninfo_to_dict(db_url), "user": role})
-        r = cli("poll", "--all", "--format", "json", env_extra={"TRACKCTL_DATABASE_URL": url})
+        r = cli("poll", "--all", "--format", "json", env_extra={"TRACKCTL_DATABASE_URL": url}, timeout=60)
         assert r.returncode == 0, r
         assert json.loads(r.stdout)[0]["polled"] == 40
         assert server.counts() == {c: 1 for c in codes}

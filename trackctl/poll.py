@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import random
 import socket
 import threading
@@ -201,15 +200,24 @@ class PollReport:
 
 
 class _Connections:
-    """A few connections shared by the worker threads, each used by one thread at a time."""
+    """A few connections shared by the worker threads, each used by one thread at a time.
 
-    def __init__(self, connect: Callable[[], psycopg.Connection], size: int) -> None:
+    A thread that finds none idle waits until one is given back, dropped (it may then open a new
+    one) or the run is aborted; none can wait for ever. When the server refuses a new connection
+    (max_connections, a role's limit) the run goes on with those it has, and with none at all it
+    borrows the command's own connection, which is idle while the workers run.
+    """
+
+    def __init__(self, connect: Callable[[], psycopg.Connection], size: int,
+                 fallback: psycopg.Connection | None = None) -> None:
         self._connect = connect
         self._size = max(1, size)
-        self._idle: queue.LifoQueue[psycopg.Connection] = queue.LifoQueue()
-        self._made = 0
-        self._lock = threading.Lock()
-        self._all: list[psycopg.Connection] = []
+        self._fallback = fallback
+        self._idle: list[psycopg.Connection] = []
+        self._made = 0  # connections in use or idle, the fallback included
+        self._cond = threading.Condition()
+        self._all: list[psycopg.Connection] = []  # the ones this pool opened, and closes
+        self._aborted: BaseException | None = None
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg.Connection]:
@@ -226,34 +234,41 @@ class _Connections:
             self._give_back(conn)
 
     def _take(self) -> psycopg.Connection:
-        with contextlib.suppress(queue.Empty):
-            return self._idle.get_nowait()
-        with self._lock:
-            create = self._made < self._size
-            if create:
-                self._made += 1
-        if not create:
-            return self._idle.get()
-        try:
-            conn = self._connect()
-        except DatabaseUnavailable:
-            with self._lock:
-                self._made -= 1
-                # The server refused one more (max_connections reached, as with many hosts polling
-                # at once): go on with the connections already open rather than fail the run.
-                make_do = self._made > 0
-                if make_do:
+        while True:
+            with self._cond:
+                while True:
+                    if self._aborted is not None:
+                        raise RuntimeError("the poll run was stopped") from self._aborted
+                    if self._idle:
+                        return self._idle.pop()
+                    if self._made < self._size:
+                        self._made += 1
+                        break
+                    self._cond.wait()
+            try:
+                conn = self._connect()
+            except DatabaseUnavailable:
+                with self._cond:
+                    self._made -= 1
+                    self._cond.notify_all()
+                    if self._made == 0 and self._fallback is None:
+                        raise
+                    # The server refused one more: make do with what is open (or borrow the
+                    # command's connection when nothing is), and wait for one of them.
+                    if self._made == 0:
+                        self._idle.append(self._fallback)
+                        self._fallback = None
+                        self._made = 1
                     self._size = self._made
-            if make_do:
-                return self._idle.get()
-            raise
-        except BaseException:
-            with self._lock:
-                self._made -= 1
-            raise
-        with self._lock:
-            self._all.append(conn)
-        return conn
+                continue
+            except BaseException:
+                with self._cond:
+                    self._made -= 1
+                    self._cond.notify_all()
+                raise
+            with self._cond:
+                self._all.append(conn)
+            return conn
 
     def _give_back(self, conn: psycopg.Connection) -> None:
         if conn.closed:
@@ -265,16 +280,26 @@ class _Connections:
             except psycopg.Error:
                 self._drop(conn)
                 return
-        self._idle.put(conn)
+        with self._cond:
+            self._idle.append(conn)
+            self._cond.notify()
 
     def _drop(self, conn: psycopg.Connection) -> None:
         with contextlib.suppress(Exception):
             conn.close()
-        with self._lock:
+        with self._cond:
             self._made -= 1
+            self._cond.notify_all()  # a waiter may open a new one in its place
+
+    def abort(self, cause: BaseException) -> None:
+        """Wake every thread waiting for a connection with an error: the run is over."""
+        with self._cond:
+            if self._aborted is None:
+                self._aborted = cause
+            self._cond.notify_all()
 
     def close(self) -> None:
-        with self._lock:
+        with self._cond:
             conns, self._all = self._all, []
         for conn in conns:
             with contextlib.suppress(Exception):
@@ -370,6 +395,7 @@ class _CarrierRun:
                 if self.run.fatal is None:
                     self.run.fatal = exc
             self.run.stop.set()
+            self.run.connections.abort(exc)
 
     def _loop(self) -> None:
         pause = BUSY_PAUSE[0]
@@ -548,7 +574,7 @@ def poll(conn: psycopg.Connection, *, carrier: str | None = None, budget: float 
             continue
         runnable.append((s, adapter, summary))
     workers = {s.id: min(WORKERS_PER_SLOT * s.max_concurrency, MAX_WORKERS_PER_CARRIER) for s, _, _ in runnable}
-    connections = _Connections(connect or _connector(conn), min(sum(workers.values()), MAX_CONNECTIONS))
+    connections = _Connections(connect or _connector(conn), min(sum(workers.values()), MAX_CONNECTIONS), fallback=conn)
     run = _Run(connections, round_start, started + budget, all_due, progress)
     run.failures.extend(setup_failures)
     threads = []
