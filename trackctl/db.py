@@ -127,8 +127,9 @@ def _check_url(url: str) -> None:
 
 
 # psycopg prepares a statement on a connection after it ran this many times there. A pooler in
-# transaction mode that does not track protocol-level prepared statements (PgBouncer before 1.21,
-# or with max_prepared_statements = 0) needs TRACKCTL_PREPARED_STATEMENTS=off (docs/SCALING.md).
+# transaction mode that does not keep protocol-level prepared statements (PgBouncer with
+# max_prepared_statements = 0, or older than psycopg's docs ask: 1.22 with a libpq of 17 or
+# newer) needs TRACKCTL_PREPARED_STATEMENTS=off (docs/SCALING.md).
 ENV_PREPARED_STATEMENTS = "TRACKCTL_PREPARED_STATEMENTS"
 PREPARE_THRESHOLD = 5
 

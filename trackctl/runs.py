@@ -233,10 +233,11 @@ def _finish_quietly(conn: psycopg.Connection, recorder: RunRecorder, outcome: st
             conn.rollback()
         finish_run(conn, recorder, outcome, error)
         return
-    with contextlib.suppress(psycopg.Error):
+    from .db import open_connection
+
+    with contextlib.suppress(psycopg.Error, TrackctlError):
         conninfo = psycopg.conninfo.make_conninfo(conn.info.dsn, password=conn.info.password)
-        with psycopg.connect(conninfo, autocommit=True, connect_timeout=10,
-                             application_name="trackctl") as other:
+        with open_connection(conninfo, wait_when_full=0) as other:
             finish_run(other, recorder, outcome, error)
 
 
