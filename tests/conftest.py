@@ -25,7 +25,24 @@ from trackctl import db
 _SERVER: dict = {}
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (pyproject's addopts): one worker per CPU, at most four.
+
+    Most tests wait on processes, sockets and timers rather than on a CPU, so two workers on two
+    CPUs halve the suite's time; many more would only make the multi-process tests fight over
+    the CPUs. Each worker starts a PostgreSQL server of its own.
+    """
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
+def _xdist_controller(config: pytest.Config) -> bool:
+    """True in the process that only hands tests to xdist workers (it runs none itself)."""
+    return bool(getattr(config.option, "numprocesses", None)) and not hasattr(config, "workerinput")
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    if _xdist_controller(config):
+        return
     host, port = os.environ.get("TRACKCTL_TEST_PGHOST"), os.environ.get("TRACKCTL_TEST_PGPORT")
     if not host:
         from trackctl.embedded import _quiet_import, read_postmaster
@@ -47,7 +64,7 @@ def _no_fsync(host: str, port: str) -> None:
 
     Only the session's own server, whose data is deleted at the end; commits still wait for
     their WAL write (synchronous_commit stays on). Crashes and restarts are tested by
-    tests/test_faults.py on a server of its own with the default, durable settings.
+    tests/test_faults_restart.py on a server of its own with the default, durable settings.
     """
     conn = db.open_connection(make_conninfo(host=host, port=port, user="postgres", dbname="postgres"))
     try:
