@@ -181,22 +181,32 @@ class SqlChecker:
 
     # -- the rules -----------------------------------------------------------------------------
 
+    def _joined(self, node: ast.AST, scope: _Scope, seen: frozenset, rule) -> bool | None:
+        """The shapes both rules look through: a name bound to a value, `a + b`, `a if c else b`.
+
+        Returns whether `rule` holds for every part, or None when `node` is none of these shapes.
+        """
+        if isinstance(node, (ast.Name, ast.Attribute)):
+            r = self.ref(node, scope)
+            return r is not None and r[0] == "value" and id(r[1]) not in seen \
+                and rule(r[1], r[2], seen | {id(r[1])})
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+            return rule(node.left, scope, seen) and rule(node.right, scope, seen)
+        if isinstance(node, ast.IfExp):
+            return rule(node.body, scope, seen) and rule(node.orelse, scope, seen)
+        return None
+
     def fixed(self, node: ast.AST, scope: _Scope, seen: frozenset = frozenset()) -> bool:
         """True for text that can only ever be built from literals (rules a and b)."""
         if isinstance(node, ast.Constant):
             return isinstance(node.value, (str, bytes))
-        if isinstance(node, (ast.Name, ast.Attribute)):
-            r = self.ref(node, scope)
-            return r is not None and r[0] == "value" and id(r[1]) not in seen \
-                and self.fixed(r[1], r[2], seen | {id(r[1])})
-        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
-            return self.fixed(node.left, scope, seen) and self.fixed(node.right, scope, seen)
+        joined = self._joined(node, scope, seen, self.fixed)
+        if joined is not None:
+            return joined
         if isinstance(node, ast.JoinedStr):
             return all(self.fixed_part(v.value, scope, seen)
                        and (v.format_spec is None or self.fixed(v.format_spec, scope, seen))
                        for v in node.values if isinstance(v, ast.FormattedValue))
-        if isinstance(node, ast.IfExp):
-            return self.fixed(node.body, scope, seen) and self.fixed(node.orelse, scope, seen)
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "format":
             return self.fixed(node.func.value, scope, seen) \
                 and all(not isinstance(a, ast.Starred) and self.fixed_part(a, scope, seen) for a in node.args) \
@@ -216,14 +226,9 @@ class SqlChecker:
 
     def composed(self, node: ast.AST, scope: _Scope, seen: frozenset = frozenset()) -> bool:
         """True for a psycopg.sql composition of fixed text and quoted parts (rule c)."""
-        if isinstance(node, (ast.Name, ast.Attribute)):
-            r = self.ref(node, scope)
-            return r is not None and r[0] == "value" and id(r[1]) not in seen \
-                and self.composed(r[1], r[2], seen | {id(r[1])})
-        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
-            return self.composed(node.left, scope, seen) and self.composed(node.right, scope, seen)
-        if isinstance(node, ast.IfExp):
-            return self.composed(node.body, scope, seen) and self.composed(node.orelse, scope, seen)
+        joined = self._joined(node, scope, seen, self.composed)
+        if joined is not None:
+            return joined
         if not isinstance(node, ast.Call):
             return False
         r = self.ref(node.func, scope)
