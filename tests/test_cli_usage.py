@@ -43,3 +43,14 @@ def test_a_group_without_a_command_prints_its_help_and_exits_2(cli):
     assert "Usage: trackctl pool" in r.stderr and "available" in r.stderr, r
     help_ = cli("pool", "--help")
     assert help_.returncode == 0 and "Usage: trackctl pool" in help_.stdout, help_
+
+
+def test_a_prepared_statement_lost_by_a_pooler_is_reported_with_the_setting_that_fixes_it():
+    import psycopg
+
+    from trackctl.cli import _describe
+
+    for exc in (psycopg.errors.InvalidSqlStatementName('prepared statement "_pg3_1" does not exist'),
+                psycopg.errors.DuplicatePreparedStatement('prepared statement "_pg3_0" already exists')):
+        message, code = _describe(exc)
+        assert code == 1 and "TRACKCTL_PREPARED_STATEMENTS=off" in message and "_pg3_" in message, message

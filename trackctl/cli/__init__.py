@@ -194,6 +194,11 @@ def _describe(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, psycopg.OperationalError):
         return (f"lost the database connection: {first} "
                 "(check the server and retry; work already committed is kept)"), EXIT_DATABASE
+    if isinstance(exc, (psycopg.errors.InvalidSqlStatementName, psycopg.errors.DuplicatePreparedStatement)):
+        # psycopg prepares statements it runs often; a pooler in transaction mode that does not
+        # keep them hands the next execution to a server connection that never saw them.
+        return (f"the database connection lost a prepared statement ({first}): a connection pooler in "
+                "transaction mode? (set TRACKCTL_PREPARED_STATEMENTS=off, see docs/SCALING.md)"), EXIT_ERROR
     if isinstance(exc, psycopg.errors.NumericValueOutOfRange):
         # A number from the command line that the database cannot hold (ids and limits are checked
         # where they are known; this catches the rest).
