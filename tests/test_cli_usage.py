@@ -54,3 +54,25 @@ def test_a_prepared_statement_lost_by_a_pooler_is_reported_with_the_setting_that
                 psycopg.errors.DuplicatePreparedStatement('prepared statement "_pg3_0" already exists')):
         message, code = _describe(exc)
         assert code == 1 and "TRACKCTL_PREPARED_STATEMENTS=off" in message and "_pg3_" in message, message
+
+
+@pytest.mark.parametrize("args", [["pool", "available", "--limit", "99999999999999999999"],
+                                  ["runs", "--limit", "99999999999999999999"],
+                                  ["webhook", "deliveries", "--subscriber", "99999999999999999999"]])
+def test_numbers_beyond_what_the_database_holds_are_usage_errors(cli, args):
+    r = cli(*args)
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and "unexpected" not in r.stderr, r
+
+
+def test_a_terminal_table_never_cuts_a_code_or_an_order_id():
+    import io
+
+    from trackctl.output import emit
+
+    code = "5f0c6a0e-8a4e-4b7c-9a43-2f1e2d3c4b5a"
+    out = io.StringIO()  # rich renders it 80 columns wide, as on a small terminal
+    emit([{"code": code, "order_id": "order-0000000042", "carrier": "correios", "status": "out_for_delivery",
+           "label": "Saiu para entrega", "assigned_at": "2026-12-01T09:00:00+00:00", "note": "x" * 60}],
+         ["code", "order_id", "carrier", "status", "label", "assigned_at", "note"], "table", out=out)
+    text = out.getvalue()
+    assert code in text and "order-0000000042" in text, text
