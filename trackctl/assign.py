@@ -224,14 +224,6 @@ def _copy_text(value: str) -> str:
     return value.replace("\\", "\\\\")
 
 
-def assign_chunk(conn: psycopg.Connection, lines: list[BatchLine]) -> list[Assignment | str]:
-    """Assign one chunk of lines in one transaction; return one assignment per line, in order
-    (or, for a line whose pool can make no more codes, the reason)."""
-    chunk = _Chunk(lines, [])
-    chunk.run(conn)
-    return chunk.assignments()
-
-
 Codes = dict[int, tuple[str, bool]]  # seq of a chunk's first line of a key -> (code, new)
 
 

@@ -49,6 +49,7 @@ class LogFormat(str, Enum):
 
 # Set by the root callback: with json, every stderr line (messages, warnings, errors) is a JSON record.
 _log_format = "text"
+_log_format_chosen = False  # False until the root callback has read the option and the environment
 
 
 def _log(level: int, message: str) -> None:
@@ -105,13 +106,13 @@ def root(
 
 
 def _set_log_format(value: Optional[str], conf) -> None:
-    global _log_format
+    global _log_format, _log_format_chosen
     value = (value or "text").strip().lower()
     if value not in ("text", "json"):
         from ..errors import UsageError
 
         raise UsageError(f"unknown log format {value[:20]!r} in TRACKCTL_LOG_FORMAT", hint="use text or json")
-    _log_format = value
+    _log_format, _log_format_chosen = value, True
     if value == "json":  # text logging is set up lazily, by the commands that log
         setup_logging(conf)
 
@@ -174,10 +175,17 @@ def _report(exc: BaseException, debug: bool) -> int:
         # A chained psycopg error can quote the connection string back, password and all.
         sys.stderr.write(redact("".join(traceback.format_exception(exc))))
     message, code = _describe(exc)
-    message = redact(message)  # psycopg's part of a message is not ours to trust
-    if _log_format == "json":
-        from ..logs import get_logger
+    return _error_line(redact(message), code)  # psycopg's part of a message is not ours to trust
 
+
+def _error_line(message: str, code: int) -> int:
+    """Write the one error line (a JSON record with JSON logs) and return the exit code."""
+    # Before the root callback has run (a bad root option) the environment decides.
+    chosen = _log_format if _log_format_chosen else os.environ.get("TRACKCTL_LOG_FORMAT", "").strip().lower()
+    if chosen == "json":
+        from ..logs import configure, get_logger
+
+        configure("json")
         get_logger("cli").error(message, extra={"exit_code": code})
     else:
         sys.stderr.write(f"trackctl: error: {message}\n")
@@ -259,16 +267,7 @@ def _report_usage(exc: Exception) -> int:
     ctx = getattr(exc, "ctx", None)
     command = _command_named(sys.argv[1:])
     path = ctx.command_path if ctx is not None else f"trackctl {command}" if command else "trackctl"
-    hint = f"see '{path} --help'"
-    json_logs = _log_format == "json" or os.environ.get("TRACKCTL_LOG_FORMAT", "").strip().lower() == "json"
-    if json_logs:
-        from ..logs import configure, get_logger
-
-        configure("json")
-        get_logger("cli").error(f"{message} ({hint})", extra={"exit_code": exc.exit_code})
-    else:
-        sys.stderr.write(f"trackctl: error: {message} ({hint})\n")
-    return exc.exit_code
+    return _error_line(f"{message} (see '{path} --help')", exc.exit_code)
 
 
 def main() -> None:
