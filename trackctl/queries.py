@@ -2,7 +2,7 @@
 `-- name: <query_name>` line; `load(area)` gives them back as attributes.
 
     SQL = queries.load("runs")
-    conn.execute(SQL.finish_run, params)
+    SQL.finish_run          # the text of the block named finish_run, for execute()
 
 Files are read once per process and only when a module first asks for its area, so a command pays
 only for the areas it uses. A name that is not in the file raises AttributeError naming the file,
