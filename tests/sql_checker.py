@@ -200,6 +200,8 @@ class SqlChecker:
         """True for text that can only ever be built from literals (rules a and b)."""
         if isinstance(node, ast.Constant):
             return isinstance(node.value, (str, bytes))
+        if self.loaded_query(node, scope):
+            return True
         joined = self._joined(node, scope, seen, self.fixed)
         if joined is not None:
             return joined
@@ -212,6 +214,22 @@ class SqlChecker:
                 and all(not isinstance(a, ast.Starred) and self.fixed_part(a, scope, seen) for a in node.args) \
                 and all(k.arg is not None and self.fixed_part(k.value, scope, seen) for k in node.keywords)
         return False
+
+    def loaded_query(self, node: ast.AST, scope: _Scope) -> bool:
+        """True for `NAME.query` where NAME is bound once to `queries.load("<area>")` (trackctl/queries.py):
+        the text of a named block of sql/queries/<area>.sql, a file of the package."""
+        if not isinstance(node, ast.Attribute):
+            return False
+        base = self.ref(node.value, scope)
+        if base is None or base[0] != "value":
+            return False
+        call = base[1]
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "load"
+                and len(call.args) == 1 and not call.keywords and isinstance(call.args[0], ast.Constant)
+                and isinstance(call.args[0].value, str)):
+            return False
+        module = self.ref(call.func.value, base[2])
+        return module is not None and module[0] == "module" and module[1].endswith("queries")
 
     def fixed_part(self, node: ast.AST, scope: _Scope, seen: frozenset) -> bool:
         """Fixed text, or a number literal (or constant bound to one) put into an f-string or .format:

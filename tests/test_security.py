@@ -170,6 +170,15 @@ def test_credentials_in_a_webhook_url_are_never_printed_or_stored_in_errors(cli,
 
 # Statement arguments the check must refuse: each module set holds exactly one offending call.
 UNSAFE_SQL = {
+    "a query area chosen at run time": {"pkg.queries": """
+        def load(area):
+            return area
+        """, "pkg.m": """
+        from . import queries
+        def f(conn, area):
+            sql = queries.load(area)
+            conn.execute(sql.track_one, {})
+        """},
     "f-string in a local": {"m": """
         def f(conn, x):
             q = f"SELECT * FROM t WHERE a = {x}"
@@ -358,6 +367,15 @@ SAFE_SQL = {
             conn.execute(SQL("DROP TABLE {}").format(Identifier(table)))
             q = psycopg.sql.SQL(", ").join([psycopg.sql.Identifier(col), psycopg.sql.Literal(value)])
             conn.execute(sql.SQL("SELECT ") + q)
+        """},
+    "named queries loaded from sql/queries": {"pkg.queries": """
+        def load(area):
+            return area
+        """, "pkg.m": """
+        from . import queries
+        SQL = queries.load("track")
+        def f(conn):
+            conn.execute(SQL.track_one, {})
         """},
     "a local bound once to a choice between constants": {"m": """
         SELECT = "SELECT * FROM s"

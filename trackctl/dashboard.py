@@ -60,7 +60,7 @@ TABLE_EXISTS = "SELECT to_regclass(%s) IS NOT NULL"
 SHIPMENTS = """
 SELECT c.name, t.status, count(*)
 FROM sequencing.tracking t JOIN sequencing.carrier c ON c.id = t.freightcarrier_id
-WHERE t.order_id IS NOT NULL
+WHERE t.freightcarrier_id IS NOT NULL
 GROUP BY c.name, t.status
 """
 OUTBOX_BACKLOG = """

@@ -52,7 +52,7 @@ SELECT t.tracking_id, t.order_id, c.name, t.status, t.stale_at IS NOT NULL,
        coalesce(t.last_event_at, t.assigned_at),
        %(stale_after)s::interval IS NOT NULL AND coalesce(t.last_event_at, t.assigned_at) < now() - %(stale_after)s::interval
 FROM sequencing.tracking t JOIN sequencing.carrier c ON c.id = t.freightcarrier_id
-WHERE t.id = %(id)s AND t.order_id IS NOT NULL
+WHERE t.id = %(id)s AND t.freightcarrier_id IS NOT NULL
 FOR UPDATE OF t
 """
 # Manual events happen "now", but never before the newest event already known, so that a
@@ -103,7 +103,8 @@ UPDATE sequencing.tracking SET
 WHERE id = %(id)s
 RETURNING coalesce(last_event_at, assigned_at)
 """
-FIND_BY_CODE = "SELECT id, order_id FROM sequencing.tracking WHERE tracking_id = %s"
+# The second column is NULL for a free code (pool codes no order has yet).
+FIND_BY_CODE = "SELECT id, freightcarrier_id FROM sequencing.tracking WHERE tracking_id = %s"
 FIND_BY_ORDER = """
 SELECT t.id, t.tracking_id, t.status FROM sequencing.tracking t
 JOIN sequencing.carrier c ON c.id = t.freightcarrier_id

@@ -14,12 +14,12 @@ from .names import check_order_id
 @dataclass(frozen=True)
 class Shipment:
     code: str
-    order_id: str
+    order_id: str | None  # None: a carrier's number tracked without an order
     carrier: str
-    parcel: int
+    parcel: int | None  # None: a carrier's number (`trackctl track`)
     status: str
     label: str
-    pool: str
+    pool: str | None  # None: a carrier's number (`trackctl track`)
     assigned_at: datetime
     shipping_date: datetime | None
 
@@ -29,7 +29,7 @@ SELECT t.tracking_id, t.order_id, c.name, t.parcel, t.status, s.label, p.name, t
 FROM sequencing.tracking t
 JOIN sequencing.carrier c ON c.id = t.freightcarrier_id
 JOIN sequencing.status s ON s.key = t.status
-JOIN sequencing.pool p ON p.id = t.pool_id
+LEFT JOIN sequencing.pool p ON p.id = t.pool_id
 """
 
 

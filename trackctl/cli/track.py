@@ -1,0 +1,99 @@
+"""trackctl track: start tracking numbers a carrier issued (one, or a batch from stdin)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import InputRejected, UsageError
+from . import app, connection, pipe_output, warn
+from .assign import BatchFormat, InputFormat
+
+
+def _write(fmt: str, t, writer=None) -> None:
+    if fmt == "jsonl":
+        from ..output import json_line
+
+        sys.stdout.write(json_line({"code": t.code, "carrier": t.carrier, "order_id": t.order_id,
+                                    "new": t.new, "source": t.source}) + "\n")
+    else:
+        import csv
+
+        (writer or csv.writer(sys.stdout, lineterminator="\n")).writerow((t.code, t.carrier, t.order_id or ""))
+
+
+@app.command("track")
+def track_cmd(
+    ctx: typer.Context,
+    code: Optional[str] = typer.Argument(None, help="The carrier's tracking number (5-50 letters, digits, '-')."),
+    carrier: Optional[str] = typer.Option(None, "--carrier", help="Carrier name or numeric id."),
+    order: Optional[str] = typer.Option(None, "--order", help="Order id the number belongs to (optional)."),
+    batch: bool = typer.Option(False, "--batch", help="Read code,carrier[,order] lines from stdin (or --input)."),
+    input_file: Optional[Path] = typer.Option(None, "--input", help="Batch input file instead of stdin."),
+    input_format: InputFormat = typer.Option(InputFormat.auto, "--input-format",
+                                             help="Batch input: csv, jsonl, or auto (per line)."),
+    fmt: Optional[BatchFormat] = typer.Option(
+        None, "--format", show_default=False,
+        help="csv (code,carrier,order) or jsonl (code, carrier, order_id, new, source); default: csv for a "
+             "batch, the bare code for one number."),
+) -> None:
+    """Start tracking a number the carrier issued (UPS 1Z..., a DHL waybill, a Jadlog number).
+
+    It becomes a shipment like any assigned code: polled, with status, timeline and events.
+    Idempotent; a code already tracked with another carrier is refused. Prints the code:
+
+      trackctl track 1Z999AA10123456784 --carrier ups --order 42
+
+      printf '1Z999AA10123456784,ups,42\\n10084531234,jadlog\\n' | trackctl track --batch
+    """
+    if batch or input_file is not None:
+        if code is not None or carrier is not None or order is not None:
+            raise UsageError("--batch reads codes from input; do not also give CODE, --carrier or --order")
+        _batch(ctx, input_file, input_format.value, (fmt or BatchFormat.csv).value)
+        return
+    if code is None or carrier is None:
+        raise UsageError("give CODE and --carrier, or --batch", hint="e.g. trackctl track 1Z999AA10123456784 --carrier ups")
+    from ..track import track
+
+    with connection(ctx) as conn:
+        result = track(conn, code, carrier, order)
+    if fmt is None:
+        sys.stdout.write(result.code + "\n")
+    else:
+        _write(fmt.value, result)
+
+
+def _batch(ctx: typer.Context, input_file: Optional[Path], input_format: str, fmt: str) -> None:
+    import csv
+
+    from ..track import parse_records, track_lines
+    from .jobs import progress
+
+    if input_file is None and sys.stdin.isatty():
+        raise UsageError("--batch reads lines from stdin, which is a terminal",
+                         hint="pipe the lines in, or use --input FILE")
+    try:
+        stream = open(input_file, "rb") if input_file else sys.stdin.buffer
+    except OSError as exc:
+        raise UsageError(f"cannot read {input_file}: {exc.strerror}") from exc
+    rejected = tracked = 0
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    with stream, connection(ctx) as conn, pipe_output(), progress("track", unit="lines") as bar:
+        for n, outcome in enumerate(track_lines(conn, parse_records(stream, input_format)), 1):
+            if n % 1000 == 0:
+                bar(1000)
+            if outcome.error is not None:
+                rejected += 1
+                sys.stderr.write(f"line {outcome.line}: {outcome.error}\n")
+            else:
+                tracked += 1
+                _write(fmt, outcome.tracked, writer)
+            sys.stdout.flush()  # each answer reaches the reader at once, even while input pauses
+    if tracked == 0 and rejected == 0:
+        warn("no input lines")
+    if rejected:
+        raise InputRejected(f"{rejected} of {tracked + rejected} lines rejected (see above); the others are tracked",
+                            hint="fix those lines and rerun them: tracking is idempotent")
