@@ -42,7 +42,9 @@ from carrier_server import CarrierServer  # noqa: E402
 
 from scratch import say, scratch_database, trackctl_command  # noqa: E402
 from trackctl.carriers import add_carrier, carrier_settings  # noqa: E402
-from trackctl.poll import ACQUIRE  # noqa: E402
+from trackctl.poll import SQL as POLL_SQL  # noqa: E402
+
+ACQUIRE = POLL_SQL.acquire
 
 TARGET = 0.8
 
@@ -75,7 +77,7 @@ def time_claims(conn: psycopg.Connection, carrier_id: int, claims: int) -> float
     """Return the median milliseconds of one claim (`poll_acquire`: slot and shipment), leaving nothing claimed."""
     round_start = conn.execute("SELECT now()").fetchone()[0]
     params = {"carrier": carrier_id, "holder": "bench", "lease": timedelta(seconds=60), "round": round_start,
-              "all": False}
+              "all": False, "limit": 1, "stop": False}
     times = []
     for _ in range(claims):
         t = time.perf_counter()

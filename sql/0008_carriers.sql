@@ -131,9 +131,11 @@ CREATE INDEX carrier_call_at ON sequencing.carrier_call (at, carrier_id);
 -- 429 block and breaker are checked, a concurrency slot is taken (caps count requests) and up
 -- to p_limit due shipments are claimed with a lease, in one round trip. Outcomes as in
 -- poll_acquire; an 'ok' answer has one row per claimed shipment, all with the same slot.
+-- With p_stop the shipments claimed are instead registered numbers the carrier's service should
+-- stop tracking (terminal or stale here, remote_stopped_at not set): 17TRACK stoptrack.
 CREATE FUNCTION sequencing.poll_acquire_batch(
     p_carrier integer, p_holder text, p_lease interval, p_round_start timestamptz, p_all boolean,
-    p_limit integer)
+    p_limit integer, p_stop boolean DEFAULT false)
 RETURNS TABLE (outcome text, wait_s double precision, slot integer, probe boolean,
                shipment_id bigint, code text, order_id text, status text,
                assigned_at timestamptz, poll_count integer, registered boolean)
@@ -146,7 +148,14 @@ DECLARE
     v_probe boolean := false;
     v_found boolean := false;
 BEGIN
-    SELECT * INTO v_state FROM sequencing.carrier_state WHERE carrier_id = p_carrier;
+    IF p_limit > 1 THEN
+        -- Batch claims of one carrier take turns, so that each takes a whole batch: claims
+        -- racing through the due index with SKIP LOCKED would split it into small requests,
+        -- and a rate-limited carrier pays per request, not per number.
+        SELECT * INTO v_state FROM sequencing.carrier_state WHERE carrier_id = p_carrier FOR UPDATE;
+    ELSE
+        SELECT * INTO v_state FROM sequencing.carrier_state WHERE carrier_id = p_carrier;
+    END IF;
     IF v_state.blocked_until > now() THEN
         RETURN QUERY SELECT 'blocked'::text, extract(epoch FROM v_state.blocked_until - now())::float8,
             NULL::int, false, NULL::bigint, NULL::text, NULL::text, NULL::text, NULL::timestamptz, NULL::int, NULL::boolean;
@@ -187,6 +196,30 @@ BEGIN
     END IF;
 
     -- A probe asks about one shipment only.
+    IF p_stop THEN
+        FOR shipment_id, code, order_id, status, assigned_at, poll_count, registered IN
+            WITH pick AS (
+                SELECT t.id FROM sequencing.tracking t
+                WHERE t.freightcarrier_id = p_carrier
+                  AND t.remote_registered_at IS NOT NULL AND t.remote_stopped_at IS NULL
+                  AND (t.status IN ('delivered', 'returned', 'cancelled') OR t.stale_at IS NOT NULL)
+                  AND (t.claimed_until IS NULL OR t.claimed_until <= now())
+                ORDER BY t.id
+                LIMIT CASE WHEN v_probe THEN 1 ELSE greatest(p_limit, 1) END
+                FOR UPDATE SKIP LOCKED
+            )
+            UPDATE sequencing.tracking t SET claimed_until = now() + p_lease
+            FROM pick WHERE t.id = pick.id
+            RETURNING t.id, t.tracking_id, t.order_id, t.status, t.assigned_at, t.poll_count, true
+        LOOP
+            v_found := true;
+            outcome := 'ok';
+            wait_s := 0;
+            slot := v_slot;
+            probe := v_probe;
+            RETURN NEXT;
+        END LOOP;
+    ELSE
     FOR shipment_id, code, order_id, status, assigned_at, poll_count, registered IN
         WITH pick AS (
             SELECT t.id FROM sequencing.tracking t
@@ -212,6 +245,7 @@ BEGIN
         probe := v_probe;
         RETURN NEXT;
     END LOOP;
+    END IF;
     IF NOT v_found THEN
         UPDATE sequencing.carrier_slot s SET leased_until = '-infinity', holder = NULL
         WHERE s.carrier_id = p_carrier AND s.slot = v_slot;

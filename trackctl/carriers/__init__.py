@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from .. import queries
 from ..errors import AlreadyExists, InvalidValue, UnknownCarrier, UnknownPool
 from ..names import carrier_ref_id, check_carrier_name, check_pool_name
 
@@ -29,6 +30,11 @@ TOKEN_ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 # Statuses whose poll interval can be set (terminal shipments are never polled).
 POLLED_STATUSES = ("pending", "in_transit", "out_for_delivery", "failed_attempt", "available_for_pickup",
                    "exception")
+# Interval keys besides the statuses: `moved`, the most a shipment waits after a poll with news.
+INTERVAL_KEYS = POLLED_STATUSES + ("moved",)
+MAX_RATE_LIMIT = 10_000.0
+SETTING_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+SQL = queries.load("carriers")
 
 
 @dataclass(frozen=True)
@@ -39,21 +45,11 @@ class Carrier:
     pool_id: int
 
 
-SELECT_CARRIERS = """
-SELECT c.id, c.name, p.name, p.id
-FROM sequencing.carrier c JOIN sequencing.pool p ON p.id = c.pool_id
-"""
-INSERT_CARRIER = """
-INSERT INTO sequencing.carrier (id, name, pool_id)
-SELECT coalesce(%(id)s, (SELECT coalesce(max(id), 0) + 1 FROM sequencing.carrier)), %(name)s, p.id
-FROM sequencing.pool p WHERE p.name = %(pool)s
-RETURNING id
-"""
 
 
 def list_carriers(conn: psycopg.Connection) -> list[Carrier]:
     """Return every carrier, by id."""
-    return [Carrier(*row) for row in conn.execute(SELECT_CARRIERS + " ORDER BY c.id").fetchall()]
+    return [Carrier(*row) for row in conn.execute(SQL.list_carriers).fetchall()]
 
 
 KNOWN_SHOWN = 10  # carriers named in an "unknown carrier" message
@@ -69,8 +65,7 @@ def unknown_carrier(ref: str, known: list[Carrier]) -> UnknownCarrier:
 
 def get_carrier(conn: psycopg.Connection, ref: str) -> Carrier:
     """Return the carrier named by `ref` (name or numeric id), or raise UnknownCarrier."""
-    row = conn.execute(SELECT_CARRIERS + " WHERE c.name = %s OR c.id = %s",
-                       (ref, carrier_ref_id(ref))).fetchone()
+    row = conn.execute(SQL.get_carrier, (ref, carrier_ref_id(ref))).fetchone()
     if row is None:
         raise unknown_carrier(ref, list_carriers(conn))
     return Carrier(*row)
@@ -88,7 +83,7 @@ def add_carrier(conn: psycopg.Connection, name: str, carrier_id: int | None = No
         raise InvalidValue("carrier id must be a positive integer")
     try:
         with conn.transaction():
-            row = conn.execute(INSERT_CARRIER, {"id": carrier_id, "name": name, "pool": pool}).fetchone()
+            row = conn.execute(SQL.insert_carrier, {"id": carrier_id, "name": name, "pool": pool}).fetchone()
             if row is not None and settings:
                 _apply_settings(conn, row[0], name, None, settings)
     except psycopg.errors.UniqueViolation as exc:
@@ -119,6 +114,8 @@ class CarrierSettings:
     stale_after: timedelta = timedelta(days=30)
     breaker_threshold: int = 10
     breaker_cooldown: timedelta = timedelta(minutes=5)
+    credentials: dict = field(default_factory=dict)  # secret setting -> NAME of its environment variable
+    rate_limit: float | None = None  # requests per second over all hosts (None: the adapter's own, if any)
 
 
 @dataclass(frozen=True)
@@ -134,47 +131,21 @@ class CarrierState:
     slots_in_use: int
 
 
-SELECT_SETTINGS = """
-SELECT c.id, c.name, p.name, c.adapter, c.url, c.token_env, c.max_concurrency, c.timeout, c.options,
-       c.poll_intervals, c.stale_after, c.breaker_threshold, c.breaker_cooldown
-FROM sequencing.carrier c JOIN sequencing.pool p ON p.id = c.pool_id
-"""
-SELECT_STATE = """
-SELECT c.name,
-       CASE WHEN s.open_until IS NULL THEN 'closed' WHEN s.open_until > now() THEN 'open' ELSE 'half-open' END,
-       s.consecutive_failures, CASE WHEN s.blocked_until > now() THEN s.blocked_until END, s.open_until, s.opened_at,
-       (SELECT count(*) FROM sequencing.carrier_slot l
-        WHERE l.carrier_id = c.id AND l.slot <= c.max_concurrency AND l.leased_until > now())::int
-FROM sequencing.carrier c JOIN sequencing.carrier_state s ON s.carrier_id = c.id
-"""
-UPDATE_SETTINGS = """
-UPDATE sequencing.carrier SET
-    adapter = %(adapter)s, url = %(url)s, token_env = %(token_env)s, max_concurrency = %(max_concurrency)s,
-    timeout = %(timeout)s, options = %(options)s, poll_intervals = %(poll_intervals)s,
-    stale_after = %(stale_after)s, breaker_threshold = %(breaker_threshold)s,
-    breaker_cooldown = %(breaker_cooldown)s, pool_id = coalesce(%(pool_id)s, pool_id)
-WHERE id = %(id)s
-"""
-RESET_STATE = """
-UPDATE sequencing.carrier_state
-SET blocked_until = NULL, consecutive_failures = 0, open_until = NULL, probe_until = NULL
-WHERE carrier_id = %s
-"""
-POOL_ID = "SELECT id FROM sequencing.pool WHERE name = %s"
 
 
 def _settings_row(row: tuple) -> CarrierSettings:
-    return CarrierSettings(*row[:8], dict(row[8] or {}), dict(row[9] or {}), *row[10:])
+    return CarrierSettings(*row[:8], dict(row[8] or {}), dict(row[9] or {}), *row[10:13], dict(row[13] or {}),
+                           row[14])
 
 
 def list_carrier_settings(conn: psycopg.Connection) -> list[CarrierSettings]:
     """Return every carrier's adapter settings and polling policy, by id."""
-    return [_settings_row(r) for r in conn.execute(SELECT_SETTINGS + " ORDER BY c.id").fetchall()]
+    return [_settings_row(r) for r in conn.execute(SQL.list_settings).fetchall()]
 
 
 def carrier_settings(conn: psycopg.Connection, ref: str) -> CarrierSettings:
     """Return the settings of the carrier named by `ref` (name or id), or raise UnknownCarrier."""
-    row = conn.execute(SELECT_SETTINGS + " WHERE c.name = %s OR c.id = %s", (ref, carrier_ref_id(ref))).fetchone()
+    row = conn.execute(SQL.get_settings, (ref, carrier_ref_id(ref))).fetchone()
     if row is None:
         raise unknown_carrier(ref, list_carriers(conn))
     return _settings_row(row)
@@ -182,13 +153,13 @@ def carrier_settings(conn: psycopg.Connection, ref: str) -> CarrierSettings:
 
 def carrier_states(conn: psycopg.Connection) -> list[CarrierState]:
     """Return the breaker, 429 block and slots in use of every carrier."""
-    return [CarrierState(*r) for r in conn.execute(SELECT_STATE + " ORDER BY c.id").fetchall()]
+    return [CarrierState(*r) for r in conn.execute(SQL.list_states).fetchall()]
 
 
 def reset_carrier_state(conn: psycopg.Connection, ref: str) -> CarrierSettings:
     """Close the breaker and lift the 429 block of a carrier (a person decided it is fine)."""
     carrier = carrier_settings(conn, ref)
-    conn.execute(RESET_STATE, (carrier.id,))
+    conn.execute(SQL.reset_state, (carrier.id,))
     return carrier
 
 
@@ -234,7 +205,7 @@ def check_url(url: str) -> str:
 def _apply_settings(conn: psycopg.Connection, carrier_id: int, name: str, current: CarrierSettings | None,
                     changes: Mapping[str, Any]) -> None:
     known = {"adapter", "url", "token_env", "max_concurrency", "timeout", "options", "intervals", "stale_after",
-             "breaker_threshold", "breaker_cooldown", "pool"}
+             "breaker_threshold", "breaker_cooldown", "pool", "credentials", "rate_limit"}
     unknown = set(changes) - known
     if unknown:
         raise TypeError(f"unknown carrier settings: {', '.join(sorted(unknown))}")
@@ -257,6 +228,21 @@ def _apply_settings(conn: psycopg.Connection, carrier_id: int, name: str, curren
     if not 0 < timeout <= MAX_TIMEOUT:
         raise InvalidValue(f"--timeout must be more than 0 and at most {MAX_TIMEOUT:g} seconds")
 
+    rate_limit = (changes["rate_limit"] or None) if "rate_limit" in changes else cur.rate_limit  # 0 removes it
+    if rate_limit is not None and not 0 < float(rate_limit) <= MAX_RATE_LIMIT:
+        raise InvalidValue(f"--rate-limit must be more than 0 and at most {MAX_RATE_LIMIT:g} requests per second")
+    credentials = dict(cur.credentials) if adapter == cur.adapter else {}
+    for setting, var in (changes.get("credentials") or {}).items():
+        if not SETTING_NAME.fullmatch(setting):
+            raise InvalidValue(f"invalid credential setting {setting[:40]!r}", hint="a provider setting name, e.g. api_key")
+        if not var:
+            credentials.pop(setting, None)
+        elif not TOKEN_ENV.fullmatch(var):
+            raise InvalidValue(f"invalid environment variable name {var[:40]!r} for --credential {setting}",
+                               hint="give SETTING=VARIABLE_NAME, e.g. consumer_key=DHL_KEY, not the secret itself")
+        else:
+            credentials[setting] = var
+
     option_changes = changes.get("options") or {}
     # Options belong to an adapter: a new adapter starts from its own defaults.
     options = dict(cur.options) if adapter == cur.adapter else {}
@@ -269,14 +255,20 @@ def _apply_settings(conn: psycopg.Connection, carrier_id: int, name: str, curren
         given = {k: v for k, v in option_changes.items() if v != ""}
         options = {k: v for k, v in options.items() if k not in option_changes}
         options.update(parse_options(adapter, adapter_class, given))
+        check = getattr(adapter_class, "check_settings", None)
+        if callable(check):  # karrio: the provider's required settings, given as options or credentials
+            try:
+                check(options, credentials, url)
+            except ValueError as exc:
+                raise InvalidValue(f"adapter {adapter}: {exc}") from exc
     elif option_changes:
         raise InvalidValue("--option needs an adapter", hint="add --adapter NAME")
 
     intervals = dict(cur.poll_intervals)
     for status, seconds in (changes.get("intervals") or {}).items():
-        if status not in POLLED_STATUSES:
+        if status not in INTERVAL_KEYS:
             raise InvalidValue(f"no poll interval for status {status[:40]!r}",
-                               hint=f"intervals exist for {', '.join(POLLED_STATUSES)}")
+                               hint=f"intervals exist for {', '.join(INTERVAL_KEYS)}")
         if seconds is None:
             intervals.pop(status, None)
         elif not 1 <= seconds <= 30 * 86400:
@@ -294,13 +286,14 @@ def _apply_settings(conn: psycopg.Connection, carrier_id: int, name: str, curren
     pool_id = None
     if changes.get("pool"):
         check_pool_name(changes["pool"])
-        row = conn.execute(POOL_ID, (changes["pool"],)).fetchone()
+        row = conn.execute(SQL.pool_id, (changes["pool"],)).fetchone()
         if row is None:
             raise UnknownPool(f"unknown pool {changes['pool']!r}", hint="create it with 'trackctl pool create'")
         pool_id = row[0]
-    conn.execute(UPDATE_SETTINGS, {
+    conn.execute(SQL.update_settings, {
         "id": carrier_id, "adapter": adapter, "url": url, "token_env": token_env,
         "max_concurrency": max_concurrency, "timeout": timeout, "options": Jsonb(options),
         "poll_intervals": Jsonb(intervals), "stale_after": stale_after, "breaker_threshold": threshold,
-        "breaker_cooldown": cooldown, "pool_id": pool_id,
+        "breaker_cooldown": cooldown, "pool_id": pool_id, "credentials": Jsonb(credentials),
+        "rate_limit": float(rate_limit) if rate_limit is not None else None,
     })

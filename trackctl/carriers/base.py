@@ -1,16 +1,19 @@
 """The adapter interface: what a carrier adapter is given, what it returns and what it raises.
 
 An adapter turns one carrier's tracking API into normalised events. trackctl creates one
-adapter object per carrier and poll run (`Adapter(config)`) and calls `fetch(shipment)` from
-several worker threads at once, so `fetch` must be thread-safe. See docs/ADAPTERS.md.
+adapter object per carrier and poll run (`Adapter(config)`) and calls `fetch(shipment)` -- or,
+for an adapter that declares `max_batch` > 1, `fetch_batch(shipments)` with up to that many --
+from several worker threads at once, so both must be thread-safe. See docs/ADAPTERS.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -42,6 +45,11 @@ class AdapterConfig:
     timeout: float = 10.0
     options: Mapping[str, Any] = field(default_factory=dict)
     user_agent: str = "trackctl"
+    # Secret settings (karrio credentials), read from the environment when polling; never printed.
+    credentials: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # Pacing and accounting of the requests (see Calls); adapters that make several requests per
+    # fetch (17track) use it themselves, for the others trackctl counts one request per fetch.
+    calls: "Calls | None" = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,7 @@ class ShipmentRef:
     status: str
     assigned_at: datetime
     poll_count: int = 0  # polls made before this one (the simulator derives its failures from it)
+    registered: bool = False  # the carrier's tracking service was told about the code (17TRACK register)
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,63 @@ class CarrierEvent:
     raw_status: str
     description: str | None = None
     location: str | None = None
+
+
+@dataclass(frozen=True)
+class ShipmentResult:
+    """What a batch adapter says about one shipment of a request.
+
+    `error` set: this shipment failed (the request itself did not). `registered`: the carrier's
+    service now knows the number (recorded once; ShipmentRef.registered says so next time).
+    `stale`: the carrier has given up on the number (17TRACK Expired): flag it stale.
+    """
+
+    events: Sequence[CarrierEvent] = ()
+    error: str | None = None
+    registered: bool = False
+    stale: bool = False
+
+
+class Calls:
+    """Pacing and accounting of one carrier's HTTP requests, handed to adapters in AdapterConfig.
+
+    `with calls.request("track", numbers=40) as call:` waits for the carrier's rate limit (shared
+    by every process and host through the database), then times the request and records its
+    outcome: ok, failed (FetchFailed or any other exception) or rate_limited (RateLimited).
+    `call.registered = n` records numbers a register request made known. Without a poll run
+    (tests, scripts) nothing is paced or recorded.
+    """
+
+    def __init__(self, pace: Callable[[], None] | None = None,
+                 record: Callable[[str, str, int, int, float], None] | None = None) -> None:
+        self._pace = pace
+        self._record = record
+
+    def bind(self, pace: Callable[[], None] | None, record: Callable[[str, str, int, int, float], None] | None) -> None:
+        """Set the pacing and recording of this carrier's requests (the poller does, per run)."""
+        self._pace, self._record = pace, record
+
+    @contextlib.contextmanager
+    def request(self, kind: str, numbers: int) -> Iterator["Call"]:
+        if self._pace is not None:
+            self._pace()
+        call = Call()
+        started = time.monotonic()
+        outcome = "failed"
+        try:
+            yield call
+            outcome = "ok"
+        except RateLimited:
+            outcome = "rate_limited"
+            raise
+        finally:
+            if self._record is not None:
+                self._record(kind, outcome, numbers, call.registered, (time.monotonic() - started) * 1000.0)
+
+
+@dataclass
+class Call:
+    registered: int = 0
 
 
 class FetchFailed(Exception):
@@ -95,7 +161,16 @@ class Adapter(Protocol):
 
 
 class AdapterClass(Protocol):
-    """What the `trackctl.carriers` entry point names (a class, or any callable alike)."""
+    """What the `trackctl.carriers` entry point names (a class, or any callable alike).
+
+    Optional class attributes: `max_batch` (shipments per request, default 1; above 1 the adapter
+    has `fetch_batch(shipments) -> {code: ShipmentResult}`), `rate_limit` (requests per second
+    the carrier allows, default none), `shared_rate_limit` (True: the limit is per API key, so
+    carriers with the same adapter, token variable and URL share it), `accounts_requests` (True:
+    the adapter paces and records its requests through `config.calls` itself) and, with
+    `stop_batch(shipments)`, numbers registered with the carrier's service are told to stop once
+    terminal or stale.
+    """
 
     requires_url: ClassVar[bool]
 

@@ -15,6 +15,7 @@ BUILTIN = {
     "simulator": ("trackctl.carriers.simulator", "SimulatorAdapter"),
     "http-json": ("trackctl.carriers.http_json", "HttpJsonAdapter"),
     "correios": ("trackctl.carriers.correios", "CorreiosAdapter"),
+    "17track": ("trackctl.carriers.track17", "Track17Adapter"),
 }
 
 
@@ -25,8 +26,8 @@ def _entry_points() -> dict[str, Any]:
 
 
 def adapter_names() -> list[str]:
-    """Return the names of every adapter this installation knows, built-in first."""
-    return list(BUILTIN) + sorted(_entry_points())
+    """Return the names of every adapter this installation knows, built-in first (karrio:<provider> aside)."""
+    return list(BUILTIN) + ["karrio:<provider>"] + sorted(_entry_points())
 
 
 def load_adapter(name: str) -> Any:
@@ -34,6 +35,15 @@ def load_adapter(name: str) -> Any:
     if name in BUILTIN:
         module, attr = BUILTIN[name]
         return getattr(importlib.import_module(module), attr)
+    if name.startswith("karrio:"):
+        from .karrio_adapter import adapter_class
+
+        try:
+            return adapter_class(name.removeprefix("karrio:"))
+        except LookupError as exc:
+            raise InvalidValue(str(exc), hint="karrio carriers need the carriers extra: pip install 'trackctl[carriers]'") from None
+        except ValueError as exc:
+            raise InvalidValue(str(exc), hint="see 'trackctl carrier adapters'") from None
     found = _entry_points().get(name)
     if found is None:
         raise InvalidValue(f"unknown adapter {name[:40]!r} (known: {', '.join(adapter_names())})",
@@ -68,6 +78,19 @@ def build_adapter(name: str, config: AdapterConfig) -> Adapter:
         adapter = adapter_class(config)
     except (ValueError, TypeError) as exc:
         raise InvalidValue(f"carrier {config.carrier}: adapter {name}: {exc}") from exc
-    if not callable(getattr(adapter, "fetch", None)):
-        raise InvalidValue(f"adapter {name!r} has no fetch(shipment) method")
+    if not callable(getattr(adapter, "fetch", None)) and not callable(getattr(adapter, "fetch_batch", None)):
+        raise InvalidValue(f"adapter {name!r} has no fetch(shipment) or fetch_batch(shipments) method")
     return adapter
+
+
+def adapter_rows() -> list[dict]:
+    """Every adapter installed: built-in, entry points, and each tracking-capable karrio provider."""
+    rows = [{"adapter": name, "package": "trackctl", "required": [], "optional": []} for name in BUILTIN]
+    for name, ep in sorted(_entry_points().items()):
+        rows.append({"adapter": name, "package": getattr(ep.dist, "name", None) or ep.value, "required": [],
+                     "optional": []})
+    from .karrio_adapter import installed, tracking_providers
+
+    if installed("karrio"):
+        rows.extend(tracking_providers())
+    return rows

@@ -47,6 +47,17 @@ _watchdog = Watchdog("carrier-watchdog")
 
 def get(url: str, headers: Mapping[str, str], timeout: float, max_body: int = MAX_BODY) -> Response:
     """Return the response to GET `url`, or raise FetchFailed (timeout, connection error, body too big)."""
+    return request("GET", url, headers, timeout, max_body=max_body)
+
+
+def post(url: str, headers: Mapping[str, str], body: bytes, timeout: float, max_body: int = MAX_BODY) -> Response:
+    """Return the response to POST `body` to `url` (17TRACK), or raise FetchFailed like `get`."""
+    return request("POST", url, headers, timeout, body=body, max_body=max_body)
+
+
+def request(method: str, url: str, headers: Mapping[str, str], timeout: float, body: bytes | None = None,
+            max_body: int = MAX_BODY) -> Response:
+    """Return the response to one request, or raise FetchFailed (timeout, connection error, body too big)."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise FetchFailed(f"not an http(s) URL: {parts.scheme}://{parts.hostname or ''}")
@@ -60,7 +71,7 @@ def get(url: str, headers: Mapping[str, str], timeout: float, max_body: int = MA
     started = time.monotonic()
     ticket = _watchdog.watch(conn, started + timeout)
     try:
-        conn.request("GET", target, headers={**headers, "Connection": "close"})
+        conn.request(method, target, body=body, headers={**headers, "Connection": "close"})
         resp = conn.getresponse()
         length = resp.getheader("Content-Length")
         if length is not None and length.strip().isdigit() and int(length) > max_body:

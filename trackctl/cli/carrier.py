@@ -17,9 +17,14 @@ COLUMNS = ["id", "name", "pool", "adapter", "url", "token_env", "max_concurrency
 
 ADAPTER_HELP = "Adapter: simulator, http-json, correios, or one installed under the trackctl.carriers entry points."
 OPTION_HELP = "Adapter option KEY=VALUE, repeatable (simulator: step=2s fail=0.05 seed=7 latency=50ms)."
-INTERVAL_HELP = "Poll interval for a status, STATUS=DURATION, repeatable (e.g. out_for_delivery=5m)."
+INTERVAL_HELP = ("Poll interval for a status, STATUS=DURATION, repeatable (e.g. out_for_delivery=5m; "
+                 "moved=10m: the most a shipment waits after a poll that brought news).")
+CREDENTIAL_HELP = ("Secret provider setting SETTING=ENVVAR (karrio), repeatable: the NAME of the environment "
+                   "variable holding it; read when polling, never stored.")
+RATE_HELP = "Requests per second to this carrier over all processes and hosts, e.g. 3/s or 120/m."
 SETTINGS_COLUMNS = ["id", "name", "pool", "adapter", "url", "token_env", "max_concurrency", "timeout", "options",
-                    "poll_intervals", "stale_after", "breaker_threshold", "breaker_cooldown"]
+                    "poll_intervals", "stale_after", "breaker_threshold", "breaker_cooldown", "credentials",
+                    "rate_limit"]
 STATE_COLUMNS = ["carrier", "breaker", "consecutive_failures", "blocked_until", "open_until", "opened_at",
                  "slots_in_use"]
 
@@ -34,13 +39,28 @@ def _pairs(values: Optional[list[str]], what: str) -> dict[str, str]:
     return pairs
 
 
+def parse_rate(value: str) -> float:
+    """Return requests per second from `N/s`, `N/m`, `N/h` or a plain N (per second); 0 removes the limit."""
+    import re
+
+    match = re.fullmatch(r"\s*(\d{1,6}(?:\.\d{1,6})?)\s*(?:/\s*(s|m|h))?\s*", value or "")
+    if not match:
+        raise InvalidValue(f"invalid rate limit {value[:20]!r}", hint="use requests per second, e.g. 3/s, or 120/m")
+    return float(match.group(1)) / {"s": 1, "m": 60, "h": 3600}[match.group(2) or "s"]
+
+
 def _settings(adapter: Optional[str], url: Optional[str], token_env: Optional[str], max_concurrency: Optional[int],
               timeout: Optional[float], options: Optional[list[str]], intervals: Optional[list[str]],
               stale_after: Optional[str], breaker_threshold: Optional[int], breaker_cooldown: Optional[str],
-              pool: Optional[str] = None) -> dict:
+              pool: Optional[str] = None, credentials: Optional[list[str]] = None,
+              rate_limit: Optional[str] = None) -> dict:
     from ..names import parse_duration
 
     changes: dict = {}
+    if credentials:
+        changes["credentials"] = _pairs(credentials, "--credential")
+    if rate_limit is not None:
+        changes["rate_limit"] = parse_rate(rate_limit) if rate_limit.strip() else None
     for key, value in (("adapter", adapter), ("url", url), ("token_env", token_env), ("pool", pool),
                        ("max_concurrency", max_concurrency), ("timeout", timeout),
                        ("breaker_threshold", breaker_threshold)):
@@ -75,6 +95,8 @@ def add_cmd(
     stale_after: Optional[str] = typer.Option(None, "--stale-after", metavar="DURATION", help="No news for this long: stop polling, flag stale [default: 30d]."),
     breaker_threshold: Optional[int] = typer.Option(None, "--breaker-threshold", help="Consecutive failed requests that open the breaker [default: 10]."),
     breaker_cooldown: Optional[str] = typer.Option(None, "--breaker-cooldown", metavar="DURATION", help="How long an open breaker pauses the carrier [default: 5m]."),
+    credentials: Optional[list[str]] = typer.Option(None, "--credential", metavar="SETTING=ENVVAR", help=CREDENTIAL_HELP),
+    rate_limit: Optional[str] = typer.Option(None, "--rate-limit", metavar="N/s", help=RATE_HELP),
 ) -> None:
     """Add a carrier.
 
@@ -87,7 +109,7 @@ def add_cmd(
     from ..carriers import add_carrier
 
     changes = _settings(adapter, url, token_env, max_concurrency, timeout, options, intervals, stale_after,
-                        breaker_threshold, breaker_cooldown)
+                        breaker_threshold, breaker_cooldown, None, credentials, rate_limit)
     with connection(ctx) as conn:
         carrier = add_carrier(conn, name, carrier_id, pool, **changes)
     say(f"added carrier {carrier.name} (id {carrier.id}, pool {carrier.pool}"
@@ -110,6 +132,8 @@ def set_cmd(
     stale_after: Optional[str] = typer.Option(None, "--stale-after", metavar="DURATION", help="No news for this long: stop polling, flag stale."),
     breaker_threshold: Optional[int] = typer.Option(None, "--breaker-threshold", help="Consecutive failed requests that open the breaker."),
     breaker_cooldown: Optional[str] = typer.Option(None, "--breaker-cooldown", metavar="DURATION", help="How long an open breaker pauses the carrier."),
+    credentials: Optional[list[str]] = typer.Option(None, "--credential", metavar="SETTING=ENVVAR", help=CREDENTIAL_HELP + " SETTING= removes it."),
+    rate_limit: Optional[str] = typer.Option(None, "--rate-limit", metavar="N/s", help=RATE_HELP + " 0 removes it."),
 ) -> None:
     """Change a carrier's adapter settings or polling policy; options not given stay as they are.
 
@@ -120,7 +144,7 @@ def set_cmd(
     from ..carriers import set_carrier
 
     changes = _settings(adapter, url, token_env, max_concurrency, timeout, options, intervals, stale_after,
-                        breaker_threshold, breaker_cooldown, pool)
+                        breaker_threshold, breaker_cooldown, pool, credentials, rate_limit)
     if not changes:
         raise InvalidValue("nothing to change", hint="see 'trackctl carrier set --help'")
     with connection(ctx) as conn:
@@ -185,3 +209,19 @@ def list_cmd(ctx: typer.Context, fmt: Optional[Format] = typer.Option(None, "--f
 
     with connection(ctx) as conn:
         emit(list_carrier_settings(conn), COLUMNS, fmt_value(fmt))
+
+
+@carrier_app.command("adapters")
+def adapters_cmd(fmt: Optional[Format] = typer.Option(None, "--format", help=FORMAT_HELP)) -> None:
+    """List the adapters this installation has, with each karrio provider's settings.
+
+    karrio providers come with the carriers extra (pip install 'trackctl[carriers]'); each is
+    used as --adapter karrio:<provider>, with its required settings given as --credential
+    SETTING=ENVVAR (secrets) or --option SETTING=VALUE.
+
+    Example: trackctl carrier adapters --format json
+    """
+    from ..carriers.registry import adapter_rows
+    from ..output import emit
+
+    emit(adapter_rows(), ["adapter", "package", "required", "optional"], fmt_value(fmt))

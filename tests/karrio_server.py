@@ -1,0 +1,108 @@
+"""A local server answering karrio providers' documented tracking shapes (for `--url` tests and benches).
+
+Each provider's handler is a function (method, path, query, headers, body) -> (status, body)
+registered in PROVIDERS; the server counts requests and the TCP connections it accepted.
+Sample bodies are written here from the providers' public API documentation.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def dhl_universal_shipment(code: str, status_code: str = "transit", events: list[dict] | None = None) -> dict:
+    """A DHL Shipment Tracking - Unified API shipment (GET /track/shipments?trackingNumber=...)."""
+    events = events if events is not None else [
+        {"timestamp": "2026-11-21T08:02:00", "statusCode": status_code, "status": status_code.upper(),
+         "description": "Shipment is on its way", "location": {"address": {"addressLocality": "Leipzig, DE"}}},
+        {"timestamp": "2026-11-20T09:15:00", "statusCode": "pre-transit", "status": "PRE-TRANSIT",
+         "description": "Shipment information received", "location": {"address": {"addressLocality": "Bonn, DE"}}},
+    ]
+    return {"shipments": [{"id": code, "service": "parcel-de",
+                           "status": {"timestamp": events[0]["timestamp"] if events else "2026-11-20T09:15:00",
+                                      "statusCode": status_code, "status": status_code.upper(),
+                                      "description": "Current status"},
+                           "events": events}]}
+
+
+class KarrioServer:
+    def __init__(self, latency: float = 0.0) -> None:
+        self.latency = latency
+        self.shipments: dict[str, dict] = {}  # code -> body to answer
+        self.failures: dict[str, tuple[int, dict]] = {}  # code -> (status, body)
+        self.requests: list[tuple[str, dict]] = []  # (path, headers)
+        self.connections = 0
+        self.lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> "KarrioServer":
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                with owner.lock:
+                    owner.connections += 1
+
+            def do_GET(self) -> None:  # noqa: N802
+                owner._handle(self)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 512
+
+        self._server = Server(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def __enter__(self) -> "KarrioServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+        parts = urllib.parse.urlsplit(handler.path)
+        query = urllib.parse.parse_qs(parts.query)
+        with self.lock:
+            self.requests.append((handler.path, dict(handler.headers.items())))
+        if self.latency:
+            time.sleep(self.latency)
+        if parts.path == "/track/shipments" and "trackingNumber" in query:
+            code = query["trackingNumber"][0]
+            if not handler.headers.get("DHL-API-Key"):
+                status, doc = 401, {"status": 401, "title": "Unauthorized", "detail": "missing API key"}
+            elif code in self.failures:
+                status, doc = self.failures[code]
+            elif code in self.shipments:
+                status, doc = 200, self.shipments[code]
+            else:
+                status, doc = 404, {"title": "No result found", "status": 404,
+                                    "detail": "No shipment with given tracking number found."}
+        else:
+            status, doc = 404, {"status": 404, "title": "Not Found", "detail": "no such path"}
+        body = json.dumps(doc).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
