@@ -44,7 +44,7 @@ def test_two_poll_processes_together_keep_to_the_rate(conn, cli):
         assert [p.returncode for p in procs] == [0, 0], outs
         assert sum(json.loads(o[0])[0]["polled"] for o in outs) == 24
         assert len(server.requests) == 24
-        assert most_in_one_second([s.at for s in server.requests]) <= 4
+        assert most_in_one_second([s.started for s in server.requests]) <= 4
 
 
 def test_rate_limit_setting(conn, cli):

@@ -176,6 +176,17 @@ def check_breakers(conn: psycopg.Connection) -> list[Problem]:
     return problems
 
 
+def check_carrier_failures(conn: psycopg.Connection) -> list[Problem]:
+    """Carriers whose requests of the last hour failed too often (trackctl/carrier_stats.py)."""
+    from .carrier_stats import FAILURE_RATIO, failing_carriers
+
+    return [Problem("carrier_failures",
+                    f"carrier {name}: {failed} of {requests} requests in the last hour failed or were rate limited "
+                    f"(warning from {FAILURE_RATIO:.0%}): see 'trackctl carrier stats --since 1h' and "
+                    f"'trackctl carrier show {name}'")
+            for name, requests, failed in failing_carriers(conn)]
+
+
 # Checks after the schema check, in order; each returns its problems or raises Skipped.
 CHECKS = [
     ("pools", check_pools),
@@ -186,6 +197,7 @@ CHECKS = [
     ("stale", check_stale),
     ("s10", check_s10),
     ("breakers", check_breakers),
+    ("carrier_failures", check_carrier_failures),
 ]
 
 

@@ -80,7 +80,10 @@ def delivery_counts(conn: psycopg.Connection) -> dict[str, int] | None:
 
 def read_metrics(conn: psycopg.Connection) -> MetricsData:
     """Return everything `trackctl metrics` exposes, read from the database."""
-    return MetricsData(snapshot(conn), poll_counts(conn), delivery_counts(conn))
+    from .carrier_stats import call_totals
+
+    calls = call_totals(conn) if table_exists(conn, "sequencing.carrier_call") else None
+    return MetricsData(snapshot(conn), poll_counts(conn), delivery_counts(conn), extra={"carrier_calls": calls})
 
 
 class TrackctlCollector:
@@ -132,6 +135,24 @@ class TrackctlCollector:
                 breaker.add_metric([c.carrier], int(c.breaker_open))
                 blocked.add_metric([c.carrier], int(c.blocked))
             yield from (requests, recent, failures, breaker, blocked)
+        calls = self.data.extra.get("carrier_calls")
+        if calls is not None:  # every HTTP request made to a carrier (trackctl carrier stats)
+            http = CounterMetricFamily("trackctl_carrier_http_requests", "HTTP requests made to a carrier, by outcome",
+                                       labels=["carrier", "outcome"])
+            numbers = CounterMetricFamily("trackctl_carrier_numbers", "Shipments asked about in tracking requests",
+                                          labels=["carrier"])
+            registered = CounterMetricFamily("trackctl_carrier_registered", "Numbers registered with the carrier's "
+                                             "tracking service (17TRACK quota)", labels=["carrier"])
+            per_carrier: dict[str, list[int]] = {}
+            for carrier, outcome, n, asked, reg in calls:
+                http.add_metric([carrier, outcome], n)
+                sums = per_carrier.setdefault(carrier, [0, 0])
+                sums[0] += asked
+                sums[1] += reg
+            for carrier, (asked, reg) in per_carrier.items():
+                numbers.add_metric([carrier], asked)
+                registered.add_metric([carrier], reg)
+            yield from (http, numbers, registered)
         if d.overdue_polls is not None:
             yield GaugeMetricFamily("trackctl_polls_overdue", "Unfinished shipments past their poll time",
                                     value=d.overdue_polls)

@@ -160,7 +160,7 @@ def pipe_output() -> Iterator[None]:
 def _register() -> None:
     from . import assign, carrier, cron, db, demo, health, metrics, pool, runs, status  # noqa: F401  (commands register on import)
     from . import poll, shipment  # noqa: F401  (issue 4: poll, sweep-stale, cancel, mark)
-    from . import track  # noqa: F401  (issue 13: track)
+    from . import stats, track  # noqa: F401  (issue 13: track, carrier stats, shipments)
     from . import events, notify, outbox, webhook  # noqa: F401  (issue 5: events, notify, outbox, webhook)
 
 
