@@ -29,6 +29,19 @@ def dhl_universal_shipment(code: str, status_code: str = "transit", events: list
                            "events": events}]}
 
 
+def laposte_shipment(code: str, events: list[tuple[str, str, str]] | None = None) -> dict:
+    """A La Poste Suivi v2 answer (GET /suivi/v2/idships/CODE): events (code, label, date) newest first."""
+    events = events if events is not None else [
+        ("DI1", "Votre colis est livré.", "2026-11-22T10:00:00+01:00"),
+        ("ET1", "Votre colis est en cours d'acheminement.", "2026-11-21T06:30:00+01:00"),
+        ("PC1", "Votre colis a été déposé.", "2026-11-20T09:00:00+01:00"),
+    ]
+    return {"lang": "fr_FR", "scope": "open", "returnCode": 200,
+            "shipment": {"idShip": code, "holder": 4, "product": "Colissimo", "isFinal": events[0][0] == "DI1",
+                         "event": [{"code": c, "label": label, "date": date} for c, label, date in events],
+                         "timeline": [{"shortLabel": "Pris en charge", "status": True, "type": 1}]}}
+
+
 class KarrioServer:
     def __init__(self, latency: float = 0.0) -> None:
         self.latency = latency
@@ -98,6 +111,15 @@ class KarrioServer:
             else:
                 status, doc = 404, {"title": "No result found", "status": 404,
                                     "detail": "No shipment with given tracking number found."}
+        elif parts.path.startswith("/suivi/v2/idships/"):
+            code = urllib.parse.unquote(parts.path.rsplit("/", 1)[-1])
+            if not handler.headers.get("X-Okapi-Key"):
+                status, doc = 401, {"code": "UNAUTHORIZED", "message": "missing key"}
+            elif code in self.shipments:
+                status, doc = 200, self.shipments[code]
+            else:
+                status, doc = 404, {"lang": "fr_FR", "returnCode": 404, "idShip": code,
+                                    "returnMessage": "Numéro invalide ou non trouvé"}
         else:
             status, doc = 404, {"status": 404, "title": "Not Found", "detail": "no such path"}
         body = json.dumps(doc).encode()

@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import trackctl_command  # noqa: E402
-from karrio_server import KarrioServer, dhl_universal_shipment  # noqa: E402
+from karrio_server import KarrioServer, dhl_universal_shipment, laposte_shipment  # noqa: E402
 
 from trackctl.carriers import add_carrier, carrier_settings
 from trackctl.errors import InvalidValue
@@ -60,6 +60,22 @@ def test_dhl_universal_statuses_events_and_no_news(conn, server):
     report = poll(conn, budget=60, all_due=True, environ=ENV)
     assert report.carriers[0].new_events == 1 and report.carriers[0].changed == 1
     assert conn.execute("SELECT status FROM sequencing.tracking WHERE tracking_id = %s", (CODE,)).fetchone()[0] == "delivered"
+
+
+def test_laposte_keeps_its_path_under_the_url_and_maps_statuses(conn, server):
+    add_carrier(conn, "colissimo", 31, adapter="karrio:laposte", url=server.url, credentials={"api_key": "LP_KEY"})
+    server.shipments["6A12345678901"] = laposte_shipment("6A12345678901")
+    track(conn, "6A12345678901", "colissimo")
+    track(conn, "6A00000000000", "colissimo")  # 404 returnCode: no news
+    report = poll(conn, budget=60, environ={"LP_KEY": "lp-s3cret"})
+    assert report.polled == 2 and not report.failed, report.failures
+    paths = sorted(p for p, _ in server.requests)
+    assert paths[1].startswith("/suivi/v2/idships/6A12345678901?")  # the provider's path kept under --url
+    rows = conn.execute("SELECT e.status, e.raw_status FROM sequencing.tracking_event e JOIN sequencing.tracking t "
+                        "ON t.id = e.shipment_id WHERE t.tracking_id = '6A12345678901' ORDER BY e.occurred_at").fetchall()
+    assert rows == [(None, "PC1"), ("out_for_delivery", "out_for_delivery"), ("delivered", "delivered")]
+    assert conn.execute("SELECT status FROM sequencing.tracking WHERE tracking_id = '6A12345678901'").fetchone()[0] \
+        == "delivered"
 
 
 def test_provider_errors_fail_that_shipment_with_the_message_and_no_credentials(conn, server):
