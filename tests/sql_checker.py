@@ -27,6 +27,8 @@ import trackctl
 #     webhooks.list_subscribers' `where = " WHERE s.enabled" if enabled_only else ""`;
 #   - a number literal (or a constant bound to one) substituted into an f-string or .format:
 #     events.py's advisory lock class GROUP_LOCK_CLASS = 7_262_005 in MEMBER_LIVE.
+#   (d) a loaded query: `Q.name` where Q is bound once to `queries.load("<area>")` and
+#       sql/queries/<area>.sql has a block `-- name: name`.
 # Anything else fails: a local bound twice or rebound by a nested function, a parameter, a loop
 # or `with` target, `%`, .replace() or any other call, an attribute of anything but a module.
 # SQL_EXCEPTIONS lists the safe call sites of another shape, each with its reason.
@@ -196,8 +198,34 @@ class SqlChecker:
             return rule(node.body, scope, seen) and rule(node.orelse, scope, seen)
         return None
 
+    def loaded(self, node: ast.AST, scope: _Scope) -> bool:
+        """True for `Q.name` where Q is bound once to `queries.load("<area>")` and that area's file
+        has a query called `name` (rule d: a statement read from sql/queries/)."""
+        if not isinstance(node, ast.Attribute):
+            return False
+        r = self.ref(node.value, scope)
+        if r is None or r[0] != "value" or not isinstance(r[1], ast.Call):
+            return False
+        call, where = r[1], r[2]
+        func = call.func
+        if not (isinstance(func, ast.Attribute) and func.attr == "load"):
+            return False
+        base = self.ref(func.value, where)
+        if base != ("module", "trackctl.queries") or call.keywords or len(call.args) != 1 \
+                or not isinstance(call.args[0], ast.Constant) or not isinstance(call.args[0].value, str):
+            return False
+        from trackctl import queries
+
+        try:
+            return node.attr in queries.load(call.args[0].value).names()
+        except OSError:
+            return False
+
     def fixed(self, node: ast.AST, scope: _Scope, seen: frozenset = frozenset()) -> bool:
-        """True for text that can only ever be built from literals (rules a and b)."""
+        """True for text that can only ever be built from literals (rules a and b) or read from
+        sql/queries/ (rule d)."""
+        if self.loaded(node, scope):
+            return True
         if isinstance(node, ast.Constant):
             return isinstance(node.value, (str, bytes))
         joined = self._joined(node, scope, seen, self.fixed)

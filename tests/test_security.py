@@ -170,6 +170,50 @@ def test_credentials_in_a_webhook_url_are_never_printed_or_stored_in_errors(cli,
 
 # Statement arguments the check must refuse: each module set holds exactly one offending call.
 UNSAFE_SQL = {
+    "a query name the area's file does not have": {"trackctl.queries": "def load(area): pass\n", "m": """
+        from trackctl import queries
+        SQL = queries.load("status")
+        def f(conn):
+            conn.execute(SQL.no_such_query)
+        """},
+    "an area chosen at run time": {"trackctl.queries": "def load(area): pass\n", "m": """
+        from trackctl import queries
+        def f(conn, area):
+            conn.execute(queries.load(area).events)
+        """},
+    "a loaded-query holder bound twice": {"trackctl.queries": "def load(area): pass\n", "m": """
+        from trackctl import queries
+        SQL = queries.load("status")
+        def f(conn):
+            conn.execute(SQL.events)
+        SQL = object()
+        """},
+    "a query name the area's file does not have": {"trackctl.queries": "def load(area): pass\n", "m": """
+        from trackctl import queries
+        SQL = queries.load("status")
+        def f(conn):
+            conn.execute(SQL.no_such_query)
+        """},
+    "an area chosen at run time": {"trackctl.queries": "def load(area): pass\n", "m": """
+        from trackctl import queries
+        def f(conn, area):
+            conn.execute(queries.load(area).events)
+        """},
+    "a loaded-query holder bound twice": {"trackctl.queries": "def load(area): pass\n", "m": """
+        from trackctl import queries
+        SQL = queries.load("status")
+        def f(conn):
+            conn.execute(SQL.events)
+        SQL = object()
+        """},
+    "a statement loaded from sql/queries/ by name": {"trackctl.queries": "def load(area): pass\n", "m": """
+        from trackctl import queries
+        SQL = queries.load("status")
+        def f(conn, x):
+            conn.execute(SQL.events, (x,))
+            local = queries.load("status")
+            conn.execute(local.poll_state, (x,))
+        """},
     "f-string in a local": {"m": """
         def f(conn, x):
             q = f"SELECT * FROM t WHERE a = {x}"
