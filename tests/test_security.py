@@ -188,32 +188,6 @@ UNSAFE_SQL = {
             conn.execute(SQL.events)
         SQL = object()
         """},
-    "a query name the area's file does not have": {"trackctl.queries": "def load(area): pass\n", "m": """
-        from trackctl import queries
-        SQL = queries.load("status")
-        def f(conn):
-            conn.execute(SQL.no_such_query)
-        """},
-    "an area chosen at run time": {"trackctl.queries": "def load(area): pass\n", "m": """
-        from trackctl import queries
-        def f(conn, area):
-            conn.execute(queries.load(area).events)
-        """},
-    "a loaded-query holder bound twice": {"trackctl.queries": "def load(area): pass\n", "m": """
-        from trackctl import queries
-        SQL = queries.load("status")
-        def f(conn):
-            conn.execute(SQL.events)
-        SQL = object()
-        """},
-    "a statement loaded from sql/queries/ by name": {"trackctl.queries": "def load(area): pass\n", "m": """
-        from trackctl import queries
-        SQL = queries.load("status")
-        def f(conn, x):
-            conn.execute(SQL.events, (x,))
-            local = queries.load("status")
-            conn.execute(local.poll_state, (x,))
-        """},
     "f-string in a local": {"m": """
         def f(conn, x):
             q = f"SELECT * FROM t WHERE a = {x}"
@@ -357,6 +331,14 @@ UNSAFE_SQL = {
 
 # Statement arguments the check must accept (rules a, b, c, and the two shapes of the real code).
 SAFE_SQL = {
+    "a statement loaded from sql/queries/ by name": {"trackctl.queries": "def load(area): pass\n", "m": """
+        from trackctl import queries
+        SQL = queries.load("status")
+        def f(conn, x):
+            conn.execute(SQL.events, (x,))
+            local = queries.load("status")
+            conn.execute(local.poll_state, (x,))
+        """},
     "literals, constants, + and f-strings of constants": {"m": """
         TABLE = "sequencing.t"
         COLUMNS = "a, b"
