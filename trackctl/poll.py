@@ -42,6 +42,7 @@ from .poll_policy import (BACKOFF_BASE, BACKOFF_CAP, DEFAULT_BUDGET, DEFAULT_INT
                           PollFailure, PollReport, normalise_events, redact)
 
 SQL = queries.load("poll")
+CALLS_KEPT = timedelta(days=30)  # request records (carrier stats) older than this are pruned by poll
 
 
 def overdue_shipments(conn: psycopg.Connection, slack: timedelta = timedelta(minutes=10)) -> int:
@@ -117,6 +118,7 @@ def poll(conn: psycopg.Connection, *, carrier: str | None = None, budget: float 
     else:
         settings = [s for s in list_carrier_settings(conn) if s.adapter]
     round_start = conn.execute(SQL.round_start).fetchone()[0]
+    conn.execute(SQL.prune_calls, {"keep": CALLS_KEPT})
     summaries: list[CarrierSummary] = []
     setup_failures: list[PollFailure] = []
     runnable: list[tuple[CarrierSettings, object, CarrierSummary, Calls]] = []

@@ -35,10 +35,10 @@ WORKERS_PER_SLOT = 2  # one worker records an answer while another has the slot 
 MAX_CONNECTIONS = 16
 BUSY_PAUSE = (0.01, 0.2)  # waiting for a free slot held by another process: from, up to (s)
 MAX_ERROR_TEXT = 500
-# Rate limits: request starts are spaced by PACE_MARGIN / rate (15 % under the limit, so that
+# Rate limits: request starts are spaced by PACE_MARGIN / rate (1/6 under the limit, so that
 # the jitter between booking a start and the request reaching the server cannot put one request
 # too many into any one-second window), booked at most PACE_LEAD seconds ahead.
-PACE_MARGIN = 1.15
+PACE_MARGIN = 1.2
 PACE_LEAD = 0.5
 
 

@@ -115,3 +115,8 @@ CROSS JOIN LATERAL (
       AND (t.claimed_until IS NULL OR t.claimed_until <= now())  -- a poller holding it is on it
 ) late
 WHERE c.adapter IS NOT NULL
+
+-- name: prune_calls
+-- Request records older than %(keep)s go, a bounded slice per poll run (cron runs it every minute).
+DELETE FROM sequencing.carrier_call
+WHERE id IN (SELECT id FROM sequencing.carrier_call WHERE at < now() - %(keep)s ORDER BY at LIMIT 10000)
