@@ -49,6 +49,8 @@ class KarrioServer:
         self.failures: dict[str, tuple[int, dict]] = {}  # code -> (status, body)
         self.requests: list[tuple[str, dict]] = []  # (path, headers)
         self.connections = 0
+        self.first: float | None = None  # when the first request came in
+        self.last = 0.0  # when the last answer went out
         self.lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -98,6 +100,7 @@ class KarrioServer:
         query = urllib.parse.parse_qs(parts.query)
         with self.lock:
             self.requests.append((handler.path, dict(handler.headers.items())))
+            self.first = self.first if self.first is not None else time.monotonic()
         if self.latency:
             time.sleep(self.latency)
         if parts.path == "/track/shipments" and "trackingNumber" in query:
@@ -128,3 +131,5 @@ class KarrioServer:
         handler.send_header("Content-Length", str(len(body)))
         handler.end_headers()
         handler.wfile.write(body)
+        with self.lock:
+            self.last = max(self.last, time.monotonic())
