@@ -16,32 +16,53 @@ ALTER TABLE sequencing.carrier
     ADD COLUMN rate_limit double precision
         CONSTRAINT carrier_rate_limit_range CHECK (rate_limit > 0 AND rate_limit <= 10000);
 
--- Request pacing: a request may start once its bucket's next_at has come; each start moves
--- next_at on by 1/rate. Carriers sharing one API key (17TRACK) share one bucket.
+-- Request pacing, a sliding window per bucket: at most p_count request starts within any
+-- p_window. `starts` keeps the last p_count starts (booked, or as sent when the sender was late).
+-- Carriers sharing one API key (17TRACK) share one bucket.
 CREATE TABLE sequencing.rate_bucket (
-    name    text PRIMARY KEY CONSTRAINT rate_bucket_name_length CHECK (length(name) BETWEEN 1 AND 300),
-    next_at timestamptz NOT NULL
+    name   text PRIMARY KEY CONSTRAINT rate_bucket_name_length CHECK (length(name) BETWEEN 1 AND 300),
+    starts timestamptz[] NOT NULL DEFAULT '{}'
 );
 
--- Reserve the start of one request in bucket p_bucket: returns the seconds to wait before
--- sending (>= 0) when the reservation was made, or minus the seconds after which to ask again
--- when the bucket is booked further ahead than p_lead.
-CREATE FUNCTION sequencing.rate_reserve(p_bucket text, p_interval interval, p_lead interval)
-RETURNS double precision
+-- Book the start of one request: returns (seconds to wait before sending >= 0, the booked start),
+-- or (minus the seconds after which to ask again, NULL) when the earliest allowed start is more
+-- than p_lead away.
+CREATE FUNCTION sequencing.rate_reserve(p_bucket text, p_count integer, p_window interval, p_lead interval,
+                                        OUT wait_s double precision, OUT booked timestamptz)
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_next timestamptz;
-    v_now timestamptz := clock_timestamp();
+    v_starts timestamptz[];
+    v_now timestamptz;
+    v_at timestamptz;
+    v_n integer;
 BEGIN
-    INSERT INTO sequencing.rate_bucket (name, next_at) VALUES (p_bucket, v_now) ON CONFLICT DO NOTHING;
-    SELECT next_at INTO v_next FROM sequencing.rate_bucket WHERE name = p_bucket FOR UPDATE;
+    INSERT INTO sequencing.rate_bucket (name) VALUES (p_bucket) ON CONFLICT DO NOTHING;
+    SELECT starts INTO v_starts FROM sequencing.rate_bucket WHERE name = p_bucket FOR UPDATE;
     v_now := clock_timestamp();
-    IF v_next > v_now + p_lead THEN
-        RETURN -greatest(extract(epoch FROM v_next - v_now - p_lead), 0.001);
+    v_n := coalesce(cardinality(v_starts), 0);
+    v_at := v_now;
+    IF v_n >= p_count THEN
+        v_at := greatest(v_now, v_starts[v_n - p_count + 1] + p_window);  -- the p_count-th latest start
     END IF;
-    UPDATE sequencing.rate_bucket SET next_at = greatest(v_next, v_now) + p_interval WHERE name = p_bucket;
-    RETURN greatest(extract(epoch FROM v_next - v_now), 0);
+    IF v_at > v_now + p_lead THEN
+        wait_s := -greatest(extract(epoch FROM v_at - v_now - p_lead), 0.001);
+        RETURN;
+    END IF;
+    UPDATE sequencing.rate_bucket SET starts = ARRAY(
+        SELECT x FROM (SELECT unnest(v_starts || v_at) AS x ORDER BY 1 DESC LIMIT p_count) latest ORDER BY 1)
+    WHERE name = p_bucket;
+    wait_s := greatest(extract(epoch FROM v_at - v_now), 0);
+    booked := v_at;
 END
+$$;
+
+-- A request that woke later than its booked start is recorded as starting now, so that the
+-- window of the next bookings counts from when it really went out.
+CREATE FUNCTION sequencing.rate_late(p_bucket text, p_booked timestamptz) RETURNS void
+LANGUAGE sql AS $$
+    UPDATE sequencing.rate_bucket SET starts = ARRAY(
+        SELECT x FROM unnest(array_replace(starts, p_booked, clock_timestamp())) AS x ORDER BY 1)
+    WHERE name = p_bucket AND p_booked = ANY(starts)
 $$;
 
 -- Shipments: `pool` ones were claimed from a code pool (`trackctl assign`); `external` ones are

@@ -402,24 +402,47 @@ END
 $$;
 
 --
--- Name: rate_reserve(text, interval, interval); Type: FUNCTION; Schema: sequencing; Owner: -
+-- Name: rate_late(text, timestamp with time zone); Type: FUNCTION; Schema: sequencing; Owner: -
 --
 
-CREATE FUNCTION sequencing.rate_reserve(p_bucket text, p_interval interval, p_lead interval) RETURNS double precision
+CREATE FUNCTION sequencing.rate_late(p_bucket text, p_booked timestamp with time zone) RETURNS void
+    LANGUAGE sql
+    AS $$
+    UPDATE sequencing.rate_bucket SET starts = ARRAY(
+        SELECT x FROM unnest(array_replace(starts, p_booked, clock_timestamp())) AS x ORDER BY 1)
+    WHERE name = p_bucket AND p_booked = ANY(starts)
+$$;
+
+--
+-- Name: rate_reserve(text, integer, interval, interval); Type: FUNCTION; Schema: sequencing; Owner: -
+--
+
+CREATE FUNCTION sequencing.rate_reserve(p_bucket text, p_count integer, p_window interval, p_lead interval, OUT wait_s double precision, OUT booked timestamp with time zone) RETURNS record
     LANGUAGE plpgsql
     AS $$
 DECLARE
-    v_next timestamptz;
-    v_now timestamptz := clock_timestamp();
+    v_starts timestamptz[];
+    v_now timestamptz;
+    v_at timestamptz;
+    v_n integer;
 BEGIN
-    INSERT INTO sequencing.rate_bucket (name, next_at) VALUES (p_bucket, v_now) ON CONFLICT DO NOTHING;
-    SELECT next_at INTO v_next FROM sequencing.rate_bucket WHERE name = p_bucket FOR UPDATE;
+    INSERT INTO sequencing.rate_bucket (name) VALUES (p_bucket) ON CONFLICT DO NOTHING;
+    SELECT starts INTO v_starts FROM sequencing.rate_bucket WHERE name = p_bucket FOR UPDATE;
     v_now := clock_timestamp();
-    IF v_next > v_now + p_lead THEN
-        RETURN -greatest(extract(epoch FROM v_next - v_now - p_lead), 0.001);
+    v_n := coalesce(cardinality(v_starts), 0);
+    v_at := v_now;
+    IF v_n >= p_count THEN
+        v_at := greatest(v_now, v_starts[v_n - p_count + 1] + p_window);  -- the p_count-th latest start
     END IF;
-    UPDATE sequencing.rate_bucket SET next_at = greatest(v_next, v_now) + p_interval WHERE name = p_bucket;
-    RETURN greatest(extract(epoch FROM v_next - v_now), 0);
+    IF v_at > v_now + p_lead THEN
+        wait_s := -greatest(extract(epoch FROM v_at - v_now - p_lead), 0.001);
+        RETURN;
+    END IF;
+    UPDATE sequencing.rate_bucket SET starts = ARRAY(
+        SELECT x FROM (SELECT unnest(v_starts || v_at) AS x ORDER BY 1 DESC LIMIT p_count) latest ORDER BY 1)
+    WHERE name = p_bucket;
+    wait_s := greatest(extract(epoch FROM v_at - v_now), 0);
+    booked := v_at;
 END
 $$;
 
@@ -715,7 +738,7 @@ ALTER TABLE sequencing.pool ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
 
 CREATE TABLE sequencing.rate_bucket (
     name text NOT NULL,
-    next_at timestamp with time zone NOT NULL,
+    starts timestamp with time zone[] DEFAULT '{}'::timestamp with time zone[] NOT NULL,
     CONSTRAINT rate_bucket_name_length CHECK (((length(name) >= 1) AND (length(name) <= 300)))
 );
 

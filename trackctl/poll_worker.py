@@ -27,7 +27,7 @@ from .carriers.base import (DEFAULT_RETRY_AFTER, TERMINAL, Calls, FetchFailed, R
                             ShipmentResult)
 from .poll_connections import Connections
 from .poll_policy import (BACKOFF_BASE, BACKOFF_CAP, BUSY_PAUSE, LEASE_MARGIN, MAX_ERROR_TEXT, MAX_WORKERS_PER_CARRIER,
-                          PACE_LEAD, PACE_MARGIN, PollFailure, CarrierSummary, intervals_of, next_interval,
+                          PACE_LATE, PACE_LEAD, PACE_MARGIN, PollFailure, CarrierSummary, intervals_of, next_interval,
                           normalise_events, redact)
 from .shipments import apply_status_change
 
@@ -98,15 +98,25 @@ class CarrierRun:
     # -- pacing and accounting ------------------------------------------------------------------
 
     def pace(self) -> None:
-        """Wait until this request may start under the carrier's rate limit (over all hosts)."""
-        interval = timedelta(seconds=PACE_MARGIN / self.rate)
-        params = {"bucket": self.bucket, "interval": interval, "lead": timedelta(seconds=PACE_LEAD)}
+        """Wait until this request may start under the carrier's rate limit (over all hosts).
+
+        A sliding window: at most `count` starts within `window` (count = the whole requests per
+        second, window = count / rate x PACE_MARGIN). A worker that wakes up late reports its real
+        start, so the next bookings count from when its request really went out.
+        """
+        count = max(1, int(self.rate))
+        params = {"bucket": self.bucket, "count": count, "window": timedelta(seconds=count / self.rate * PACE_MARGIN),
+                  "lead": timedelta(seconds=PACE_LEAD)}
         while True:
             with self.run.connections.connection() as conn:
-                wait = conn.execute(SQL.rate_reserve, params).fetchone()[0]
+                wait, booked = conn.execute(SQL.rate_reserve, params).fetchone()[:2]
             if wait >= 0:
+                target = time.monotonic() + wait
                 if wait > 0:
                     time.sleep(wait)
+                if time.monotonic() - target > PACE_LATE:
+                    with self.run.connections.connection() as conn:
+                        conn.execute(SQL.rate_late, {"bucket": self.bucket, "booked": booked})
                 return
             time.sleep(min(-wait, 1.0))
 

@@ -18,9 +18,13 @@ FROM sequencing.poll_acquire_batch(%(carrier)s, %(holder)s, %(lease)s, %(round)s
 SELECT set_config('synchronous_commit', 'off', true)
 
 -- name: rate_reserve
--- Book the start of one request in a rate bucket: >= 0 seconds to wait before sending, or minus
--- the seconds after which to ask again.
-SELECT sequencing.rate_reserve(%(bucket)s, %(interval)s, %(lead)s), set_config('synchronous_commit', 'off', true)
+-- Book the start of one request in a rate bucket (sql/0008_carriers.sql): (seconds to wait, booked
+-- start), or (minus the seconds after which to ask again, NULL).
+SELECT r.wait_s, r.booked, set_config('synchronous_commit', 'off', true)
+FROM sequencing.rate_reserve(%(bucket)s, %(count)s, %(window)s, %(lead)s) AS r
+
+-- name: rate_late
+SELECT sequencing.rate_late(%(bucket)s, %(booked)s), set_config('synchronous_commit', 'off', true)
 
 -- name: release_ok
 -- The slot goes back as soon as the answer is in (the cap is about requests, not bookkeeping),
