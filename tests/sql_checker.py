@@ -200,6 +200,8 @@ class SqlChecker:
         """True for text that can only ever be built from literals (rules a and b)."""
         if isinstance(node, ast.Constant):
             return isinstance(node.value, (str, bytes))
+        if isinstance(node, ast.Attribute) and self.loaded_queries(node.value, scope):
+            return True
         joined = self._joined(node, scope, seen, self.fixed)
         if joined is not None:
             return joined
@@ -212,6 +214,25 @@ class SqlChecker:
                 and all(not isinstance(a, ast.Starred) and self.fixed_part(a, scope, seen) for a in node.args) \
                 and all(k.arg is not None and self.fixed_part(k.value, scope, seen) for k in node.keywords)
         return False
+
+    def loaded_queries(self, node: ast.AST, scope: _Scope) -> bool:
+        """True for `queries.load("area")` of the package's own queries module, or a name bound once to it.
+
+        Its attributes are the `-- name:` blocks of the package's sql/queries/<area>.sql files
+        (issue 12): text read from files shipped with the package, as fixed as a constant.
+        """
+        call, where = node, scope
+        if isinstance(node, (ast.Name, ast.Attribute)):
+            r = self.ref(node, scope)
+            if r is None or r[0] != "value":
+                return False
+            call, where = r[1], r[2]
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "load"
+                and len(call.args) == 1 and not call.keywords and isinstance(call.args[0], ast.Constant)
+                and isinstance(call.args[0].value, str)):
+            return False
+        base = self.ref(call.func.value, where)
+        return base is not None and base[0] == "module" and base[1].count(".") == 1 and base[1].endswith(".queries")
 
     def fixed_part(self, node: ast.AST, scope: _Scope, seen: frozenset) -> bool:
         """Fixed text, or a number literal (or constant bound to one) put into an f-string or .format:

@@ -170,6 +170,17 @@ def test_credentials_in_a_webhook_url_are_never_printed_or_stored_in_errors(cli,
 
 # Statement arguments the check must refuse: each module set holds exactly one offending call.
 UNSAFE_SQL = {
+    "an attribute of a load from a module that is not the package's queries": {"m": """
+        import other
+        SQL = other.load("metrics")
+        def f(conn):
+            conn.execute(SQL.poll_counts)
+        """},
+    "an attribute of a load whose area is not a literal": {"pkg.queries": "def load(area): return area", "pkg.m": """
+        from . import queries
+        def f(conn, area):
+            conn.execute(queries.load(area).poll_counts)
+        """},
     "f-string in a local": {"m": """
         def f(conn, x):
             q = f"SELECT * FROM t WHERE a = {x}"
@@ -313,6 +324,19 @@ UNSAFE_SQL = {
 
 # Statement arguments the check must accept (rules a, b, c, and the two shapes of the real code).
 SAFE_SQL = {
+    "statements loaded from the package's sql/queries files": {"pkg.queries": """
+        def load(area):
+            return area
+        """, "pkg.m": """
+        from . import queries
+        SQL = queries.load("metrics")
+        def f(conn, x):
+            conn.execute(SQL.poll_counts)
+            conn.execute(queries.load("runs").finish_run, (x,))
+        def g(conn):
+            lazy = queries.load("outbox")
+            conn.execute(lazy.claim)
+        """},
     "literals, constants, + and f-strings of constants": {"m": """
         TABLE = "sequencing.t"
         COLUMNS = "a, b"
