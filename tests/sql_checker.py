@@ -27,6 +27,8 @@ import trackctl
 #     webhooks.list_subscribers' `where = " WHERE s.enabled" if enabled_only else ""`;
 #   - a number literal (or a constant bound to one) substituted into an f-string or .format:
 #     events.py's advisory lock class GROUP_LOCK_CLASS = 7_262_005 in MEMBER_LIVE.
+#   (d) a loaded query: `Q.name` where Q is bound once to `queries.load("<area>")` and
+#       sql/queries/<area>.sql has a block `-- name: name`.
 # Anything else fails: a local bound twice or rebound by a nested function, a parameter, a loop
 # or `with` target, `%`, .replace() or any other call, an attribute of anything but a module.
 # SQL_EXCEPTIONS lists the safe call sites of another shape, each with its reason.
@@ -196,12 +198,36 @@ class SqlChecker:
             return rule(node.body, scope, seen) and rule(node.orelse, scope, seen)
         return None
 
+    def loaded(self, node: ast.AST, scope: _Scope) -> bool:
+        """True for `Q.name` where Q is bound once to `queries.load("<area>")` and that area's file
+        has a query called `name` (rule d: a statement read from sql/queries/)."""
+        if not isinstance(node, ast.Attribute):
+            return False
+        r = self.ref(node.value, scope)
+        if r is None or r[0] != "value" or not isinstance(r[1], ast.Call):
+            return False
+        call, where = r[1], r[2]
+        func = call.func
+        if not (isinstance(func, ast.Attribute) and func.attr == "load"):
+            return False
+        base = self.ref(func.value, where)
+        if base != ("module", "trackctl.queries") or call.keywords or len(call.args) != 1 \
+                or not isinstance(call.args[0], ast.Constant) or not isinstance(call.args[0].value, str):
+            return False
+        from trackctl import queries
+
+        try:
+            return node.attr in queries.load(call.args[0].value).names()
+        except OSError:
+            return False
+
     def fixed(self, node: ast.AST, scope: _Scope, seen: frozenset = frozenset()) -> bool:
-        """True for text that can only ever be built from literals (rules a and b)."""
+        """True for text that can only ever be built from literals (rules a and b) or read from
+        sql/queries/ (rule d)."""
+        if self.loaded(node, scope):
+            return True
         if isinstance(node, ast.Constant):
             return isinstance(node.value, (str, bytes))
-        if isinstance(node, ast.Attribute) and self.loaded_queries(node.value, scope):
-            return True
         joined = self._joined(node, scope, seen, self.fixed)
         if joined is not None:
             return joined
@@ -214,25 +240,6 @@ class SqlChecker:
                 and all(not isinstance(a, ast.Starred) and self.fixed_part(a, scope, seen) for a in node.args) \
                 and all(k.arg is not None and self.fixed_part(k.value, scope, seen) for k in node.keywords)
         return False
-
-    def loaded_queries(self, node: ast.AST, scope: _Scope) -> bool:
-        """True for `queries.load("area")` of the package's own queries module, or a name bound once to it.
-
-        Its attributes are the `-- name:` blocks of the package's sql/queries/<area>.sql files
-        (issue 12): text read from files shipped with the package, as fixed as a constant.
-        """
-        call, where = node, scope
-        if isinstance(node, (ast.Name, ast.Attribute)):
-            r = self.ref(node, scope)
-            if r is None or r[0] != "value":
-                return False
-            call, where = r[1], r[2]
-        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "load"
-                and len(call.args) == 1 and not call.keywords and isinstance(call.args[0], ast.Constant)
-                and isinstance(call.args[0].value, str)):
-            return False
-        base = self.ref(call.func.value, where)
-        return base is not None and base[0] == "module" and base[1].count(".") == 1 and base[1].endswith(".queries")
 
     def fixed_part(self, node: ast.AST, scope: _Scope, seen: frozenset) -> bool:
         """Fixed text, or a number literal (or constant bound to one) put into an f-string or .format:
