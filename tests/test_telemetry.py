@@ -211,11 +211,12 @@ def test_a_notify_run_traces_each_delivery_and_the_receiver_sees_its_traceparent
         sub = webhooks.add_subscriber(conn, url, secret=hook.secret,
                                       retry_schedule=webhooks.parse_schedule("0s,1s"), max_in_flight=4)
         events = [outbox.record(conn, "shipment.stale", {"code": f"C{i}"}) for i in range(3)]
-        r = cli("notify", "--format", "json", env_extra=traced_env(otlp.url, db_url))
+        r = cli("notify", "--format", "json", env_extra=traced_env(otlp.url, db_url, OTEL_SERVICE_NAME="tc-nightly"))
         assert r.returncode == 0, r
         assert json.loads(r.stdout)["delivered"] == 3
         assert hook.unverified() == []  # the signature still verifies with the extra headers
     root, spans = the_trace(otlp, "notify")
+    assert root.resource["service.name"] == "tc-nightly"  # OTEL_SERVICE_NAME wins over the default
     assert root.attributes["trackctl.run.id"] == run_id(conn, "notify")
     assert root.attributes["trackctl.run.outcome"] == "ok"
     deliveries = {s.span_id: s for s in spans if s.name == "webhook delivery"}
