@@ -33,7 +33,7 @@ from datetime import timedelta
 
 import psycopg
 
-from . import __version__, queries
+from . import __version__, queries, telemetry
 from .carriers import CarrierSettings, carrier_settings, list_carrier_settings
 from .carriers.base import AdapterConfig, Calls
 from .errors import InvalidValue, TrackctlError
@@ -143,7 +143,8 @@ def poll(conn: psycopg.Connection, *, carrier: str | None = None, budget: float 
         carrier_run = CarrierRun(run, s, adapter, summary, calls)
         carrier_runs.append(carrier_run)
         for n in range(workers[s.id]):
-            threads.append(threading.Thread(target=carrier_run.work, name=f"poll-{s.name}-{n}", daemon=True))
+            threads.append(threading.Thread(target=telemetry.bind(carrier_run.work), name=f"poll-{s.name}-{n}",
+                                            daemon=True))
     try:
         for t in threads:
             t.start()

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg
 
-from . import queries
+from . import queries, telemetry
 from .carriers import CarrierSettings
 from .carriers.base import (DEFAULT_RETRY_AFTER, TERMINAL, Calls, FetchFailed, RateLimited, ShipmentRef,
                             ShipmentResult)
@@ -146,6 +146,7 @@ class CarrierRun:
 
     def _loop(self, only_stops: bool = False) -> None:
         pause = BUSY_PAUSE[0]
+        waits: dict[str, float] = {}  # seconds this worker waited before its next request, by reason (traces)
         params = {"carrier": self.settings.id, "holder": self.run.holder, "lease": self.lease,
                   "round": self.run.round_start, "all": self.run.all_due, "limit": self.batch, "stop": False}
         while not self.run.stop.is_set():
@@ -165,7 +166,8 @@ class CarrierRun:
             outcome, wait_s = rows[0][0], rows[0][1]
             if outcome == "ok":
                 pause = BUSY_PAUSE[0]
-                self._request(rows, stopping)  # gives the gate back once the request is over
+                self._request(rows, stopping, waits)  # gives the gate back once the request is over
+                waits = {}
                 continue
             self.gate.release()
             if outcome == "done":
@@ -182,6 +184,7 @@ class CarrierRun:
                 self._note({"blocked": f"rate limited (HTTP 429) until {until}",
                             "open": f"breaker open until {until}"}.get(outcome, "budget used up"))
                 return
+            waits[outcome] = waits.get(outcome, 0.0) + wait
             self.run.stop.wait(wait)
 
     def _note(self, text: str) -> None:
@@ -213,7 +216,34 @@ class CarrierRun:
                     out[ref.code] = ShipmentResult(error=str(exc))
         return out
 
-    def _request(self, rows: list[tuple], stopping: bool) -> None:
+    def _traced(self, refs: list[ShipmentRef], probe: bool, stopping: bool, waits: dict[str, float]):
+        """One request to the carrier: with tracing on, inside a span of this carrier request."""
+        attributes = {"trackctl.carrier": self.settings.name, "trackctl.adapter": self.settings.adapter,
+                      "trackctl.batch_size": len(refs), "trackctl.poll.probe": bool(probe),
+                      "trackctl.poll.stop": stopping, "trackctl.poll.previous_polls": refs[0].poll_count,
+                      **{f"trackctl.wait.{reason}_s": round(s, 3) for reason, s in waits.items()}}
+        with telemetry.span(f"carrier request {self.settings.name}", attributes, kind="client") as traced:
+            try:
+                if stopping:
+                    self._stop(refs)
+                    results: dict[str, ShipmentResult] = {}
+                elif self.self_accounting:
+                    results = self._fetch(refs)
+                else:
+                    with self.calls.request("track", len(refs)):
+                        results = self._fetch(refs)
+            except RateLimited as exc:
+                traced.set_attributes({"trackctl.poll.outcome": "rate_limited", "http.response.status_code": 429,
+                                       "trackctl.rate_limit.retry_after_s": exc.retry_after})
+                raise
+            except Exception:
+                traced.set("trackctl.poll.outcome", "failed")
+                raise
+            traced.set_attributes({"trackctl.poll.outcome": "ok",
+                                   "trackctl.poll.events": sum(len(r.events) for r in results.values())})
+            return results
+
+    def _request(self, rows: list[tuple], stopping: bool, waits: dict[str, float] | None = None) -> None:
         slot, probe = rows[0][2], rows[0][3]
         ids = {r[5]: r[4] for r in rows}  # code -> shipment id
         refs = [ShipmentRef(code=r[5], order_id=r[6], status=r[7], assigned_at=r[8], poll_count=r[9],
@@ -224,13 +254,7 @@ class CarrierRun:
         limited = False
         try:
             try:
-                if stopping:
-                    self._stop(refs)
-                elif self.self_accounting:
-                    results = self._fetch(refs)
-                else:
-                    with self.calls.request("track", len(refs)):
-                        results = self._fetch(refs)
+                results = self._traced(refs, bool(probe), stopping, waits or {})
             except RateLimited as exc:
                 limited = True
                 self._record_limited(base, list(ids.values()), refs, exc.retry_after, stopping)
