@@ -19,7 +19,10 @@ import trackctl
 #       another trackctl module) built only from literals, other such constants, `+`, and
 #       f-strings / str.format whose substituted parts are themselves fixed text;
 #   (c) a psycopg.sql composition: sql.SQL(fixed text).format(sql.Identifier(...), sql.Literal(...),
-#       sql.Placeholder(...), other compositions), or their `+`.
+#       sql.Placeholder(...), other compositions), or their `+`;
+#   (d) a loaded query: `NAME.query` where NAME is bound once to `queries.load("<area>")` (the
+#       text of a `-- name:` block of sql/queries/<area>.sql, trackctl/queries.py), or
+#       `queries.load("<area>").query` itself.
 # Three shapes of the real package are safe but outside (a)-(c), and the check allows exactly them:
 #   - `a if cond else b` where both branches are fixed text (cond only chooses): poll.py's
 #     RELEASE_FAILED / RELEASE_OK;
@@ -196,10 +199,23 @@ class SqlChecker:
             return rule(node.body, scope, seen) and rule(node.orelse, scope, seen)
         return None
 
+    def loaded(self, node: ast.AST, scope: _Scope) -> bool:
+        """True for `queries.load("<area>")`, or a name bound to it (rule d's object)."""
+        if isinstance(node, ast.Name):
+            r = self.ref(node, scope)
+            if r is None or r[0] != "value":
+                return False
+            node = r[1]
+        return isinstance(node, ast.Call) and ast.unparse(node.func) in ("queries.load", "trackctl.queries.load") \
+            and len(node.args) == 1 and not node.keywords \
+            and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
+
     def fixed(self, node: ast.AST, scope: _Scope, seen: frozenset = frozenset()) -> bool:
-        """True for text that can only ever be built from literals (rules a and b)."""
+        """True for text that can only ever be built from literals (rules a, b and d)."""
         if isinstance(node, ast.Constant):
             return isinstance(node.value, (str, bytes))
+        if isinstance(node, ast.Attribute) and self.loaded(node.value, scope):
+            return True
         joined = self._joined(node, scope, seen, self.fixed)
         if joined is not None:
             return joined

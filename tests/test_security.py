@@ -305,14 +305,32 @@ UNSAFE_SQL = {
         def f(conn, x):
             conn.execute(f"SELECT * FROM t LIMIT {int(x)}")
         """},
+    "a query loaded from an area named at run time": {"m": """
+        from trackctl import queries
+        def f(conn, area):
+            conn.execute(queries.load(area).claim)
+        """},
+    "a loaded query with text appended": {"m": """
+        from trackctl import queries
+        SQL = queries.load("notify")
+        def f(conn, x):
+            conn.execute(SQL.claim + x)
+        """},
     "a starred statement": {"m": """
         def f(conn, args):
             conn.execute(*args)
         """},
 }
 
-# Statement arguments the check must accept (rules a, b, c, and the two shapes of the real code).
+# Statement arguments the check must accept (rules a, b, c, d, and the two shapes of the real code).
 SAFE_SQL = {
+    "loaded queries": {"m": """
+        from trackctl import queries
+        SQL = queries.load("notify")
+        def f(conn, x):
+            conn.execute(SQL.claim, {"x": x})
+            conn.execute(queries.load("webhooks").replay_dead, {})
+        """},
     "literals, constants, + and f-strings of constants": {"m": """
         TABLE = "sequencing.t"
         COLUMNS = "a, b"
@@ -406,7 +424,7 @@ def test_the_sql_check_flags_unsafe_edits_of_the_real_package():
     """The check run on the real package with a few call sites made unsafe finds exactly those."""
     sources, packages = package_sources()
     edits = {  # module: (safe text, unsafe replacement)
-        "trackctl.webhooks": ('where = " WHERE s.enabled" if enabled_only else ""', 'where = f" WHERE {enabled_only}"'),
+        "trackctl.webhooks": ("conn.execute(SQL.delete_subscriber,", "conn.execute(SQL.delete_subscriber + str(subscriber_id),"),
         "trackctl.events": ("GROUP_LOCK_CLASS = 7_262_005", 'GROUP_LOCK_CLASS = os.environ["CLS"]'),
         "trackctl.outbox": ('CHANNEL = "trackctl_outbox"', 'CHANNEL = os.environ.get("CH", "x")'),
         "trackctl.pools": ("cur.copy(COPY_CODES)", "cur.copy(COPY_CODES.replace('tracking', str(pool_id)))"),
@@ -417,9 +435,8 @@ def test_the_sql_check_flags_unsafe_edits_of_the_real_package():
         sources[module] = sources[module].replace(safe, unsafe)
     found = SqlChecker(sources, packages).offenders()
     expected = {
-        "trackctl/webhooks.py": 1,  # list_subscribers
+        "trackctl/webhooks.py": 1,  # remove_subscriber
         "trackctl/events.py": 3 + 2,  # RECLAIM, LIST_GROUPS, LIVE_MEMBERS (MEMBER_LIVE); LISTEN {CHANNEL} twice
-        "trackctl/notify.py": 2,  # LISTEN and UNLISTEN {CHANNEL}, imported from outbox
         "trackctl/pools.py": 1,
         "trackctl/db.py": 1,
     }
