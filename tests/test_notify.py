@@ -273,7 +273,7 @@ def test_a_subscriber_that_keeps_failing_rests_behind_its_breaker_and_loses_noth
     assert report.breakers == 1 and report.failed == BREAKER_AFTER and report.delivered == 0
     errors = {r[0] for r in conn.execute("SELECT last_error FROM sequencing.webhook_delivery "
                                          "WHERE attempts > 0").fetchall()}
-    assert errors == {"host name not found (hooks.trackctl-test.invalid)"}
+    assert errors == {"host name not found: hooks.trackctl-test.invalid"}
     leased = conn.execute("SELECT count(*) FROM sequencing.webhook_delivery WHERE lease_token IS NOT NULL").fetchone()
     assert leased == (0,)
 

@@ -11,7 +11,7 @@
 - Bodies are capped (`max_body`): over the cap a request fails, or with `cut_body=True` the
   answer is kept and the rest dropped along with the connection.
 - One wording for every transport failure (`TransportError`), the same in poll and in
-  deliveries: "host name not found (HOST)", "connection refused", "timed out after 10 s" ...
+  deliveries: "host name not found: HOST", "connection refused", "timed out after 10 s" ...
 - A host whose name did not resolve fails at once for DNS_NEGATIVE_TTL seconds, without asking
   the resolver again.
 - `abort()` ends every request in flight at once and refuses new ones (Ctrl-C in notify).
@@ -151,7 +151,7 @@ class HttpClient:
         with self._lock:
             until = self._unresolved.get(host)
         if until is not None and until > time.monotonic():
-            raise TransportError(f"host name not found ({host})", "dns")
+            raise TransportError(f"host name not found: {host}", "dns")
         sent = {"User-Agent": self.user_agent, **(headers or {})}
         deadline = time.monotonic() + timeout
         for attempt in (1, 2):
@@ -276,7 +276,7 @@ def _translate(exc: BaseException, url: str, timeout: float) -> TransportError:
     """Return the one wording of a transport failure."""
     if isinstance(exc, NameResolutionError) or isinstance(getattr(exc, "__cause__", None), socket.gaierror) \
             or isinstance(exc, socket.gaierror):
-        return TransportError(f"host name not found ({_host_of(url)})", "dns")
+        return TransportError(f"host name not found: {_host_of(url)}", "dns")
     if isinstance(exc, ConnectTimeoutError) and not isinstance(exc, NewConnectionError):
         return TransportError(f"timed out connecting after {min(timeout, CONNECT_TIMEOUT):g} s", "timeout")
     if isinstance(exc, (ReadTimeoutError, TimeoutError, socket.timeout)):

@@ -206,3 +206,50 @@ class Lane:
         with self._cond:
             self.breaker.record(status is not None, time.monotonic())
         return Outcome(claim, attempted_at, status, error)
+
+
+# --- `webhook test`: one signed ping through the same client and signing -------------------------
+
+PING_TYPE = "webhook.test"
+
+
+@dataclass(frozen=True)
+class PingResult:
+    subscriber_id: int
+    url: str  # as shown (credentials masked)
+    event_id: str
+    status: int | None  # the HTTP status of the answer; None: no answer (see error)
+    error: str | None  # None only for a 2xx
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def ping_subscriber(conn, subscriber_id: int, *, timeout: float = 10.0) -> PingResult:
+    """Send one signed `webhook.test` event to a subscriber (enabled or not) and return how it answered.
+
+    Nothing is written to the outbox or the deliveries: the ping is not an event of any shipment.
+    """
+    import json
+
+    from . import queries
+    from .http_client import HttpClient
+    from .webhooks import get_subscriber, shown_url
+
+    if not 0 < timeout <= 3600:
+        from .errors import InvalidValue
+
+        raise InvalidValue("--timeout must be more than 0 and at most 3600 seconds")
+    sub = get_subscriber(conn, subscriber_id)
+    event_id, timestamp = conn.execute(queries.load("notify").new_event_id).fetchone()
+    body = json.dumps({"id": event_id, "type": PING_TYPE, "timestamp": timestamp,
+                       "data": {"subscriber_id": sub.id}}, separators=(",", ":")).encode()
+    client = HttpClient(pool_size=1)
+    started = time.monotonic()
+    try:
+        status, error = post_event(client, sub, event_id, body, timeout)
+    finally:
+        client.close()
+    return PingResult(sub.id, shown_url(sub.url), event_id, status, error, round(time.monotonic() - started, 3))

@@ -4,7 +4,7 @@
 1 MiB body cap and keep-alive connections shared by every request of the process to the same
 host; `json_body` reads a carrier's answer the way CARRIERS.md says (404: no news; 429: rate
 limited with Retry-After; 5xx and other statuses: failed). Transport failures become
-FetchFailed with the client's one wording ("host name not found (HOST)", "timed out after 10 s").
+FetchFailed with the client's one wording ("host name not found: HOST", "timed out after 10 s").
 """
 
 from __future__ import annotations
