@@ -92,7 +92,7 @@ class Breaker:
         self.opened = 0  # times it opened in this run (for the run's report)
 
     def allowed(self, now: float) -> int:
-        """Requests the lane may have in flight now: 0 while resting, 1 probe after, None-like cap when closed."""
+        """Requests the lane may have in flight now: 0 while resting, 1 probe after a rest, unbounded when closed."""
         if self.failures < BREAKER_AFTER:
             return 1 << 30
         return 0 if now < self.open_until else 1
