@@ -25,6 +25,7 @@ the deadline reaches each request's socket (see docs/ARCHITECTURE.md).
 from __future__ import annotations
 
 import http.client
+import logging
 import socket
 import ssl
 import threading
@@ -44,9 +45,13 @@ from .deadline import Watchdog
 MAX_BODY = 1024 * 1024  # a carrier body above 1 MiB is a failed request
 CONNECT_TIMEOUT = 3.0  # seconds: far shorter than a read, so an unreachable host costs little
 DNS_NEGATIVE_TTL = 30.0  # seconds a host name that did not resolve fails at once
-POOL_SIZE = 32  # idle keep-alive connections kept per host
+POOL_SIZE = 64  # idle keep-alive connections kept per host (more may be open at once; the extra close)
 READ_CHUNK = 64 * 1024
 USER_AGENT = f"trackctl/{__version__}"
+
+# trackctl reports every outcome itself; urllib3's own warnings (a full pool discarding a
+# connection, headers it could not parse, with a traceback) are not for trackctl's users.
+logging.getLogger("urllib3").setLevel(logging.ERROR)
 
 
 class TransportError(Exception):
