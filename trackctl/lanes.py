@@ -21,8 +21,11 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from . import queries
 from .http_client import HttpClient, TransportError
 from .webhooks import Subscriber, secret_key, signature_header
+
+SQL = queries.load("notify")
 
 MAX_RESPONSE_BODY = 64 * 1024  # of a subscriber's answer only this much is read; the rest is dropped
 MIN_ATTEMPT = 1.0  # seconds of budget a request needs (or the whole timeout, if shorter) to be made
@@ -234,8 +237,6 @@ def ping_subscriber(conn, subscriber_id: int, *, timeout: float = 10.0) -> PingR
     """
     import json
 
-    from . import queries
-    from .http_client import HttpClient
     from .webhooks import get_subscriber, shown_url
 
     if not 0 < timeout <= 3600:
@@ -243,7 +244,7 @@ def ping_subscriber(conn, subscriber_id: int, *, timeout: float = 10.0) -> PingR
 
         raise InvalidValue("--timeout must be more than 0 and at most 3600 seconds")
     sub = get_subscriber(conn, subscriber_id)
-    event_id, timestamp = conn.execute(queries.load("notify").new_event_id).fetchone()
+    event_id, timestamp = conn.execute(SQL.new_event_id).fetchone()
     body = json.dumps({"id": event_id, "type": PING_TYPE, "timestamp": timestamp,
                        "data": {"subscriber_id": sub.id}}, separators=(",", ":")).encode()
     client = HttpClient(pool_size=1)

@@ -34,10 +34,9 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg
 
-from . import queries
+from . import outbox, queries
 from .errors import InvalidValue
 from .lanes import MIN_ATTEMPT, Claim, Lane, Outcome
-from .outbox import RECHECK_SECONDS
 from .webhooks import Subscriber, list_subscribers
 
 __all__ = ["Claim", "NotifyReport", "Outcome", "deliver"]
@@ -94,7 +93,7 @@ def deliver(conn: psycopg.Connection, *, budget: float | None = None, follow: bo
     started = time.monotonic()
     run = _Run(conn, concurrency, timeout, started + budget if budget is not None else None,
                stop or threading.Event(), on_outcome, HttpClient(pool_size=concurrency))
-    conn.execute(SQL.listen)
+    outbox.listen(conn)
     try:
         run.loop(follow)
     finally:
@@ -142,8 +141,8 @@ class _Run:
             waits = [w for w in (due, self._breaker_wake(resting)) if w is not None]
             if not follow and (remaining is None or not waits or min(waits) >= remaining):
                 return
-            _wait_for_notify(self.conn, min(w for w in (*waits, remaining, RECHECK_SECONDS) if w is not None),
-                             self.stop)
+            outbox.wait_for_events(self.conn, lambda: not self.stop.is_set(),
+                                   min(w for w in (*waits, remaining, outbox.RECHECK_SECONDS) if w is not None))
 
     def _breaker_wake(self, resting: list[int]) -> float | None:
         """Seconds until the first resting breaker lets a probe through (None: none rests)."""
@@ -251,7 +250,7 @@ class _Run:
                 self.conn.execute(SQL.release, {"ids": ids, "token": self.token})
                 self.report.released += len(ids)
                 self.outstanding.clear()
-            self.conn.execute(SQL.unlisten)
+            outbox.unlisten(self.conn)
         except psycopg.Error:
             pass  # the connection is gone: the rows' leases end by themselves and they fall due again
         finally:
@@ -278,13 +277,3 @@ def _gather(results: queue.SimpleQueue, timeout: float, enough: int) -> list[Out
             break
     return outcomes
 
-
-def _wait_for_notify(conn: psycopg.Connection, seconds: float | None, stop: threading.Event) -> None:
-    """Sleep until a NOTIFY on the outbox channel, `seconds` pass, or `stop` is set (checked often)."""
-    deadline = None if seconds is None else time.monotonic() + seconds
-    while not stop.is_set():
-        left = IDLE_CHECK if deadline is None else min(IDLE_CHECK, deadline - time.monotonic())
-        if left <= 0:
-            return
-        for _ in conn.notifies(timeout=left, stop_after=1):
-            return

@@ -75,12 +75,6 @@ FROM sequencing.webhook_subscriber s CROSS JOIN LATERAL (
 ) x
 WHERE s.enabled AND NOT s.id = ANY (%(resting)s::int[]);
 
--- name: listen
-LISTEN trackctl_outbox;
-
--- name: unlisten
-UNLISTEN trackctl_outbox;
-
 -- name: new_event_id
 -- An event id for a `webhook test` ping: the same form as every event's.
 SELECT sequencing.new_event_id(), sequencing.rfc3339(now());
