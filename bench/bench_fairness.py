@@ -22,7 +22,6 @@ bound C / 20 ms is printed as the raw limit. Target: ratio >= 0.8. Median of --r
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import multiprocessing
 import os
@@ -35,52 +34,12 @@ import time
 
 import psycopg
 
-from scratch import say, scratch_database, trackctl_command
+from bench_outbox import FILL  # the same events as the outbox benchmark
+from scratch import ENDPOINT_LATENCY, say, scratch_database, start_endpoint, trackctl_command
 from trackctl import webhooks
 
-LATENCY = 0.020
+LATENCY = ENDPOINT_LATENCY
 UNRESOLVABLE = "http://hooks.bench-fairness.invalid/hooks"
-FILL = """
-INSERT INTO sequencing.outbox (type, payload)
-SELECT 'tracking.assigned', jsonb_build_object(
-    'code', md5(n::text)::uuid::text, 'order_id', 'order-' || n, 'carrier', 'correios', 'pool', 'default',
-    'assigned_at', sequencing.rfc3339(now()))
-FROM generate_series(1, %s) AS n
-"""
-
-
-# The healthy endpoint: asyncio HTTP/1.1, keep-alive, 204 after LATENCY. stats: answered, first
-# and last answer (time.time()).
-async def _serve(port_out, stats, ready) -> None:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line[:15].lower() == b"content-length:":
-                        length = int(line[15:])
-                await reader.readexactly(length)
-                await asyncio.sleep(LATENCY)
-                writer.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
-                await writer.drain()
-                now = time.time()
-                stats[0] += 1
-                if stats[1] == 0:
-                    stats[1] = now
-                stats[2] = now
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port_out.value = server.sockets[0].getsockname()[1]
-    ready.set()
-    async with server:
-        await server.serve_forever()
-
-
-def _healthy_process(port_out, stats, ready) -> None:
-    asyncio.run(_serve(port_out, stats, ready))
 
 
 def _black_hole_process(port_out, accepted, ready) -> None:
@@ -108,9 +67,8 @@ def _start(target, *shared) -> tuple[multiprocessing.Process, int]:
 def one_run(conn: psycopg.Connection, env: dict, n: int, concurrency: int, beside: bool) -> dict:
     conn.execute("TRUNCATE sequencing.outbox, sequencing.webhook_subscriber CASCADE")
     secret = webhooks.generate_secret()
-    stats = multiprocessing.Array("d", 3)
     accepted = multiprocessing.Value("i", 0)
-    healthy, port = _start(_healthy_process, stats)
+    healthy, port, stats = start_endpoint(LATENCY)
     procs = [healthy]
     try:
         webhooks.add_subscriber(conn, f"http://127.0.0.1:{port}/hooks", secret=secret, max_in_flight=16)
@@ -128,7 +86,7 @@ def one_run(conn: psycopg.Connection, env: dict, n: int, concurrency: int, besid
         if proc.returncode != 0:
             raise SystemExit(f"trackctl notify failed: {proc.stderr.decode()}")
         report = json.loads(proc.stdout)
-        answered, first, last = int(stats[0]), stats[1], stats[2]
+        answered, first, last = int(stats[0]), stats[2], stats[3]
         if answered != n:
             raise SystemExit(f"the healthy endpoint answered {answered} of {n} (report {report})")
         return {"rate": n / max(last - first, 1e-6), "wall": wall, "report": report, "black_hole_connections":

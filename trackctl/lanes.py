@@ -6,7 +6,9 @@ answers or whose host does not resolve holds its own workers, never another subs
 a lane's requests keep failing without an answer (timeouts, refused connections, host not found:
 BREAKER_AFTER in a row), its breaker opens: the lane makes no request for a back-off that starts
 at BREAKER_REST seconds and doubles up to BREAKER_MAX_REST, then lets one probe through; any HTTP
-answer closes the breaker again. Rows a lane holds while its breaker is open are handed back
+answer closes the breaker again. After a single failure without an answer the lane already
+makes one request at a time until an answer comes, so requests that time out together do not
+send fresh ones after them. Rows a lane holds while its breaker is open are handed back
 unattempted (their attempts and schedule untouched).
 
 Workers are daemon threads, so a stopped run never waits for a request that cannot be ended (a
@@ -95,9 +97,13 @@ class Breaker:
         self.opened = 0  # times it opened in this run (for the run's report)
 
     def allowed(self, now: float) -> int:
-        """Requests the lane may have in flight now: 0 while resting, 1 probe after a rest, unbounded when closed."""
-        if self.failures < BREAKER_AFTER:
+        """Requests the lane may have in flight now: unbounded while all is well, 1 after a failure
+        without an answer (no new request joins a batch that is timing out together), 0 while
+        resting, then 1 probe."""
+        if self.failures == 0:
             return 1 << 30
+        if self.failures < BREAKER_AFTER:
+            return 1
         return 0 if now < self.open_until else 1
 
     def record(self, answered: bool, now: float) -> None:
