@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from . import queries
+from . import queries, telemetry
 from .http_client import HttpClient, TransportError
 from .webhooks import Subscriber, secret_key, signature_header
 
@@ -42,6 +42,8 @@ class Claim:
     subscriber_id: int
     event_id: str
     body: bytes
+    attempt: int = 1  # this attempt's number (1 for the first)
+    event_type: str = ""
 
 
 @dataclass(frozen=True)
@@ -78,8 +80,10 @@ def signed_headers(sub: Subscriber, event_id: str, body: bytes) -> dict[str, str
 def post_event(client: HttpClient, sub: Subscriber, event_id: str, body: bytes,
                timeout: float) -> tuple[int | None, str | None]:
     """POST one signed event; return (HTTP status, error) — error None only for a 2xx."""
+    # The trace context (when tracing is on) rides in headers the signature does not cover (issue 15).
+    headers = telemetry.inject_headers(signed_headers(sub, event_id, body))
     try:
-        response = client.request("POST", sub.url, headers=signed_headers(sub, event_id, body), body=body,
+        response = client.request("POST", sub.url, headers=headers, body=body,
                                   timeout=timeout, max_body=MAX_RESPONSE_BODY, cut_body=True)
     except TransportError as exc:
         return None, str(exc)
@@ -206,10 +210,17 @@ class Lane:
         if self._client.aborted:
             return None
         attempted_at = datetime.now(timezone.utc)
-        try:
-            status, error = post_event(self._client, self.sub, claim.event_id, claim.body, timeout)
-        except Exception as exc:  # a worker never dies silently: the attempt is recorded as failed
-            status, error = None, f"{type(exc).__name__}: {exc}"[:300]
+        attributes = {"trackctl.subscriber.id": self.sub.id, "trackctl.event.type": claim.event_type,
+                      "trackctl.event.id": claim.event_id, "trackctl.delivery.attempt": claim.attempt,
+                      **telemetry.http_attributes("POST", self.sub.url)}
+        with telemetry.span("webhook delivery", attributes, kind="client") as traced:
+            try:
+                status, error = post_event(self._client, self.sub, claim.event_id, claim.body, timeout)
+            except Exception as exc:  # a worker never dies silently: the attempt is recorded as failed
+                status, error = None, f"{type(exc).__name__}: {exc}"[:300]
+            traced.set("http.response.status_code", status)
+            if status is None or status >= 400:
+                traced.fail(str(status) if status is not None else "no answer")
         if self._client.aborted and status is None:
             return None  # abandoned by the stop: not an attempt, and not the endpoint's fault
         with self._cond:

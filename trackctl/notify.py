@@ -182,7 +182,7 @@ class _Run:
                 continue
             rows = self.conn.execute(SQL.claim, {"subscriber": sub_id, "limit": room, "lease": lease,
                                                  "token": self.token}).fetchall()
-            claims = [Claim(r[0], r[1], r[2], r[3].encode()) for r in rows]
+            claims = [Claim(r[0], r[1], r[2], r[3].encode(), r[4], r[5]) for r in rows]
             if claims:
                 for claim in claims:
                     self.outstanding[claim.id] = claim

@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from .. import telemetry
 from ..http_client import Response, TransportError, shared
 from .base import MAX_BODY, FetchFailed, RateLimited, parse_retry_after
 
@@ -23,10 +24,13 @@ def get(url: str, headers: Mapping[str, str], timeout: float, max_body: int = MA
     """Return the response to GET `url`, or raise FetchFailed (timeout, connection error, body too big)."""
     if not url.lower().startswith(("http://", "https://")):
         raise FetchFailed(f"not an http(s) URL: {url.split(':', 1)[0][:20]}://")
+    telemetry.set_attributes(telemetry.http_attributes("GET", url))  # on the carrier request's span
     try:
-        return shared().request("GET", url, headers=headers, timeout=timeout, max_body=max_body)
+        response = shared().request("GET", url, headers=headers, timeout=timeout, max_body=max_body)
     except TransportError as exc:
         raise FetchFailed(str(exc)) from None
+    telemetry.set_attributes({"http.response.status_code": response.status})
+    return response
 
 
 def json_body(resp: Response) -> Any:
