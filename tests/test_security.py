@@ -309,10 +309,54 @@ UNSAFE_SQL = {
         def f(conn, args):
             conn.execute(*args)
         """},
+    "a loaded query with text appended": {"pkg.queries": """
+        def load(area):
+            return area
+        """, "pkg.b": """
+        from . import queries
+        SQL = queries.load("pools")
+        def f(conn, x):
+            conn.execute(SQL.levels + x)
+        """},
+    "a query loaded from an area named at run time": {"pkg.queries": """
+        def load(area):
+            return area
+        """, "pkg.b": """
+        from . import queries
+        def f(conn, area):
+            conn.execute(queries.load(area).levels)
+        """},
+    "an attribute of a name bound twice to loads": {"pkg.queries": """
+        def load(area):
+            return area
+        """, "pkg.b": """
+        import sys
+        from . import queries
+        SQL = queries.load("pools")
+        SQL = sys.modules[__name__]
+        def f(conn):
+            conn.execute(SQL.levels)
+        """},
 }
 
-# Statement arguments the check must accept (rules a, b, c, and the two shapes of the real code).
+# Statement arguments the check must accept (rules a, b, c, d, and the two shapes of the real code).
 SAFE_SQL = {
+    "loaded queries": {"pkg.queries": """
+        def load(area):
+            return area
+        """, "pkg.b": """
+        from psycopg import sql
+        from . import queries
+        from .queries import load
+        SQL = queries.load("pools")
+        def f(conn, name):
+            conn.execute(SQL.levels, (1,))
+            conn.execute(queries.load("carriers").remove_carrier)
+            conn.execute(load("cron").x)
+            conn.execute(sql.SQL(SQL.by_name).format(sql.Identifier(name)))
+            with conn.cursor() as cur, cur.copy(SQL.copy_codes) as copy:
+                copy.write("")
+        """},
     "literals, constants, + and f-strings of constants": {"m": """
         TABLE = "sequencing.t"
         COLUMNS = "a, b"
