@@ -453,7 +453,7 @@ def test_the_sql_check_flags_unsafe_edits_of_the_real_package():
         "trackctl.webhooks": ('where = " WHERE s.enabled" if enabled_only else ""', 'where = f" WHERE {enabled_only}"'),
         "trackctl.events": ("GROUP_LOCK_CLASS = 7_262_005", 'GROUP_LOCK_CLASS = os.environ["CLS"]'),
         "trackctl.outbox": ('CHANNEL = "trackctl_outbox"', 'CHANNEL = os.environ.get("CH", "x")'),
-        "trackctl.pools": ("cur.copy(COPY_CODES)", "cur.copy(COPY_CODES.replace('tracking', str(pool_id)))"),
+        "trackctl.pools": ("cur.copy(SQL.copy_codes)", "cur.copy(SQL.copy_codes.replace('tracking', str(pool_id)))"),
         "trackctl.db": ("conn.execute(RECORD,", "conn.execute(RECORD % m.name,"),
     }
     for module, (safe, unsafe) in edits.items():

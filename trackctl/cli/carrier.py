@@ -174,6 +174,34 @@ def reset_cmd(ctx: typer.Context, name: str = typer.Argument(..., help="Carrier 
     say(f"carrier {carrier.name}: breaker closed, rate-limit block lifted")
 
 
+@carrier_app.command("remove")
+def remove_cmd(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Carrier name or id."),
+    force: bool = typer.Option(False, "--force",
+                               help="Also when it has shipments: cancel its open ones and keep it only as their history."),
+) -> None:
+    """Remove a carrier. One with shipments is refused (exit 1) unless --force.
+
+    Without shipments the carrier is deleted. With --force its open shipments are cancelled (a
+    `cancelled` event each, sent to webhooks) and the carrier is kept only as the history of its
+    shipments: no longer listed, assigned or polled; its name and id are not reused.
+
+    Example: trackctl carrier remove corrieos
+
+    Example: trackctl carrier remove jadlog --force
+    """
+    from ..carriers import remove_carrier
+
+    with connection(ctx) as conn:
+        removed = remove_carrier(conn, name, force=force)
+    if removed.deleted:
+        say(f"removed carrier {removed.name}")
+    else:
+        say(f"removed carrier {removed.name}: {removed.cancelled} open shipment{'s' if removed.cancelled != 1 else ''} "
+            f"cancelled; its {removed.shipments} shipment{'s' if removed.shipments != 1 else ''} keep it as their history")
+
+
 @carrier_app.command("list")
 def list_cmd(ctx: typer.Context, fmt: Optional[Format] = typer.Option(None, "--format", help=FORMAT_HELP)) -> None:
     """List carriers with their adapter settings (tokens are never stored: only the variable's name).
