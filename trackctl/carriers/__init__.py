@@ -311,8 +311,7 @@ def remove_carrier(conn: psycopg.Connection, ref: str, *, force: bool = False) -
             conn.execute(SQL.delete_carrier, (carrier_id,))
             return RemovedCarrier(name, True, 0, 0)
         if not force:
-            raise InUse(f"carrier {name} has {shipments} shipment{'s' if shipments != 1 else ''} "
-                        f"({open_} open)",
+            raise InUse(f"carrier {name} has {shipments} shipment{'s' if shipments != 1 else ''}, {open_} of them open",
                         hint=f"'trackctl carrier remove {name} --force' cancels the open ones and keeps the "
                              "carrier only as their history")
         cancelled = cancel_open_of_carrier(conn, carrier_id, f"carrier {name} removed with trackctl carrier remove")
