@@ -147,6 +147,8 @@ def show_cmd(
 
     Example: trackctl carrier show correios --format json
     """
+    from datetime import timedelta
+
     from ..carriers import carrier_settings, carrier_states
     from ..output import emit_one
 
@@ -154,6 +156,7 @@ def show_cmd(
         settings = carrier_settings(conn, name)
         state = next((s for s in carrier_states(conn) if s.carrier == settings.name), None)
     record = {c: getattr(settings, c) for c in SETTINGS_COLUMNS}
+    record["poll_intervals"] = {k: _duration(timedelta(seconds=v)) for k, v in settings.poll_intervals.items()}
     record["stale_after"] = _duration(settings.stale_after)
     record["breaker_cooldown"] = _duration(settings.breaker_cooldown)
     if state is not None:
