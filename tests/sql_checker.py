@@ -27,9 +27,8 @@ import trackctl
 #     webhooks.list_subscribers' `where = " WHERE s.enabled" if enabled_only else ""`;
 #   - a number literal (or a constant bound to one) substituted into an f-string or .format:
 #     events.py's advisory lock class GROUP_LOCK_CLASS = 7_262_005 in MEMBER_LIVE.
-# (d) a loaded query: an attribute of `queries.load("<area>")` (trackctl/queries.py), taken
-#     directly or through a name bound once to that call (`SQL = queries.load("pools")`, then
-#     `SQL.copy_codes`): the text of a `-- name:` block of the package's sql/queries/<area>.sql.
+#   (d) a loaded query: `Q.name` where Q is bound once to `queries.load("<area>")` and
+#       sql/queries/<area>.sql has a block `-- name: name`.
 # Anything else fails: a local bound twice or rebound by a nested function, a parameter, a loop
 # or `with` target, `%`, .replace() or any other call, an attribute of anything but a module.
 # SQL_EXCEPTIONS lists the safe call sites of another shape, each with its reason.
@@ -199,12 +198,36 @@ class SqlChecker:
             return rule(node.body, scope, seen) and rule(node.orelse, scope, seen)
         return None
 
+    def loaded(self, node: ast.AST, scope: _Scope) -> bool:
+        """True for `Q.name` where Q is bound once to `queries.load("<area>")` and that area's file
+        has a query called `name` (rule d: a statement read from sql/queries/)."""
+        if not isinstance(node, ast.Attribute):
+            return False
+        r = self.ref(node.value, scope)
+        if r is None or r[0] != "value" or not isinstance(r[1], ast.Call):
+            return False
+        call, where = r[1], r[2]
+        func = call.func
+        if not (isinstance(func, ast.Attribute) and func.attr == "load"):
+            return False
+        base = self.ref(func.value, where)
+        if base != ("module", "trackctl.queries") or call.keywords or len(call.args) != 1 \
+                or not isinstance(call.args[0], ast.Constant) or not isinstance(call.args[0].value, str):
+            return False
+        from trackctl import queries
+
+        try:
+            return node.attr in queries.load(call.args[0].value).names()
+        except OSError:
+            return False
+
     def fixed(self, node: ast.AST, scope: _Scope, seen: frozenset = frozenset()) -> bool:
-        """True for text that can only ever be built from literals (rules a and b)."""
-        if isinstance(node, ast.Constant):
-            return isinstance(node.value, (str, bytes))
+        """True for text that can only ever be built from literals (rules a and b) or read from
+        sql/queries/ (rule d)."""
         if self.loaded(node, scope):
             return True
+        if isinstance(node, ast.Constant):
+            return isinstance(node.value, (str, bytes))
         joined = self._joined(node, scope, seen, self.fixed)
         if joined is not None:
             return joined
@@ -216,30 +239,6 @@ class SqlChecker:
             return self.fixed(node.func.value, scope, seen) \
                 and all(not isinstance(a, ast.Starred) and self.fixed_part(a, scope, seen) for a in node.args) \
                 and all(k.arg is not None and self.fixed_part(k.value, scope, seen) for k in node.keywords)
-        return False
-
-    def loaded(self, node: ast.AST, scope: _Scope) -> bool:
-        """True for `<load>.name` where <load> is `queries.load("area")` or a name bound once to it (rule d)."""
-        if not isinstance(node, ast.Attribute) or node.attr.startswith("_"):
-            return False
-        base = node.value
-        if isinstance(base, ast.Name):
-            r = self.lookup(base.id, scope)
-            if r is None or r[0] != "value":
-                return False
-            base, scope = r[1], r[2]
-        if not (isinstance(base, ast.Call) and len(base.args) == 1 and not base.keywords
-                and isinstance(base.args[0], ast.Constant) and isinstance(base.args[0].value, str)):
-            return False
-        func = base.func
-        if isinstance(func, ast.Attribute) and func.attr == "load":
-            r = self.ref(func.value, scope)
-            return r is not None and r[0] == "module" and r[1].endswith("queries")
-        if isinstance(func, ast.Name):
-            bound = self.module_scopes[scope.module].bindings.get(func.id) if func.id not in scope.bindings \
-                else scope.bindings.get(func.id)
-            return bool(bound) and len(bound) == 1 and isinstance(bound[0], tuple) \
-                and bound[0][0] == "from" and bound[0][1].endswith("queries") and bound[0][2] == "load"
         return False
 
     def fixed_part(self, node: ast.AST, scope: _Scope, seen: frozenset) -> bool:

@@ -132,7 +132,8 @@ def _refuse_cancelled(conn: psycopg.Connection, code: str, order_id: str, carrie
 
     from . import queries
 
-    if conn.execute(queries.load("shipments").code_status, (code,)).fetchone()[0] == "cancelled":
+    lookups = queries.load("shipments")
+    if conn.execute(lookups.code_status, (code,)).fetchone()[0] == "cancelled":
         parcel_opt = f" --parcel {parcel}" if parcel != 1 else ""
         raise CodeCancelled(
             f"order {order_id}{parcel_opt and f' parcel {parcel}'} with {carrier} was cancelled: its code {code} "
