@@ -85,6 +85,7 @@ def test_no_secret_appears_in_any_output_log_metrics_stored_error_or_error_messa
         add_carrier(conn, "broken", adapter="http-json", url="http://127.0.0.1:9/", token_env="ACME_TOKEN", timeout=1)
         webhooks.add_subscriber(conn, hook.url, secret=secret)
         refill(conn)
+        (tmp_path / "prom").mkdir()  # metrics --textfile-dir never creates its directory
         # A hostile carrier echoes the token where trackctl quotes it in its error (a bad timestamp),
         # and answers 500 for another code: both errors are stored in last_poll_error.
         echoed = assign(conn, "echo-1", "acme").code
@@ -441,7 +442,7 @@ def test_the_sql_check_flags_unsafe_edits_of_the_real_package():
         "trackctl.webhooks": ("conn.execute(SQL.delete_subscriber,", "conn.execute(SQL.delete_subscriber + str(subscriber_id),"),
         "trackctl.events": ('SQL = queries.load("events")', 'SQL = queries.load(os.environ["AREA"])'),
         "trackctl.outbox": ('CHANNEL = "trackctl_outbox"', 'CHANNEL = os.environ.get("CH", "x")'),
-        "trackctl.pools": ("cur.copy(COPY_CODES)", "cur.copy(COPY_CODES.replace('tracking', str(pool_id)))"),
+        "trackctl.pools": ("cur.copy(SQL.copy_codes)", "cur.copy(SQL.copy_codes.replace('tracking', str(pool_id)))"),
         "trackctl.db": ("conn.execute(SQL.record,", "conn.execute(SQL.record % m.name,"),
     }
     for module, (safe, unsafe) in edits.items():

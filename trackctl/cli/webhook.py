@@ -15,6 +15,25 @@ app.add_typer(webhook_app, name="webhook")
 SHOWN_COLUMNS = ["id", "url", "types", "retry_schedule", "max_in_flight", "secret"]
 
 
+def list_layout():
+    """`webhook list` on a terminal: id, URL, types and state first; the rest as the width allows."""
+    from ..output import TableLayout
+
+    return TableLayout(drop=("created_at", "rotating_until", "secret", "retry_schedule", "disabled_reason",
+                             "max_in_flight"),
+                       labels={"retry_schedule": "retries", "max_in_flight": "max", "disabled_reason": "disabled",
+                               "rotating_until": "rotating"})
+
+
+def deliveries_layout():
+    """`webhook deliveries` on a terminal: what failed and when it is tried next, before the ids."""
+    from ..output import TableLayout
+
+    return TableLayout(drop=("event_id", "delivered_at", "last_attempt_at", "subscriber_id", "type"),
+                       labels={"subscriber_id": "sub", "attempts": "tries", "next_attempt_at": "next",
+                               "last_attempt_at": "last", "last_status": "http", "delivered_at": "delivered"})
+
+
 @webhook_app.command("add")
 def add_cmd(
     ctx: typer.Context,
@@ -70,7 +89,7 @@ def list_cmd(ctx: typer.Context, fmt: Optional[Format] = typer.Option(None, "--f
 
     with connection(ctx) as conn:
         subs = list_subscribers(conn)
-    emit([s.listing() for s in subs], LISTING_COLUMNS, fmt_value(fmt))
+    emit([s.listing() for s in subs], LISTING_COLUMNS, fmt_value(fmt), layout=list_layout())
 
 
 @webhook_app.command("remove")
@@ -201,7 +220,7 @@ def deliveries_cmd(
 
     with connection(ctx) as conn:
         rows = list_deliveries(conn, status=status, subscriber_id=subscriber, limit=limit)
-    emit(rows, DELIVERY_COLUMNS, fmt_value(fmt))
+    emit(rows, DELIVERY_COLUMNS, fmt_value(fmt), layout=deliveries_layout())
 
 
 @webhook_app.command("replay")
