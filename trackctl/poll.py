@@ -36,7 +36,7 @@ import psycopg
 from . import __version__, queries, telemetry
 from .carriers import CarrierSettings, carrier_settings, list_carrier_settings
 from .carriers.base import AdapterConfig, Calls
-from .errors import InvalidValue, TrackctlError
+from .errors import InvalidValue, NotPollable, TrackctlError
 from .poll_policy import (BACKOFF_BASE, BACKOFF_CAP, DEFAULT_BUDGET, DEFAULT_INTERVALS, INTERVAL_JITTER,  # noqa: F401
                           LEASE_MARGIN, MAX_CONNECTIONS, MAX_WORKERS_PER_CARRIER, WORKERS_PER_SLOT, CarrierSummary,
                           PollFailure, PollReport, normalise_events, redact)
@@ -112,7 +112,7 @@ def poll(conn: psycopg.Connection, *, carrier: str | None = None, budget: float 
     if carrier is not None:
         settings = [carrier_settings(conn, carrier)]
         if not settings[0].adapter:
-            raise InvalidValue(f"carrier {settings[0].name} has no adapter, so there is nothing to poll",
+            raise NotPollable(f"carrier {settings[0].name} has no adapter, so it cannot be polled",
                                hint="give it one with 'trackctl carrier set NAME --adapter ...', "
                                     "or record its news with 'trackctl mark CODE STATUS'")
     else:

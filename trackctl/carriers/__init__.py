@@ -19,7 +19,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from .. import queries
-from ..errors import AlreadyExists, InvalidValue, UnknownCarrier, UnknownPool
+from ..errors import AlreadyExists, InUse, InvalidValue, UnknownCarrier, UnknownPool
 from ..names import carrier_ref_id, check_carrier_name, check_pool_name
 from ..statuses import POLLED
 
@@ -28,13 +28,13 @@ DEFAULT_TIMEOUT = 10.0
 MAX_CONCURRENCY = 256
 MAX_TIMEOUT = 300.0
 TOKEN_ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+SQL = queries.load("carriers")
 # Statuses whose poll interval can be set (terminal shipments are never polled): statuses.POLLED.
 POLLED_STATUSES = POLLED
 # Interval keys besides the statuses: `moved`, the most a shipment waits after a poll with news.
 INTERVAL_KEYS = tuple(POLLED_STATUSES) + ("moved",)
 MAX_RATE_LIMIT = 10_000.0
 SETTING_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-SQL = queries.load("carriers")
 
 
 @dataclass(frozen=True)
@@ -63,9 +63,13 @@ def unknown_carrier(ref: str, known: list[Carrier]) -> UnknownCarrier:
                           hint="add one with 'trackctl carrier add NAME'")
 
 
-def get_carrier(conn: psycopg.Connection, ref: str) -> Carrier:
-    """Return the carrier named by `ref` (name or numeric id), or raise UnknownCarrier."""
-    row = conn.execute(SQL.get_carrier, (ref, carrier_ref_id(ref))).fetchone()
+def get_carrier(conn: psycopg.Connection, ref: str, *, removed_too: bool = False) -> Carrier:
+    """Return the carrier named by `ref` (name or numeric id), or raise UnknownCarrier.
+
+    A removed carrier is unknown unless `removed_too` (its shipments still name it).
+    """
+    row = conn.execute(SQL.carrier_by_ref, {"name": ref, "id": carrier_ref_id(ref),
+                                            "removed_too": removed_too}).fetchone()
     if row is None:
         raise unknown_carrier(ref, list_carriers(conn))
     return Carrier(*row)
@@ -88,6 +92,10 @@ def add_carrier(conn: psycopg.Connection, name: str, carrier_id: int | None = No
                 _apply_settings(conn, row[0], name, None, settings)
     except psycopg.errors.UniqueViolation as exc:
         what = f"id {carrier_id}" if exc.diag.constraint_name == "carrier_pkey" else f"name {name!r}"
+        removed = conn.execute(SQL.removed_named, {"name": name, "id": carrier_id}).fetchone()
+        if removed is not None:
+            raise AlreadyExists(f"a removed carrier ({removed[0]}) still has the {what}: its shipments keep it",
+                                hint="choose another name and id") from exc
         raise AlreadyExists(f"a carrier with {what} already exists",
                             hint="see 'trackctl carrier list'") from exc
     if row is None:
@@ -145,7 +153,7 @@ def list_carrier_settings(conn: psycopg.Connection) -> list[CarrierSettings]:
 
 def carrier_settings(conn: psycopg.Connection, ref: str) -> CarrierSettings:
     """Return the settings of the carrier named by `ref` (name or id), or raise UnknownCarrier."""
-    row = conn.execute(SQL.get_settings, (ref, carrier_ref_id(ref))).fetchone()
+    row = conn.execute(SQL.settings_by_ref, {"name": ref, "id": carrier_ref_id(ref)}).fetchone()
     if row is None:
         raise unknown_carrier(ref, list_carriers(conn))
     return _settings_row(row)
@@ -153,7 +161,7 @@ def carrier_settings(conn: psycopg.Connection, ref: str) -> CarrierSettings:
 
 def carrier_states(conn: psycopg.Connection) -> list[CarrierState]:
     """Return the breaker, 429 block and slots in use of every carrier."""
-    return [CarrierState(*r) for r in conn.execute(SQL.list_states).fetchall()]
+    return [CarrierState(*r) for r in conn.execute(SQL.states).fetchall()]
 
 
 def reset_carrier_state(conn: psycopg.Connection, ref: str) -> CarrierSettings:
@@ -297,3 +305,44 @@ def _apply_settings(conn: psycopg.Connection, carrier_id: int, name: str, curren
         "breaker_cooldown": cooldown, "pool_id": pool_id, "credentials": Jsonb(credentials),
         "rate_limit": float(rate_limit) if rate_limit is not None else None,
     })
+
+
+# ---------------------------------------------------------------------------------------------
+# Removal
+
+
+@dataclass(frozen=True)
+class RemovedCarrier:
+    name: str
+    deleted: bool  # True: the row is gone; False: kept (removed) for its shipments' history
+    shipments: int  # shipments that keep naming it
+    cancelled: int  # open shipments cancelled by --force
+
+
+def remove_carrier(conn: psycopg.Connection, ref: str, *, force: bool = False) -> RemovedCarrier:
+    """Remove a carrier; return what happened.
+
+    Without shipments the carrier is deleted. With shipments it is refused (InUse) unless `force`:
+    then its open shipments are cancelled (each a `cancelled` event, delivered to webhooks like
+    `trackctl cancel`) and the carrier is marked removed: its row stays, because assigned codes are
+    never deleted and name it, but it is no longer listed, assigned, polled or changed, and its name
+    and id stay taken. All in one transaction: on any refusal nothing changes.
+    """
+    from ..shipments import cancel_open_of_carrier
+
+    carrier = get_carrier(conn, ref)
+    with conn.transaction():
+        row = conn.execute(SQL.lock_for_removal, (carrier.id,)).fetchone()
+        if row is None:  # removed by someone else meanwhile
+            raise unknown_carrier(ref, list_carriers(conn))
+        carrier_id, name, shipments, open_ = row
+        if shipments == 0:
+            conn.execute(SQL.delete_carrier, (carrier_id,))
+            return RemovedCarrier(name, True, 0, 0)
+        if not force:
+            raise InUse(f"carrier {name} has {shipments} shipment{'s' if shipments != 1 else ''}, {open_} of them open",
+                        hint=f"'trackctl carrier remove {name} --force' cancels the open ones and keeps the "
+                             "carrier only as their history")
+        cancelled = cancel_open_of_carrier(conn, carrier_id, f"carrier {name} removed with trackctl carrier remove")
+        conn.execute(SQL.retire_carrier, (carrier_id,))
+    return RemovedCarrier(name, False, shipments, sum(1 for c in cancelled if c.changed))

@@ -2,13 +2,48 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
 from typing import Optional
 
 import typer
 
 from . import FORMAT_HELP, Format, app, connection, fmt_value
 
-REPORT_COLUMNS = ["delivered", "failed", "dead", "disabled", "lost_leases", "seconds"]
+REPORT_COLUMNS = ["delivered", "failed", "dead", "disabled", "lost_leases", "released", "breakers", "seconds"]
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[tuple[threading.Event, list[int]]]:
+    """Yield (stop, caught): SIGINT and SIGTERM set `stop` (and are listed in `caught`) instead of raising.
+
+    The delivery run sees `stop` within a fraction of a second, abandons its requests in flight
+    and releases its rows; the command then ends the way that signal ends any command.
+    """
+    stop, caught = threading.Event(), []
+
+    def handler(signum: int, frame: object) -> None:
+        caught.append(signum)
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop, caught
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def raise_for(caught: list[int]) -> None:
+    """End the command as its first caught signal would have (SIGINT: exit 130; SIGTERM: 143)."""
+    from ..errors import Terminated
+
+    if caught and caught[0] == signal.SIGTERM:
+        raise Terminated("terminated by SIGTERM", hint="the job ran past its time limit, or was stopped")
+    if caught:
+        raise KeyboardInterrupt
 
 
 @app.command("notify")
@@ -20,15 +55,20 @@ def notify_cmd(
              "without it, stop as soon as nothing is due."),
     follow: bool = typer.Option(False, "--follow", help="Keep running and deliver new events as they come "
                                                         "(until --budget or Ctrl-C)."),
-    concurrency: int = typer.Option(16, "--concurrency", min=1, max=512, help="Requests in flight at once."),
+    concurrency: int = typer.Option(16, "--concurrency", min=1, max=512,
+                                    help="Requests in flight at once to one subscriber (each has its own lane; "
+                                         "its --max-in-flight caps it too)."),
     timeout: str = typer.Option("10s", "--timeout", metavar="DURATION",
-                                help="Total time one request may take (connect, send, answer)."),
+                                help="Total time one request may take (connect, send, answer); "
+                                     "connecting gets at most 3 s of it."),
     fmt: Optional[Format] = typer.Option(None, "--format", help=FORMAT_HELP),
 ) -> None:
     """Deliver due webhook deliveries: signed POSTs, retried on each subscriber's schedule.
 
     A delivery is done only after a 2xx; after its last attempt it is dead (see 'trackctl webhook
-    replay'); 410 Gone disables the subscriber. Safe to run on several hosts at once.
+    replay'); 410 Gone disables the subscriber. Safe to run on several hosts at once. Each
+    subscriber has its own lane and breaker: one that never answers slows only itself. Ctrl-C or
+    SIGTERM ends the run within a second or two; unfinished deliveries stay pending.
 
     Example (cron): * * * * * trackctl notify --budget 30s
     """
@@ -54,15 +94,16 @@ def notify_cmd(
                       new_status, outcome.error)
 
     with connection(ctx) as conn, recorded(ctx, conn, "notify") as run, \
-            progress("notify", unit="attempts") as bar:
+            progress("notify", unit="attempts") as bar, stop_on_signals() as (stop, caught):
 
         def observe(outcome, new_status: str) -> None:
             bar(1)
             on_outcome(outcome, new_status)
 
         report = deliver(conn, budget=budget_s, follow=follow, concurrency=concurrency, timeout=timeout_s,
-                         on_outcome=observe)
+                         stop=stop, on_outcome=observe)
         run.count(delivered=report.delivered, failed=report.failed, dead=report.dead, disabled=report.disabled)
+        raise_for(caught)  # a stopped run is recorded (with its counts) as failed, like before
         for sub_id in report.disabled_ids:
             log.warning("webhook %s is disabled: its endpoint answered 410 Gone (enable it again with "
                         "'trackctl webhook enable %s')", sub_id, sub_id)
