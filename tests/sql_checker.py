@@ -19,7 +19,9 @@ import trackctl
 #       another trackctl module) built only from literals, other such constants, `+`, and
 #       f-strings / str.format whose substituted parts are themselves fixed text;
 #   (c) a psycopg.sql composition: sql.SQL(fixed text).format(sql.Identifier(...), sql.Literal(...),
-#       sql.Placeholder(...), other compositions), or their `+`.
+#       sql.Placeholder(...), other compositions), or their `+`;
+#   (d) a named query: an attribute of a module-level name bound once to `queries.load("<area>")`
+#       (trackctl/queries.py; the text is a `-- name:` block of sql/queries/<area>.sql).
 # Three shapes of the real package are safe but outside (a)-(c), and the check allows exactly them:
 #   - `a if cond else b` where both branches are fixed text (cond only chooses): poll.py's
 #     RELEASE_FAILED / RELEASE_OK;
@@ -196,10 +198,24 @@ class SqlChecker:
             return rule(node.body, scope, seen) and rule(node.orelse, scope, seen)
         return None
 
+    def loaded_queries(self, node: ast.AST, scope: _Scope) -> bool:
+        """True for a name bound once to `queries.load("<literal area>")` (rule d)."""
+        r = self.ref(node, scope) if isinstance(node, (ast.Name, ast.Attribute)) else None
+        if r is None or r[0] != "value" or not isinstance(r[1], ast.Call):
+            return False
+        call = r[1]
+        if not (isinstance(call.func, ast.Attribute) and call.func.attr == "load") or call.keywords \
+                or len(call.args) != 1 or not isinstance(call.args[0], ast.Constant) \
+                or not isinstance(call.args[0].value, str):
+            return False
+        return self.ref(call.func.value, r[2]) == ("module", "trackctl.queries")
+
     def fixed(self, node: ast.AST, scope: _Scope, seen: frozenset = frozenset()) -> bool:
-        """True for text that can only ever be built from literals (rules a and b)."""
+        """True for text that can only ever be built from literals (rules a, b and d)."""
         if isinstance(node, ast.Constant):
             return isinstance(node.value, (str, bytes))
+        if isinstance(node, ast.Attribute) and self.loaded_queries(node.value, scope):
+            return True
         joined = self._joined(node, scope, seen, self.fixed)
         if joined is not None:
             return joined

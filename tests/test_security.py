@@ -170,6 +170,19 @@ def test_credentials_in_a_webhook_url_are_never_printed_or_stored_in_errors(cli,
 
 # Statement arguments the check must refuse: each module set holds exactly one offending call.
 UNSAFE_SQL = {
+    "named queries of an area chosen at run time": {"trackctl.queries": "def load(area): pass\n", "m": """
+        import os
+        from trackctl import queries
+        SQL = queries.load(os.environ["AREA"])
+        def f(conn):
+            conn.execute(SQL.finish_run)
+        """},
+    "a named query with text appended": {"trackctl.queries": "def load(area): pass\n", "m": """
+        from trackctl import queries
+        SQL = queries.load("runs")
+        def f(conn, x):
+            conn.execute(SQL.finish_run + x)
+        """},
     "f-string in a local": {"m": """
         def f(conn, x):
             q = f"SELECT * FROM t WHERE a = {x}"
@@ -313,6 +326,12 @@ UNSAFE_SQL = {
 
 # Statement arguments the check must accept (rules a, b, c, and the two shapes of the real code).
 SAFE_SQL = {
+    "named queries loaded from sql/queries": {"trackctl.queries": "def load(area): pass\n", "m": """
+        from trackctl import queries
+        SQL = queries.load("runs")
+        def f(conn, x):
+            conn.execute(SQL.finish_run, (x,))
+        """},
     "literals, constants, + and f-strings of constants": {"m": """
         TABLE = "sequencing.t"
         COLUMNS = "a, b"

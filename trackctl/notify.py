@@ -29,7 +29,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -310,14 +310,16 @@ def _attempt(poster: HttpPoster, gates: _Gates, sub: Subscriber, claim: Claim, t
 def deliver(conn: psycopg.Connection, *, budget: float | None = None, follow: bool = False,
             concurrency: int = DEFAULT_CONCURRENCY, timeout: float = DEFAULT_TIMEOUT,
             stop: threading.Event | None = None,
-            on_outcome: Callable[[Outcome, str], None] | None = None) -> NotifyReport:
+            on_outcome: Callable[[Outcome, str], None] | None = None,
+            only_subscribers: Collection[int] | None = None) -> NotifyReport:
     """Deliver due deliveries until none is due (or the budget ends); return what was done.
 
     Without `budget` the run ends as soon as nothing is due and nothing is in flight. With it,
     the run also waits for retries and new events falling due before the budget ends, and stops
     taking new work when it ends. `follow` keeps the run going (until `stop` or the budget) and
     wakes on new events through LISTEN. `on_outcome(outcome, new_status)` sees every recorded
-    attempt (for logging).
+    attempt (for logging). `only_subscribers` limits the run to those subscribers' deliveries (the
+    demo delivers to its own receiver only).
 
     The main thread keeps up to PREFETCH x `concurrency` rows claimed, so a worker that finishes
     starts on the next row at once while the main thread records outcomes and claims more in
@@ -351,7 +353,8 @@ def deliver(conn: psycopg.Connection, *, budget: float | None = None, follow: bo
             stopping = stop.is_set() or (end is not None and end - now < min(timeout, MIN_ATTEMPT))
             if not stopping and len(outstanding) < limit:
                 if now - loaded_at >= SUBSCRIBERS_TTL:
-                    subscribers = {s.id: s for s in list_subscribers(conn, enabled_only=True)}
+                    subscribers = {s.id: s for s in list_subscribers(conn, enabled_only=True)
+                                   if only_subscribers is None or s.id in only_subscribers}
                     loaded_at = now
                 request_timeout = timeout if end is None else min(timeout, max(end - now, 0.05))
                 claims = _claim_round(conn, subscribers, limit - len(outstanding), per_subscriber,

@@ -32,11 +32,11 @@ def notify_cmd(
 
     Example (cron): * * * * * trackctl notify --budget 30s
     """
+    from .. import jobs
     from ..logs import get_logger
     from ..names import parse_duration
-    from ..notify import deliver
     from ..output import emit_one
-    from .jobs import progress, recorded
+    from .jobs import progress, start_job
 
     budget_s = float(parse_duration(budget)) if budget is not None else None
     timeout_s = float(parse_duration(timeout))
@@ -53,17 +53,18 @@ def notify_cmd(
             log.debug("delivery %s (%s) to webhook %s failed (%s): %s", c.id, c.event_id, c.subscriber_id,
                       new_status, outcome.error)
 
-    with connection(ctx) as conn, recorded(ctx, conn, "notify") as run, \
-            progress("notify", unit="attempts") as bar:
+    start_job(ctx)
+    with connection(ctx) as conn, progress("notify", unit="attempts") as bar:
 
         def observe(outcome, new_status: str) -> None:
             bar(1)
             on_outcome(outcome, new_status)
 
-        report = deliver(conn, budget=budget_s, follow=follow, concurrency=concurrency, timeout=timeout_s,
-                         on_outcome=observe)
-        run.count(delivered=report.delivered, failed=report.failed, dead=report.dead, disabled=report.disabled)
-        for sub_id in report.disabled_ids:
-            log.warning("webhook %s is disabled: its endpoint answered 410 Gone (enable it again with "
-                        "'trackctl webhook enable %s')", sub_id, sub_id)
+        result = jobs.notify(conn, budget=budget_s, follow=follow, concurrency=concurrency, timeout=timeout_s,
+                             on_outcome=observe)
+    report = result.data
+    for sub_id in report.disabled_ids:
+        log.warning("webhook %s is disabled: its endpoint answered 410 Gone (enable it again with "
+                    "'trackctl webhook enable %s')", sub_id, sub_id)
     emit_one(report, REPORT_COLUMNS, fmt_value(fmt))
+    result.raise_problem()
