@@ -46,10 +46,10 @@ from psycopg.types.json import Jsonb
 
 from . import logs, queries
 from .errors import Interrupted, InvalidValue, TrackctlError, signal_reason
+from .interrupts import deferred
 from .names import check_limit
 
 OUTCOMES = ("running", "ok", "partial", "failed", "skipped", "died")
-WORKED = ("ok", "partial")  # outcomes of a run that did (some of) its work
 JOB_NAME = re.compile(r"^[a-z][a-z0-9-]{0,39}$")  # as the run_job_format constraint
 MAX_ERROR = 500
 
@@ -215,7 +215,8 @@ def recorded_run(conn: psycopg.Connection, job: str, *, stop: Any = None) -> Ite
         except BaseException as exc:
             outcome, error = recorder.conclusion(exc)
             recorder.outcome, recorder.error = outcome, error
-            _finish_quietly(conn, recorder, outcome, error)
+            with deferred():  # a second Ctrl-C must not lose the record of the first
+                _finish_quietly(conn, recorder, outcome, error)
             # The error itself is a field (JSON logs). In text the CLI's error line that follows is
             # the one line a failure gets (issue 7); the run record keeps the time and the error.
             if logs.configured_format() == "json":
@@ -225,11 +226,12 @@ def recorded_run(conn: psycopg.Connection, job: str, *, stop: Any = None) -> Ite
             raise
         outcome, error = recorder.conclusion()
         recorder.seconds = round(recorder.elapsed, 3)
-        try:
-            finish_run(conn, recorder, outcome, error)
-        except BaseException:
-            _finish_quietly(conn, recorder, outcome, error)  # e.g. a second Ctrl-C cut the statement
-            raise
+        with deferred():
+            try:
+                finish_run(conn, recorder, outcome, error)
+            except psycopg.Error:
+                _finish_quietly(conn, recorder, outcome, error)  # the job's connection is unusable
+                raise
         extra = {"counts": recorder.counts, "outcome": outcome, "seconds": recorder.seconds}
         if error is not None:
             extra["error"] = error
