@@ -19,9 +19,7 @@ import trackctl
 #       another trackctl module) built only from literals, other such constants, `+`, and
 #       f-strings / str.format whose substituted parts are themselves fixed text;
 #   (c) a psycopg.sql composition: sql.SQL(fixed text).format(sql.Identifier(...), sql.Literal(...),
-#       sql.Placeholder(...), other compositions), or their `+`;
-#   (d) a named query: an attribute of a module-level name bound once to `queries.load("<area>")`
-#       (trackctl/queries.py; the text is a `-- name:` block of sql/queries/<area>.sql).
+#       sql.Placeholder(...), other compositions), or their `+`.
 # Three shapes of the real package are safe but outside (a)-(c), and the check allows exactly them:
 #   - `a if cond else b` where both branches are fixed text (cond only chooses): poll.py's
 #     RELEASE_FAILED / RELEASE_OK;
@@ -29,6 +27,8 @@ import trackctl
 #     webhooks.list_subscribers' `where = " WHERE s.enabled" if enabled_only else ""`;
 #   - a number literal (or a constant bound to one) substituted into an f-string or .format:
 #     events.py's advisory lock class GROUP_LOCK_CLASS = 7_262_005 in MEMBER_LIVE.
+#   (d) a loaded query: `Q.name` where Q is bound once to `queries.load("<area>")` and
+#       sql/queries/<area>.sql has a block `-- name: name`.
 # Anything else fails: a local bound twice or rebound by a nested function, a parameter, a loop
 # or `with` target, `%`, .replace() or any other call, an attribute of anything but a module.
 # SQL_EXCEPTIONS lists the safe call sites of another shape, each with its reason.
@@ -198,24 +198,36 @@ class SqlChecker:
             return rule(node.body, scope, seen) and rule(node.orelse, scope, seen)
         return None
 
-    def loaded_queries(self, node: ast.AST, scope: _Scope) -> bool:
-        """True for a name bound once to `queries.load("<literal area>")` (rule d)."""
-        r = self.ref(node, scope) if isinstance(node, (ast.Name, ast.Attribute)) else None
+    def loaded(self, node: ast.AST, scope: _Scope) -> bool:
+        """True for `Q.name` where Q is bound once to `queries.load("<area>")` and that area's file
+        has a query called `name` (rule d: a statement read from sql/queries/)."""
+        if not isinstance(node, ast.Attribute):
+            return False
+        r = self.ref(node.value, scope)
         if r is None or r[0] != "value" or not isinstance(r[1], ast.Call):
             return False
-        call = r[1]
-        if not (isinstance(call.func, ast.Attribute) and call.func.attr == "load") or call.keywords \
-                or len(call.args) != 1 or not isinstance(call.args[0], ast.Constant) \
-                or not isinstance(call.args[0].value, str):
+        call, where = r[1], r[2]
+        func = call.func
+        if not (isinstance(func, ast.Attribute) and func.attr == "load"):
             return False
-        return self.ref(call.func.value, r[2]) == ("module", "trackctl.queries")
+        base = self.ref(func.value, where)
+        if base != ("module", "trackctl.queries") or call.keywords or len(call.args) != 1 \
+                or not isinstance(call.args[0], ast.Constant) or not isinstance(call.args[0].value, str):
+            return False
+        from trackctl import queries
+
+        try:
+            return node.attr in queries.load(call.args[0].value).names()
+        except OSError:
+            return False
 
     def fixed(self, node: ast.AST, scope: _Scope, seen: frozenset = frozenset()) -> bool:
-        """True for text that can only ever be built from literals (rules a, b and d)."""
+        """True for text that can only ever be built from literals (rules a and b) or read from
+        sql/queries/ (rule d)."""
+        if self.loaded(node, scope):
+            return True
         if isinstance(node, ast.Constant):
             return isinstance(node.value, (str, bytes))
-        if isinstance(node, ast.Attribute) and self.loaded_queries(node.value, scope):
-            return True
         joined = self._joined(node, scope, seen, self.fixed)
         if joined is not None:
             return joined
