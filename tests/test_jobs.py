@@ -207,12 +207,15 @@ def test_sigint_ends_notify_follow_with_its_deliveries_counted(conn, cli):
 @pytest.mark.parametrize("args", [["events", "--follow"], ["events", "--group", "g1", "--follow"],
                                   ["status", "--watch", "--interval", "60", "--format", "jsonl"]],
                          ids=["events", "events-group", "status-watch"])
-def test_sigterm_ends_the_followers_promptly(cli, args):
+def test_sigterm_ends_the_followers_promptly(conn, cli, args):
+    from trackctl import outbox
+
+    outbox.record(conn, "shipment.stale", {"code": "C1"}, None)  # so that each prints a first line
     proc = subprocess.Popen(trackctl_command() + args, env=cli.env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(2.0)  # past start-up, idle in its wait
-        assert proc.poll() is None, proc.communicate()
+        assert proc.stdout.readline(), proc.communicate()  # started, and now idle in its wait
+        time.sleep(0.5)
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=10)
