@@ -241,3 +241,34 @@ def test_a_library_caller_stops_a_job_with_its_own_flag(conn, server):
     assert (result.outcome, result.error, result.exit_code) == ("failed", "stopped", 130), result
     assert result.data.interrupted and result.data.released == 2
     assert all(claim_of(conn, code) == (None, True, 0) for code in codes)
+
+
+def test_sigint_stops_sweep_stale_between_shipments_with_its_count_matching_the_database(conn, cli):
+    n = 3000
+    add_carrier(conn, "manual")
+    conn.execute("UPDATE sequencing.pool SET target = %s WHERE name = 'default'", (n,))
+    refill(conn)
+    carrier = conn.execute("SELECT id FROM sequencing.carrier WHERE name = 'manual'").fetchone()[0]
+    conn.execute("""UPDATE sequencing.tracking SET order_id = 'q' || id, freightcarrier_id = %s, parcel = 1,
+                           status = 'pending', assigned_at = now() - interval '31 days'
+                    WHERE order_id IS NULL""", (carrier,))
+    flagged = "SELECT count(*) FROM sequencing.tracking WHERE stale_at IS NOT NULL"
+    proc = subprocess.Popen(trackctl_command() + ["sweep-stale", "--format", "json"], env=cli.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: conn.execute(flagged).fetchone()[0] >= 20 or proc.poll() is not None, "the sweep to start")
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+        took = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    print(f"sweep-stale stopped {took:.2f} s after SIGINT")
+    assert proc.returncode == 130, err
+    done = conn.execute(flagged).fetchone()[0]
+    assert 0 < done < n, "the sweep was not stopped midway"
+    [run] = list_runs(conn, "sweep-stale")
+    assert (run.outcome, run.error, run.counts["flagged"]) == ("partial", "interrupted by SIGINT", done), run
+    assert len(json.loads(out)) == done  # what it printed is what it did
