@@ -85,21 +85,15 @@ def test_sigint_stops_the_demo_and_removes_its_subscriber(cli, conn):
     import signal
     import time
 
-    proc = subprocess.Popen(trackctl_command() + ["demo", "--orders", "200", "--yes"], env=cli.env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    from test_jobs import start, stop_with
+
+    proc = start(cli, "demo", "--orders", "200", "--yes")
     try:
         deadline = time.monotonic() + 120
         while not any(r.job == "notify" for r in list_runs(conn, limit=100)) and time.monotonic() < deadline:
             time.sleep(0.05)
-        started = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=10)
-        took = time.monotonic() - started
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    print(f"demo stopped {took:.2f} s after SIGINT")
+        _, err = stop_with(proc, signal.SIGINT, "demo")
     assert proc.returncode == 130, err
     assert "interrupted by SIGINT" in err and "Traceback" not in err, err
     last = list_runs(conn, limit=1)[0]

@@ -11,6 +11,7 @@ import time
 import pytest
 from carrier_server import CarrierServer, Reply, http_json_event
 from conftest import trackctl_command
+from test_runs import wait_for
 
 from trackctl import jobs
 from trackctl.assign import assign
@@ -41,15 +42,24 @@ def in_transit(server: CarrierServer, codes: list[str]) -> None:
         server.history(code, [http_json_event(f"{code}-1", "in_transit", T0, "hub", "Cajamar, SP")])
 
 
-def wait_for(condition, what: str, limit: float = 60.0):
-    """Poll `condition` until it returns something truthy (the limit only stops a hung test)."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"gave up waiting for {what}")
+def stop_with(proc: subprocess.Popen, signum: int, what: str) -> tuple[str, str]:
+    """Send `signum` to a running trackctl, wait for its end (10 s, generous: the requirement is
+    about a second), print how long it took; return its stdout and stderr."""
+    try:
+        started = time.monotonic()
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=10)
+        print(f"{what} stopped {time.monotonic() - started:.2f} s after {signal.Signals(signum).name}")
+        return out, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def start(cli, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(trackctl_command() + list(args), env=cli.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def claim_of(conn, code: str) -> tuple:
@@ -147,20 +157,12 @@ def test_a_signal_stops_poll_promptly_gives_its_claims_back_and_records_what_it_
     in_transit(server, codes)
     server.default = Reply(hang=120)  # a carrier that stops answering ...
     server.script(codes[0], Reply())  # ... after one answer
-    proc = subprocess.Popen(trackctl_command() + ["poll", "--budget", "120s"], env=cli.env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start(cli, "poll", "--budget", "120s")
     try:
         wait_for(lambda: claim_of(conn, codes[0])[2] == 1 and server.in_flight == 2,
                  "one answer recorded and two requests hanging")
-        started = time.monotonic()
-        proc.send_signal(signum)
-        out, err = proc.communicate(timeout=10)  # generous: the requirement is 2 s, measured below
-        took = time.monotonic() - started
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    print(f"poll stopped {took:.2f} s after {signal.Signals(signum).name}")
+        out, err = stop_with(proc, signum, "poll")
     assert proc.returncode == EXIT[signum], err
     assert f"poll {REASON[signum]}" in err and "recorded as partial" in err, err
     [run] = list_runs(conn, "poll")
@@ -184,20 +186,12 @@ def test_sigint_ends_notify_follow_with_its_deliveries_counted(conn, cli):
     with WebhookEndpoint(SECRET) as hook:
         subscribe(conn, hook)
         record_events(conn, 3)
-        proc = subprocess.Popen(trackctl_command() + ["notify", "--follow", "--budget", "120s"], env=cli.env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = start(cli, "notify", "--follow", "--budget", "120s")
         try:
             wait_for(lambda: len(hook.acknowledged()) == 3, "the three deliveries")
             time.sleep(0.3)  # their outcomes are recorded, notify waits for more
-            started = time.monotonic()
-            proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=10)
-            took = time.monotonic() - started
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-    print(f"notify --follow stopped {took:.2f} s after SIGINT")
+            out, err = stop_with(proc, signal.SIGINT, "notify --follow")
     assert proc.returncode == 130, err
     [run] = list_runs(conn, "notify")
     assert (run.outcome, run.error, run.counts["delivered"]) == ("partial", "interrupted by SIGINT", 3), run
@@ -211,20 +205,12 @@ def test_sigterm_ends_the_followers_promptly(conn, cli, args):
     from trackctl import outbox
 
     outbox.record(conn, "shipment.stale", {"code": "C1"}, None)  # so that each prints a first line
-    proc = subprocess.Popen(trackctl_command() + args, env=cli.env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = start(cli, *args)
     try:
         assert proc.stdout.readline(), proc.communicate()  # started, and now idle in its wait
         time.sleep(0.5)
-        started = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=10)
-        took = time.monotonic() - started
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    print(f"{' '.join(args)} stopped {took:.2f} s after SIGTERM")
+        _, err = stop_with(proc, signal.SIGTERM, " ".join(args))
     assert proc.returncode == 143, err
     assert "terminated by SIGTERM" in err and "Traceback" not in err, err
 
@@ -253,19 +239,11 @@ def test_sigint_stops_sweep_stale_between_shipments_with_its_count_matching_the_
                            status = 'pending', assigned_at = now() - interval '31 days'
                     WHERE order_id IS NULL""", (carrier,))
     flagged = "SELECT count(*) FROM sequencing.tracking WHERE stale_at IS NOT NULL"
-    proc = subprocess.Popen(trackctl_command() + ["sweep-stale", "--format", "json"], env=cli.env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start(cli, "sweep-stale", "--format", "json")
     try:
         wait_for(lambda: conn.execute(flagged).fetchone()[0] >= 20 or proc.poll() is not None, "the sweep to start")
-        started = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=10)
-        took = time.monotonic() - started
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    print(f"sweep-stale stopped {took:.2f} s after SIGINT")
+        out, err = stop_with(proc, signal.SIGINT, "sweep-stale")
     assert proc.returncode == 130, err
     done = conn.execute(flagged).fetchone()[0]
     assert 0 < done < n, "the sweep was not stopped midway"
