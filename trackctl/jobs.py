@@ -155,7 +155,8 @@ def poll(conn: psycopg.Connection, *, carrier: str | None = None, budget: float 
         if report.released:
             run.count(released=report.released)
         # per carrier, for `trackctl metrics` (trackctl_poll_failures_recent)
-        run.count(by_carrier={c.carrier: {"polled": c.polled, "failed": c.failed + c.rate_limited}
+        run.count(by_carrier={c.carrier: {"polled": c.polled, "failed": c.failed + c.rate_limited,
+                                          "rate_limited": c.rate_limited}
                               for c in report.carriers})
         run.did(answered)
         if report.failed:

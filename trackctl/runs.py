@@ -44,7 +44,7 @@ import psycopg
 import psycopg.conninfo
 from psycopg.types.json import Jsonb
 
-from . import logs, queries
+from . import logs, queries, telemetry
 from .errors import Interrupted, InvalidValue, TrackctlError, signal_reason
 from .interrupts import deferred
 from .names import check_limit
@@ -207,6 +207,7 @@ def recorded_run(conn: psycopg.Connection, job: str, *, stop: Any = None) -> Ite
     """
     recorder = start_run(conn, job)
     recorder.stop = stop
+    telemetry.record_run(recorder.id, job)
     log = logs.get_logger("runs")
     with logs.bound(run_id=recorder.id, job=job):
         log.debug("run started on %s pid %s", recorder.host, recorder.pid)
@@ -215,6 +216,7 @@ def recorded_run(conn: psycopg.Connection, job: str, *, stop: Any = None) -> Ite
         except BaseException as exc:
             outcome, error = recorder.conclusion(exc)
             recorder.outcome, recorder.error = outcome, error
+            telemetry.record_outcome(outcome)
             with deferred():  # a second Ctrl-C must not lose the record of the first
                 _finish_quietly(conn, recorder, outcome, error)
             # The error itself is a field (JSON logs). In text the CLI's error line that follows is
@@ -226,6 +228,7 @@ def recorded_run(conn: psycopg.Connection, job: str, *, stop: Any = None) -> Ite
             raise
         outcome, error = recorder.conclusion()
         recorder.seconds = round(recorder.elapsed, 3)
+        telemetry.record_outcome(outcome)
         with deferred():
             try:
                 finish_run(conn, recorder, outcome, error)

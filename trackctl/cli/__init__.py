@@ -278,6 +278,25 @@ def _report_usage(exc: Exception) -> int:
 
 def main() -> None:
     """Console entry point: run the app and turn every failure into one line and an exit code."""
+    from .. import telemetry
+
+    if telemetry.wanted():  # issue 15: one trace per command, flushed within a bound at exit
+        telemetry.start(_command_named(sys.argv[1:]))
+    code: object = 1
+    try:
+        code = _run()
+    except SystemExit as exc:
+        code = exc.code
+    finally:
+        warning = telemetry.finish(code)
+        if warning:
+            with contextlib.suppress(Exception):
+                warn(warning)
+    sys.exit(code)
+
+
+def _run() -> object:
+    """Run the app; return the exit code (each failure reported as one line)."""
     debug = "--debug" in sys.argv[1:]
     try:
         # Not standalone: click's own reports of unparsable command lines (a usage block, a blank
@@ -287,16 +306,16 @@ def main() -> None:
         from ..errors import Interrupted
 
         if isinstance(exc, Interrupted):  # SIGINT/SIGTERM (interrupts.py): one line, exit 130 or 143
-            sys.exit(_error_line(redact_text(str(exc)), exc.exit_code))
+            return _error_line(redact_text(str(exc)), exc.exit_code)
         raise
     except KeyboardInterrupt:
         sys.stderr.write("trackctl: interrupted\n")
-        sys.exit(130)
+        return 130
     except typer.Abort:
         sys.stderr.write("trackctl: aborted\n")
-        sys.exit(1)
+        return 1
     except _CLICK_ERROR as exc:
-        sys.exit(_report_usage(exc))
+        return _report_usage(exc)
     except Exception as exc:  # the error boundary: nothing below prints its own failure
-        sys.exit(_report(exc, debug))
-    sys.exit(code if isinstance(code, int) else 0)
+        return _report(exc, debug)
+    return code if isinstance(code, int) else 0
