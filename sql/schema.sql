@@ -380,6 +380,7 @@ CREATE TABLE sequencing.carrier (
     breaker_threshold integer DEFAULT 10 NOT NULL,
     breaker_cooldown interval DEFAULT '00:05:00'::interval NOT NULL,
     demo boolean DEFAULT false NOT NULL,
+    removed_at timestamp with time zone,
     CONSTRAINT carrier_adapter_format CHECK ((adapter ~ '^[a-z][a-z0-9_-]{0,31}$'::text)),
     CONSTRAINT carrier_breaker_cooldown_positive CHECK ((breaker_cooldown > '00:00:00'::interval)),
     CONSTRAINT carrier_breaker_threshold_range CHECK (((breaker_threshold >= 1) AND (breaker_threshold <= 100000))),
@@ -536,6 +537,7 @@ CREATE TABLE sequencing.pool (
     CONSTRAINT pool_s10_country_format CHECK ((s10_country ~ '^[A-Z]{2}$'::text)),
     CONSTRAINT pool_s10_prefix_format CHECK ((s10_prefix ~ '^[A-Z]{2}$'::text)),
     CONSTRAINT pool_s10_range CHECK ((((kind <> 's10'::text) AND (s10_prefix IS NULL) AND (s10_country IS NULL) AND (s10_first IS NULL) AND (s10_last IS NULL) AND (s10_next IS NULL)) OR ((kind = 's10'::text) AND (s10_prefix IS NOT NULL) AND (s10_country IS NOT NULL) AND (s10_first IS NOT NULL) AND (s10_last IS NOT NULL) AND (s10_next IS NOT NULL) AND (0 <= s10_first) AND (s10_first <= s10_last) AND (s10_last <= 99999999) AND ((s10_next >= s10_first) AND (s10_next <= (s10_last + 1)))))),
+    CONSTRAINT pool_s10_target_fits CHECK (((kind <> 's10'::text) OR (target <= ((s10_last - s10_first) + 1)))),
     CONSTRAINT pool_target_range CHECK (((target >= 0) AND (target <= 10000000)))
 );
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import psycopg
 
 from .carriers import Carrier, list_carriers, unknown_carrier
-from .errors import PoolExhausted, TrackctlError
+from .errors import CodeCancelled, PoolExhausted, TrackctlError
 from .names import CARRIER_NAME, carrier_ref_id, check_order_id, check_parcel
 from .pools import Pool, generate_codes
 
@@ -35,7 +35,7 @@ ASSIGN_ONE = """
 WITH carrier AS (
     SELECT c.id, c.name, c.pool_id, p.kind, p.name AS pool_name FROM sequencing.carrier c
     JOIN sequencing.pool p ON p.id = c.pool_id
-    WHERE c.name = %(carrier)s OR c.id = %(carrier_id)s
+    WHERE (c.name = %(carrier)s OR c.id = %(carrier_id)s) AND c.removed_at IS NULL
 ), parcel AS (
     SELECT CASE WHEN %(next_parcel)s THEN
         (SELECT coalesce(max(t.parcel), 0) + 1 FROM sequencing.tracking t
@@ -115,6 +115,8 @@ def assign(conn: psycopg.Connection, order_id: str, carrier: str, *, parcel: int
         if row is None:
             raise unknown_carrier(carrier, list_carriers(conn))
         carrier_id, name, pool_id, kind, number, existing, claimed = row
+        if existing:
+            _refuse_cancelled(conn, existing, order_id, name, number)
         if existing or claimed:
             return Assignment(order_id, name, existing or claimed, new=existing is None, parcel=number)
         code = _generate_one(conn, Pool(pool_id, "", kind, 0), order_id, carrier_id, number)
@@ -122,6 +124,21 @@ def assign(conn: psycopg.Connection, order_id: str, carrier: str, *, parcel: int
             return Assignment(order_id, name, code, new=True, parcel=number, generated_inline=True)
     raise TrackctlError(f"could not assign a code to order {order_id!r} after {RETRIES} attempts",
                         hint="the database is under heavy contention; retry")
+
+
+def _refuse_cancelled(conn: psycopg.Connection, code: str, order_id: str, carrier: str, parcel: int) -> None:
+    """Raise CodeCancelled when the existing code of (order, carrier, parcel) was cancelled."""
+    import shlex
+
+    from . import queries
+
+    lookups = queries.load("shipments")
+    if conn.execute(lookups.code_status, (code,)).fetchone()[0] == "cancelled":
+        parcel_opt = f" --parcel {parcel}" if parcel != 1 else ""
+        raise CodeCancelled(
+            f"order {order_id}{parcel_opt and f' parcel {parcel}'} with {carrier} was cancelled: its code {code} "
+            "is not handed out again",
+            hint=f"a new parcel gets a new code: 'trackctl assign {shlex.quote(order_id)} {carrier} --next-parcel'")
 
 
 def _generate_one(conn: psycopg.Connection, pool: Pool, order_id: str, carrier_id: int, parcel: int) -> str | None:

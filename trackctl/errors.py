@@ -61,6 +61,20 @@ class PoolExhausted(TrackctlError):
     pass
 
 
+class InUse(TrackctlError):
+    """A pool or carrier that something still needs cannot be removed (nothing was changed)."""
+
+
+class CodeCancelled(TrackctlError):
+    """The code of (order, carrier, parcel) was cancelled: it is not handed out as a live code."""
+
+
+class NotPollable(TrackctlError):
+    """A carrier asked to be polled cannot be: no adapter (the exit code of a carrier that failed)."""
+
+    exit_code = EXIT_PARTIAL
+
+
 class DatabaseUnavailable(TrackctlError):
     exit_code = EXIT_DATABASE
 

@@ -180,13 +180,26 @@ def exposition(data: MetricsData | None) -> str:
     return generate_latest(registry).decode("utf-8")
 
 
+def check_textfile_dir(directory: Path) -> Path:
+    """Return `directory` if it is an existing directory, else raise InvalidValue (never create it)."""
+    from .errors import InvalidValue
+
+    if not directory.is_dir():
+        what = "is not a directory" if directory.exists() else "does not exist"
+        raise InvalidValue(f"the textfile directory {str(directory)[:200]!r} {what}",
+                           hint="give the directory node_exporter reads (its --collector.textfile.directory); "
+                                "trackctl does not create it")
+    return directory
+
+
 def write_textfile(directory: Path, text: str, name: str = TEXTFILE_NAME) -> Path:
     """Replace DIRECTORY/NAME with `text` atomically (node_exporter never reads half a file); return it.
 
     The text goes to a temporary file in the same directory, is flushed to disk, made 0644 and
-    renamed over the old file, and the directory entry is synced.
+    renamed over the old file, and the directory entry is synced. The directory must exist: a
+    mistyped path would otherwise be created and never read by node_exporter.
     """
-    directory.mkdir(parents=True, exist_ok=True)
+    check_textfile_dir(directory)
     target = directory / name
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
     try:

@@ -39,7 +39,7 @@ from . import __version__, queries, telemetry
 from .carriers import CarrierSettings, carrier_settings, list_carrier_settings
 from .carriers.base import (DEFAULT_RETRY_AFTER, MAX_DESCRIPTION, MAX_LOCATION, MAX_RAW_STATUS, STATUSES,
                             AdapterConfig, CarrierEvent, FetchFailed, RateLimited, ShipmentRef, clip, event_key)
-from .errors import DatabaseUnavailable, InvalidValue, TrackctlError
+from .errors import DatabaseUnavailable, InvalidValue, NotPollable, TrackctlError
 from .shipments import apply_status_change
 
 DEFAULT_BUDGET = 50  # seconds; below the one-minute cron interval
@@ -607,7 +607,7 @@ def poll(conn: psycopg.Connection, *, carrier: str | None = None, budget: float 
     if carrier is not None:
         settings = [carrier_settings(conn, carrier)]
         if not settings[0].adapter:
-            raise InvalidValue(f"carrier {settings[0].name} has no adapter, so there is nothing to poll",
+            raise NotPollable(f"carrier {settings[0].name} has no adapter, so it cannot be polled",
                                hint="give it one with 'trackctl carrier set NAME --adapter ...', "
                                     "or record its news with 'trackctl mark CODE STATUS'")
     else:

@@ -8,7 +8,7 @@ import typer
 
 from . import FORMAT_HELP, Format, app, connection, fmt_value
 
-REPORT_COLUMNS = ["delivered", "failed", "dead", "disabled", "lost_leases", "seconds"]
+REPORT_COLUMNS = ["delivered", "failed", "dead", "disabled", "lost_leases", "released", "breakers", "seconds"]
 
 
 @app.command("notify")
@@ -20,15 +20,20 @@ def notify_cmd(
              "without it, stop as soon as nothing is due."),
     follow: bool = typer.Option(False, "--follow", help="Keep running and deliver new events as they come "
                                                         "(until --budget or Ctrl-C)."),
-    concurrency: int = typer.Option(16, "--concurrency", min=1, max=512, help="Requests in flight at once."),
+    concurrency: int = typer.Option(16, "--concurrency", min=1, max=512,
+                                    help="Requests in flight at once to one subscriber (each has its own lane; "
+                                         "its --max-in-flight caps it too)."),
     timeout: str = typer.Option("10s", "--timeout", metavar="DURATION",
-                                help="Total time one request may take (connect, send, answer)."),
+                                help="Total time one request may take (connect, send, answer); "
+                                     "connecting gets at most 3 s of it."),
     fmt: Optional[Format] = typer.Option(None, "--format", help=FORMAT_HELP),
 ) -> None:
     """Deliver due webhook deliveries: signed POSTs, retried on each subscriber's schedule.
 
     A delivery is done only after a 2xx; after its last attempt it is dead (see 'trackctl webhook
-    replay'); 410 Gone disables the subscriber. Safe to run on several hosts at once.
+    replay'); 410 Gone disables the subscriber. Safe to run on several hosts at once. Each
+    subscriber has its own lane and breaker: one that never answers slows only itself. Ctrl-C or
+    SIGTERM ends the run within a second or two; unfinished deliveries stay pending.
 
     Example (cron): * * * * * trackctl notify --budget 30s
     """
@@ -60,6 +65,8 @@ def notify_cmd(
             bar(1)
             on_outcome(outcome, new_status)
 
+        # SIGINT/SIGTERM set the stop flag the engine checks (trackctl/interrupts.py): it abandons
+        # its requests, releases its rows, and the run is recorded with its counts.
         result = jobs.notify(conn, budget=budget_s, follow=follow, concurrency=concurrency, timeout=timeout_s,
                              on_outcome=observe)
     report = result.data

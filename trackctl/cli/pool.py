@@ -18,7 +18,8 @@ LEVEL_COLUMNS = ["name", "kind", "target", "free", "assigned"]
 def create_cmd(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Lowercase pool name."),
-    target: int = typer.Option(200, "--target", help="Free codes refill keeps ready."),
+    target: Optional[int] = typer.Option(None, "--target", show_default=False,
+                                         help="Free codes refill keeps ready [default: 200; an S10 pool: at most its range]."),
     kind: str = typer.Option("uuid", "--kind", help="Kind of code: uuid, or s10 (UPU S10 from a carrier's range)."),
     prefix: Optional[str] = typer.Option(None, "--prefix", help="S10: the two service letters, e.g. AA."),
     country: Optional[str] = typer.Option(None, "--country", help="S10: the two-letter country code, e.g. BR."),
@@ -38,7 +39,9 @@ def create_cmd(
         s10 = parse_s10_range(prefix or "", country or "", serials or "")
     with connection(ctx) as conn:
         pool = create_pool(conn, name, target, kind, s10=s10)
-    say(f"created pool {pool.name} ({pool.kind}, target {pool.target}); fill it with 'trackctl refill --pool {pool.name}'")
+    capped = " (the whole S10 range)" if target is None and s10 is not None and pool.target == s10.last - s10.first + 1 else ""
+    say(f"created pool {pool.name} ({pool.kind}, target {pool.target}{capped}); "
+        f"fill it with 'trackctl refill --pool {pool.name}'")
 
 
 @pool_app.command("set")
@@ -56,6 +59,21 @@ def set_cmd(
     with connection(ctx) as conn:
         pool = set_target(conn, name, target)
     say(f"pool {pool.name} target is now {pool.target}")
+
+
+@pool_app.command("remove")
+def remove_cmd(ctx: typer.Context, name: str = typer.Argument(..., help="Pool name.")) -> None:
+    """Remove a pool nobody uses: no carrier draws from it and none of its codes is assigned.
+
+    Its free codes are deleted with it. A pool in use is refused (exit 1) and left as it was.
+
+    Example: trackctl pool remove express
+    """
+    from ..pools import remove_pool
+
+    with connection(ctx) as conn:
+        removed = remove_pool(conn, name)
+    say(f"removed pool {removed.name} ({removed.free_codes} free code{'s' if removed.free_codes != 1 else ''} deleted)")
 
 
 @pool_app.command("list")
