@@ -120,7 +120,9 @@ BEGIN
     INSERT INTO sequencing.webhook_delivery (outbox_id, subscriber_id, shipment_id, next_attempt_at)
     SELECT n.id, s.id, n.shipment_id, now() + make_interval(secs => s.retry_schedule[1])
     FROM inserted n
+    LEFT JOIN sequencing.carrier c ON c.name = n.payload->>'carrier'
     JOIN sequencing.webhook_subscriber s ON s.enabled AND (s.types IS NULL OR n.type = ANY (s.types))
+                                        AND s.demo = coalesce(c.demo, false)
     ORDER BY n.id, s.id;
     -- Sent at commit, never for a rolled-back change; one per transaction whatever its size.
     PERFORM pg_notify('trackctl_outbox', '');
@@ -468,6 +470,42 @@ CREATE FUNCTION sequencing.rfc3339(ts timestamp with time zone) RETURNS text
 $$;
 
 --
+-- Name: run; Type: TABLE; Schema: sequencing; Owner: -
+--
+
+CREATE TABLE sequencing.run (
+    id uuid NOT NULL,
+    job text NOT NULL,
+    host text NOT NULL,
+    pid integer NOT NULL,
+    backend_pid integer NOT NULL,
+    backend_start timestamp with time zone,
+    started_at timestamp with time zone DEFAULT now() NOT NULL,
+    finished_at timestamp with time zone,
+    outcome text DEFAULT 'running'::text NOT NULL,
+    counts jsonb DEFAULT '{}'::jsonb NOT NULL,
+    error text,
+    CONSTRAINT run_finished_when_done CHECK (((outcome = ANY (ARRAY['running'::text, 'died'::text])) = (finished_at IS NULL))),
+    CONSTRAINT run_job_format CHECK ((job ~ '^[a-z][a-z0-9-]{0,39}$'::text)),
+    CONSTRAINT run_outcome_known CHECK ((outcome = ANY (ARRAY['running'::text, 'ok'::text, 'partial'::text, 'failed'::text, 'skipped'::text, 'died'::text])))
+);
+
+--
+-- Name: run_outcome(sequencing.run); Type: FUNCTION; Schema: sequencing; Owner: -
+--
+
+CREATE FUNCTION sequencing.run_outcome(r sequencing.run) RETURNS text
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT CASE WHEN r.outcome = 'running'
+                 AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+                                 WHERE a.pid = r.backend_pid
+                                   AND (a.backend_start IS NULL OR r.backend_start IS NULL
+                                        OR a.backend_start = r.backend_start))
+                THEN 'died' ELSE r.outcome END
+$$;
+
+--
 -- Name: tracking_event_immutable(); Type: FUNCTION; Schema: sequencing; Owner: -
 --
 
@@ -523,6 +561,7 @@ CREATE TABLE sequencing.carrier (
     stale_after interval DEFAULT '30 days'::interval NOT NULL,
     breaker_threshold integer DEFAULT 10 NOT NULL,
     breaker_cooldown interval DEFAULT '00:05:00'::interval NOT NULL,
+    demo boolean DEFAULT false NOT NULL,
     removed_at timestamp with time zone,
     credentials jsonb DEFAULT '{}'::jsonb NOT NULL,
     rate_limit double precision,
@@ -745,27 +784,6 @@ CREATE TABLE sequencing.rate_bucket (
 );
 
 --
--- Name: run; Type: TABLE; Schema: sequencing; Owner: -
---
-
-CREATE TABLE sequencing.run (
-    id uuid NOT NULL,
-    job text NOT NULL,
-    host text NOT NULL,
-    pid integer NOT NULL,
-    backend_pid integer NOT NULL,
-    backend_start timestamp with time zone,
-    started_at timestamp with time zone DEFAULT now() NOT NULL,
-    finished_at timestamp with time zone,
-    outcome text DEFAULT 'running'::text NOT NULL,
-    counts jsonb DEFAULT '{}'::jsonb NOT NULL,
-    error text,
-    CONSTRAINT run_finished_when_done CHECK (((outcome = ANY (ARRAY['running'::text, 'died'::text])) = (finished_at IS NULL))),
-    CONSTRAINT run_job_format CHECK ((job ~ '^[a-z][a-z0-9-]{0,39}$'::text)),
-    CONSTRAINT run_outcome_known CHECK ((outcome = ANY (ARRAY['running'::text, 'ok'::text, 'failed'::text, 'skipped'::text, 'died'::text])))
-);
-
---
 -- Name: schema_migration; Type: TABLE; Schema: sequencing; Owner: -
 --
 
@@ -927,6 +945,7 @@ CREATE TABLE sequencing.webhook_subscriber (
     enabled boolean DEFAULT true NOT NULL,
     disabled_reason text,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
+    demo boolean DEFAULT false NOT NULL,
     CONSTRAINT webhook_subscriber_disabled_reason CHECK ((enabled = (disabled_reason IS NULL))),
     CONSTRAINT webhook_subscriber_in_flight_range CHECK (((max_in_flight >= 1) AND (max_in_flight <= 256))),
     CONSTRAINT webhook_subscriber_previous_format CHECK ((previous_secret ~ '^whsec_[A-Za-z0-9+/]{32,88}={0,2}$'::text)),
@@ -1164,6 +1183,12 @@ CREATE INDEX carrier_call_at ON sequencing.carrier_call USING btree (at, carrier
 --
 
 CREATE INDEX run_job_last_ok ON sequencing.run USING btree (job, finished_at DESC) WHERE (outcome = 'ok'::text);
+
+--
+-- Name: run_job_last_worked; Type: INDEX; Schema: sequencing; Owner: -
+--
+
+CREATE INDEX run_job_last_worked ON sequencing.run USING btree (job, finished_at DESC) WHERE (outcome = ANY (ARRAY['ok'::text, 'partial'::text]));
 
 --
 -- Name: run_job_started; Type: INDEX; Schema: sequencing; Owner: -

@@ -68,7 +68,12 @@ class Skipped(Exception):
 
 
 def check_jobs(conn: psycopg.Connection) -> list[Problem]:
-    """Every scheduled job succeeded within LATE_INTERVALS of its interval; none is stuck."""
+    """Every scheduled job did its work within LATE_INTERVALS of its interval; none is stuck.
+
+    A `partial` run counts as work done: its failures (carrier requests, an S10 range) are the
+    subject of their own checks (breakers, overdue polls, s10). A job whose runs keep failing, or
+    keep being interrupted, is late, and the problem quotes its last run's outcome and error.
+    """
     from . import cron
     from .dashboard import job_lines, table_exists
 
@@ -82,10 +87,10 @@ def check_jobs(conn: psycopg.Connection) -> list[Problem]:
         if j is None or (j.requires and not table_exists(conn, j.requires)):
             continue
         allowed = LATE_INTERVALS * j.interval + j.limit
-        since = line.last_ok_at or installed
+        since = line.last_worked_at or installed
         age = (now - since).total_seconds()
         if age > allowed:
-            what = (f"last succeeded {_ago(age)} ago" if line.last_ok_at else f"has not succeeded since {_ago(age)} ago")
+            what = (f"last succeeded {_ago(age)} ago" if line.last_worked_at else f"has not succeeded since {_ago(age)} ago")
             last = "" if line.outcome in ("never", "ok") else f"; its last run {line.outcome}" + (
                 f": {line.error}" if line.error else "")
             problems.append(Problem("job", f"job {j.name} {what} (runs every {_ago(j.interval)}){last}: "

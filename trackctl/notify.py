@@ -28,7 +28,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -72,7 +72,8 @@ class NotifyReport:
 def deliver(conn: psycopg.Connection, *, budget: float | None = None, follow: bool = False,
             concurrency: int = DEFAULT_CONCURRENCY, timeout: float = DEFAULT_TIMEOUT,
             stop: threading.Event | None = None,
-            on_outcome: Callable[[Outcome, str], None] | None = None) -> NotifyReport:
+            on_outcome: Callable[[Outcome, str], None] | None = None,
+            only_subscribers: Collection[int] | None = None) -> NotifyReport:
     """Deliver due deliveries until none is due (or the budget ends, or `stop` is set); return what was done.
 
     Without `budget` the run ends as soon as nothing is due and nothing is in flight
@@ -81,6 +82,7 @@ def deliver(conn: psycopg.Connection, *, budget: float | None = None, follow: bo
     when it ends. `follow` keeps the run going (until `stop` or the budget) and wakes on new
     events through LISTEN. `concurrency` caps each subscriber's requests in flight (with its own
     `max_in_flight`). `on_outcome(outcome, new_status)` sees every recorded attempt.
+    `only_subscribers` limits the run to those subscribers' deliveries (the demo's own receiver).
     """
     if concurrency < 1 or concurrency > 512:
         raise InvalidValue("--concurrency must be between 1 and 512")
@@ -93,6 +95,7 @@ def deliver(conn: psycopg.Connection, *, budget: float | None = None, follow: bo
     started = time.monotonic()
     run = _Run(conn, concurrency, timeout, started + budget if budget is not None else None,
                stop or threading.Event(), on_outcome, HttpClient(pool_size=concurrency))
+    run.only = None if only_subscribers is None else set(only_subscribers)
     outbox.listen(conn)
     try:
         run.loop(follow)
@@ -115,6 +118,7 @@ class _Run:
         self.subscribers: dict[int, Subscriber] = {}
         self.loaded_at = -SUBSCRIBERS_TTL
         self.turn = 0
+        self.only: set[int] | None = None  # deliver to these subscribers only (None: to all)
 
     def loop(self, follow: bool) -> None:
         while True:
@@ -164,7 +168,8 @@ class _Run:
     def _claim_round(self, now: float) -> None:
         """Claim what each lane has room for; start with a different subscriber each round."""
         if now - self.loaded_at >= SUBSCRIBERS_TTL:
-            self.subscribers = {s.id: s for s in list_subscribers(self.conn, enabled_only=True)}
+            self.subscribers = {s.id: s for s in list_subscribers(self.conn, enabled_only=True)
+                                if self.only is None or s.id in self.only}
             self.loaded_at = now
         ids = sorted(self.subscribers)
         if not ids:

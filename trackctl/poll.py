@@ -94,13 +94,17 @@ def _connector(conn: psycopg.Connection) -> Callable[[], psycopg.Connection]:
 def poll(conn: psycopg.Connection, *, carrier: str | None = None, budget: float = DEFAULT_BUDGET,
          all_due: bool = False, environ: Mapping[str, str] | None = None,
          connect: Callable[[], psycopg.Connection] | None = None,
-         progress: Callable[..., None] | None = None) -> PollReport:
+         progress: Callable[..., None] | None = None, stop=None) -> PollReport:
     """Fetch every due, open shipment (of one carrier, or of all with an adapter); return what happened.
 
     `budget` seconds after the start no new request is started (requests under way finish within
     their carrier's timeout). `all_due` ignores due times (terminal and stale shipments are still
     never polled). Tokens are read from `environ` (default os.environ). Worker threads get their
     own connections from `connect` (default: the parameters of `conn`).
+
+    `stop` (anything with `is_set()`, e.g. `interrupts.STOP`) ends the run early: no new request
+    starts, the requests under way are abandoned and their claims given back (due again at once,
+    so the next run takes them), and the report says what was done until then (`interrupted`).
     """
     from .poll_connections import Connections
     from .poll_worker import CarrierRun, Run
@@ -145,14 +149,16 @@ def poll(conn: psycopg.Connection, *, carrier: str | None = None, budget: float 
         for n in range(workers[s.id]):
             threads.append(threading.Thread(target=telemetry.bind(carrier_run.work), name=f"poll-{s.name}-{n}",
                                             daemon=True))
+    released = 0
+    stopped = False
     try:
         for t in threads:
             t.start()
-        for t in threads:
-            while t.is_alive():
-                t.join(0.5)
+        stopped = _join(threads, stop)
+        if stopped:
+            released = _abandon(run, threads)
         for carrier_run in carrier_runs:
-            if run.fatal is None:
+            if run.fatal is None and not stopped:
                 carrier_run.finish_stops()
     except BaseException:
         run.stop.set()  # workers finish the request under way; leases cover the rest
@@ -167,4 +173,41 @@ def poll(conn: psycopg.Connection, *, carrier: str | None = None, budget: float 
         if callable(close):
             with contextlib.suppress(Exception):
                 close()
-    return PollReport(summaries, list(run.failures), time.monotonic() - started)
+    return PollReport(summaries, list(run.failures), time.monotonic() - started, interrupted=stopped,
+                      released=released)
+
+
+ABANDON_WAIT = 1.0  # seconds a stopped run waits for answers already in to be recorded
+
+
+def _join(threads: list[threading.Thread], stop) -> bool:
+    """Wait for the workers; return True as soon as `stop` is set (the workers may still run)."""
+    for t in threads:
+        while t.is_alive():
+            t.join(0.1)
+            if stop is not None and stop.is_set():
+                return True
+    return stop is not None and stop.is_set()
+
+
+def _abandon(run, threads: list[threading.Thread]) -> int:
+    """Stop the workers, abandon the requests under way and give back every claim and slot; return how many claims.
+
+    Workers that are recording an answer finish it first (milliseconds); a worker waiting on a
+    carrier is not waited for: when its answer comes it sees the run abandoned and drops it.
+    """
+    run.stop.set()
+    until = time.monotonic() + ABANDON_WAIT
+    while True:
+        with run.lock:
+            busy = sum(1 for t in threads if t.is_alive()) - len(run.fetching)
+            if busy <= 0 or time.monotonic() >= until:
+                run.abandoned = True
+                claims = dict(run.in_flight)
+                break
+        time.sleep(0.01)
+    with run.connections.connection() as conn:
+        conn.execute(SQL.release_abandoned, {
+            "holder": run.holder, "ids": list(claims),
+            "probing": sorted({carrier for carrier, probe in claims.values() if probe})})
+    return len(claims)

@@ -71,6 +71,8 @@ class PollReport:
     carriers: list[CarrierSummary]
     failures: list[PollFailure]
     seconds: float
+    interrupted: bool = False  # the caller's stop flag ended the run early
+    released: int = 0  # claims of abandoned requests given back (due again at once)
 
     @property
     def failed_requests(self) -> int:

@@ -49,6 +49,12 @@ class Run:
         self.lock = threading.Lock()
         self.failures: list[PollFailure] = []
         self.fatal: BaseException | None = None
+        # Claims not yet recorded, by shipment id: (carrier id, probe); and those whose request is
+        # under way. When the caller stops the run, the requests under way are abandoned and the
+        # main thread gives their claims back (trackctl/poll.py `_abandon`).
+        self.in_flight: dict[int, tuple[int, bool]] = {}
+        self.fetching: set[int] = set()
+        self.abandoned = False
 
 
 def adapter_traits(adapter) -> tuple[int, float | None]:
@@ -252,21 +258,47 @@ class CarrierRun:
         results: dict[str, ShipmentResult] = {}
         failure: str | None = None
         limited = False
+        retry_after: float | None = None
+        with self.run.lock:
+            for shipment_id in ids.values():
+                self.run.in_flight[shipment_id] = (self.settings.id, bool(probe))
+            if self.run.stop.is_set():  # stopped while claiming: the main thread gives the claims back
+                self.gate.release()
+                return
+            self.run.fetching.update(ids.values())
         try:
             try:
-                results = self._traced(refs, bool(probe), stopping, waits or {})
-            except RateLimited as exc:
-                limited = True
-                self._record_limited(base, list(ids.values()), refs, exc.retry_after, stopping)
-            except FetchFailed as exc:
-                failure = str(exc)
-            except Exception as exc:  # an adapter bug is a failed request, not the end of the run
-                failure = f"adapter error: {type(exc).__name__}: {exc}"
-            if not limited:
+                try:
+                    results = self._traced(refs, bool(probe), stopping, waits or {})
+                except RateLimited as exc:
+                    limited, retry_after = True, exc.retry_after
+                except FetchFailed as exc:
+                    failure = str(exc)
+                except Exception as exc:  # an adapter bug is a failed request, not the end of the run
+                    failure = f"adapter error: {type(exc).__name__}: {exc}"
+            finally:
+                with self.run.lock:
+                    self.run.fetching.difference_update(ids.values())
+                    abandoned = self.run.abandoned
+            if abandoned:  # the run was stopped meanwhile and has given the claims back: drop the answer
+                return
+            if limited:
+                self._record_limited(base, list(ids.values()), refs, retry_after, stopping)  # gives the slot back too
+            else:
                 with self.run.connections.connection() as conn:
                     conn.execute(SQL.release_failed if failure is not None else SQL.release_ok, base)
         finally:
             self.gate.release()
+        try:
+            self._settle(refs, ids, results, failure, limited, stopping)
+        finally:
+            with self.run.lock:
+                for shipment_id in ids.values():
+                    self.run.in_flight.pop(shipment_id, None)
+
+    def _settle(self, refs: list[ShipmentRef], ids: dict[str, int], results: dict[str, ShipmentResult],
+                failure: str | None, limited: bool, stopping: bool) -> None:
+        """Record what one request brought, shipment by shipment."""
         if stopping:
             if not limited and failure is None:
                 with self.run.connections.connection() as conn:

@@ -246,8 +246,12 @@ def refill(conn: psycopg.Connection, name: str | None = None,
 
     `progress(n)` is called as codes are written, `progress(0, expected=n)` as each shortfall is known.
     """
-    pools = [get_pool(conn, name)] if name else [Pool(*r) for r in conn.execute(SQL.all_pools)]
-    return [refill_pool(conn, p, progress) for p in pools]
+    return [refill_pool(conn, p, progress) for p in refill_targets(conn, name)]
+
+
+def refill_targets(conn: psycopg.Connection, name: str | None = None) -> list[Pool]:
+    """Return the pools a refill goes through: the named one, or every pool by name."""
+    return [get_pool(conn, name)] if name else [Pool(*r) for r in conn.execute(SQL.all_pools)]
 
 
 # ---------------------------------------------------------------------------------------------

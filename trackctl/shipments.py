@@ -289,13 +289,19 @@ def mark(conn: psycopg.Connection, code: str, status: str, note: str | None = No
     return apply_status_change(conn, row[0], [event], source="manual")
 
 
-def sweep_stale(conn: psycopg.Connection, batch: int = 500) -> list[StatusChange]:
-    """Flag every open shipment with no news for longer than its carrier's stale_after; return them."""
+def sweep_stale(conn: psycopg.Connection, batch: int = 500, stop=None) -> list[StatusChange]:
+    """Flag every open shipment with no news for longer than its carrier's stale_after; return them.
+
+    Each shipment is its own transaction; once `stop` (anything with `is_set()`) is set, the sweep
+    ends after the shipment in hand and returns those flagged so far.
+    """
     flagged: list[StatusChange] = []
     while True:
         rows = conn.execute(QUIET_SHIPMENTS, {"limit": batch}).fetchall()
         done = 0
         for shipment_id, stale_after in rows:
+            if stop is not None and stop.is_set():
+                return flagged
             change = apply_status_change(conn, shipment_id, (), stale_after=stale_after)
             if change.flagged_stale:
                 flagged.append(change)

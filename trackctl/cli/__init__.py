@@ -167,6 +167,12 @@ def _register() -> None:
 _register()
 
 
+def redact_text(text: str) -> str:
+    from ..logs import redact
+
+    return redact(text)
+
+
 def _report(exc: BaseException, debug: bool) -> int:
     from ..logs import redact
 
@@ -297,7 +303,11 @@ def _run() -> object:
         # Not standalone: click's own reports of unparsable command lines (a usage block, a blank
         # line and an `Error:` line) come here and leave as one line like every other error.
         code = app_for(sys.argv[1:])(standalone_mode=False)
-    except SystemExit:
+    except SystemExit as exc:
+        from ..errors import Interrupted
+
+        if isinstance(exc, Interrupted):  # SIGINT/SIGTERM (interrupts.py): one line, exit 130 or 143
+            return _error_line(redact_text(str(exc)), exc.exit_code)
         raise
     except KeyboardInterrupt:
         sys.stderr.write("trackctl: interrupted\n")

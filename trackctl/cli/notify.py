@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import threading
-from collections.abc import Iterator
 from typing import Optional
 
 import typer
@@ -13,37 +9,6 @@ import typer
 from . import FORMAT_HELP, Format, app, connection, fmt_value
 
 REPORT_COLUMNS = ["delivered", "failed", "dead", "disabled", "lost_leases", "released", "breakers", "seconds"]
-
-
-@contextlib.contextmanager
-def stop_on_signals() -> Iterator[tuple[threading.Event, list[int]]]:
-    """Yield (stop, caught): SIGINT and SIGTERM set `stop` (and are listed in `caught`) instead of raising.
-
-    The delivery run sees `stop` within a fraction of a second, abandons its requests in flight
-    and releases its rows; the command then ends the way that signal ends any command.
-    """
-    stop, caught = threading.Event(), []
-
-    def handler(signum: int, frame: object) -> None:
-        caught.append(signum)
-        stop.set()
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop, caught
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
-def raise_for(caught: list[int]) -> None:
-    """End the command as its first caught signal would have (SIGINT: exit 130; SIGTERM: 143)."""
-    from ..errors import Terminated
-
-    if caught and caught[0] == signal.SIGTERM:
-        raise Terminated("terminated by SIGTERM", hint="the job ran past its time limit, or was stopped")
-    if caught:
-        raise KeyboardInterrupt
 
 
 @app.command("notify")
@@ -72,11 +37,11 @@ def notify_cmd(
 
     Example (cron): * * * * * trackctl notify --budget 30s
     """
+    from .. import jobs
     from ..logs import get_logger
     from ..names import parse_duration
-    from ..notify import deliver
     from ..output import emit_one
-    from .jobs import progress, recorded
+    from .jobs import progress, start_job
 
     budget_s = float(parse_duration(budget)) if budget is not None else None
     timeout_s = float(parse_duration(timeout))
@@ -93,18 +58,20 @@ def notify_cmd(
             log.debug("delivery %s (%s) to webhook %s failed (%s): %s", c.id, c.event_id, c.subscriber_id,
                       new_status, outcome.error)
 
-    with connection(ctx) as conn, recorded(ctx, conn, "notify") as run, \
-            progress("notify", unit="attempts") as bar, stop_on_signals() as (stop, caught):
+    start_job(ctx)
+    with connection(ctx) as conn, progress("notify", unit="attempts") as bar:
 
         def observe(outcome, new_status: str) -> None:
             bar(1)
             on_outcome(outcome, new_status)
 
-        report = deliver(conn, budget=budget_s, follow=follow, concurrency=concurrency, timeout=timeout_s,
-                         stop=stop, on_outcome=observe)
-        run.count(delivered=report.delivered, failed=report.failed, dead=report.dead, disabled=report.disabled)
-        raise_for(caught)  # a stopped run is recorded (with its counts) as failed, like before
-        for sub_id in report.disabled_ids:
-            log.warning("webhook %s is disabled: its endpoint answered 410 Gone (enable it again with "
-                        "'trackctl webhook enable %s')", sub_id, sub_id)
+        # SIGINT/SIGTERM set the stop flag the engine checks (trackctl/interrupts.py): it abandons
+        # its requests, releases its rows, and the run is recorded with its counts.
+        result = jobs.notify(conn, budget=budget_s, follow=follow, concurrency=concurrency, timeout=timeout_s,
+                             on_outcome=observe)
+    report = result.data
+    for sub_id in report.disabled_ids:
+        log.warning("webhook %s is disabled: its endpoint answered 410 Gone (enable it again with "
+                    "'trackctl webhook enable %s')", sub_id, sub_id)
     emit_one(report, REPORT_COLUMNS, fmt_value(fmt))
+    result.raise_problem()

@@ -120,25 +120,16 @@ def refill_cmd(
 
     Example (cron): */5 * * * * trackctl refill
     """
+    from .. import jobs
     from ..logs import get_logger
     from ..output import emit
-    from ..pools import refill
-    from .jobs import progress, recorded
+    from .jobs import progress, start_job
 
-    with connection(ctx) as conn, recorded(ctx, conn, "refill") as run:
-        with progress("refill", unit="codes") as bar:
-            results = refill(conn, pool, progress=bar)
-        skipped = [r.pool for r in results if r.skipped]
-        for name in skipped:
-            get_logger("refill").info(f"pool {name}: skipped, another refill is filling it")
-        run.count(pools=len(results), generated=sum(r.generated for r in results), skipped=len(skipped))
-        if results and len(skipped) == len(results):
-            run.skip("another refill held the lock of every pool")
-    emit([r for r in results if not r.skipped], ["pool", "target", "free_before", "generated"], fmt_value(fmt))
-    exhausted = [r.pool for r in results if r.exhausted]
-    if exhausted:
-        from ..errors import PoolExhausted
-
-        raise PoolExhausted(f"S10 serial range used up before reaching the target: {', '.join(exhausted)}",
-                            hint="ask the carrier for a new range, create a pool with it and point the carrier "
-                                 "at it ('trackctl carrier set CARRIER --pool NAME')")
+    start_job(ctx)
+    with connection(ctx) as conn, progress("refill", unit="codes") as bar:
+        result = jobs.refill(conn, pool, progress=bar)
+    for r in result.data:
+        if r.skipped:
+            get_logger("refill").info(f"pool {r.pool}: skipped, another refill is filling it")
+    emit([r for r in result.data if not r.skipped], ["pool", "target", "free_before", "generated"], fmt_value(fmt))
+    result.raise_problem()

@@ -62,10 +62,12 @@ def prune_cmd(
     """
     from datetime import timedelta
 
+    from .. import jobs
     from ..names import parse_duration
-    from ..runs import prune_runs
-    from .jobs import recorded
+    from .jobs import start_job
 
     age = timedelta(seconds=parse_duration(older_than))
-    with connection(ctx) as conn, recorded(ctx, conn, "runs-prune") as run:
-        run.count(deleted=prune_runs(conn, age))
+    start_job(ctx)
+    with connection(ctx) as conn:
+        result = jobs.runs_prune(conn, age)
+    result.raise_problem()
