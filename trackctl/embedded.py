@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .errors import DatabaseUnavailable
 
-DATABASE = "trackctl"
+DATABASE = "trackctl"  # as sql/queries/embedded.sql creates it
 READY_MARKER = ".trackctl-ready"
 
 
@@ -182,10 +182,12 @@ def _start(pgdata: Path) -> Postmaster:
 def _create_database(info: Postmaster) -> None:
     import psycopg
 
+    from . import queries
+
+    SQL = queries.load("embedded")
     with psycopg.connect(conninfo(info, "postgres"), autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{DATABASE}"')
+        if not conn.execute(SQL.database_exists, (DATABASE,)).fetchone():
+            conn.execute(SQL.create_database)
 
 
 def stop(home: Path) -> bool:
