@@ -27,6 +27,10 @@ import trackctl
 #     webhooks.list_subscribers' `where = " WHERE s.enabled" if enabled_only else ""`;
 #   - a number literal (or a constant bound to one) substituted into an f-string or .format:
 #     events.py's advisory lock class GROUP_LOCK_CLASS = 7_262_005 in MEMBER_LIVE.
+#   (d) a named statement loaded from sql/queries (issue 12): an attribute of a name bound once to
+#       `queries.load("<area>")` with a string literal, where `queries` is trackctl.queries
+#       (`SQL = queries.load("assign")` ... `conn.execute(SQL.assign_one, params)`); its text is
+#       a file of the package, never a value.
 # Anything else fails: a local bound twice or rebound by a nested function, a parameter, a loop
 # or `with` target, `%`, .replace() or any other call, an attribute of anything but a module.
 # SQL_EXCEPTIONS lists the safe call sites of another shape, each with its reason.
@@ -196,10 +200,28 @@ class SqlChecker:
             return rule(node.body, scope, seen) and rule(node.orelse, scope, seen)
         return None
 
+    def loaded(self, node: ast.AST, scope: _Scope) -> bool:
+        """True for `NAME.query` where NAME is bound once to `queries.load("area")` (rule d)."""
+        if not (isinstance(node, ast.Attribute) and isinstance(node.value, (ast.Name, ast.Attribute))):
+            return False
+        r = self.ref(node.value, scope)
+        if r is None or r[0] != "value":
+            return False
+        call, where = r[1], r[2]
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "load"
+                and len(call.args) == 1 and not call.keywords
+                and isinstance(call.args[0], ast.Constant) and isinstance(call.args[0].value, str)):
+            return False
+        loader = self.ref(call.func.value, where)
+        return loader is not None and loader[0] == "module" and loader[1].split(".")[-1] == "queries" \
+            and loader[1].split(".")[0] in ("trackctl", "pkg")
+
     def fixed(self, node: ast.AST, scope: _Scope, seen: frozenset = frozenset()) -> bool:
-        """True for text that can only ever be built from literals (rules a and b)."""
+        """True for text that can only ever be built from literals or loaded from sql/queries (rules a, b, d)."""
         if isinstance(node, ast.Constant):
             return isinstance(node.value, (str, bytes))
+        if self.loaded(node, scope):
+            return True
         joined = self._joined(node, scope, seen, self.fixed)
         if joined is not None:
             return joined

@@ -309,6 +309,36 @@ UNSAFE_SQL = {
         def f(conn, args):
             conn.execute(*args)
         """},
+    "an attribute of a loader bound twice": {"pkg.queries": """
+        def load(area):
+            return area
+        """, "pkg.b": """
+        import sys
+        from . import queries
+        SQL = queries.load("assign")
+        SQL = sys.argv[1]
+        def f(conn):
+            conn.execute(SQL.assign_one)
+        """},
+    "queries loaded from a name that is no literal": {"pkg.queries": """
+        def load(area):
+            return area
+        """, "pkg.b": """
+        import sys
+        from . import queries
+        SQL = queries.load(sys.argv[1])
+        def f(conn):
+            conn.execute(SQL.assign_one)
+        """},
+    "an attribute of some other call's result": {"pkg.other": """
+        def load(area):
+            return area
+        """, "pkg.b": """
+        from . import other
+        SQL = other.load("assign")
+        def f(conn):
+            conn.execute(SQL.assign_one)
+        """},
 }
 
 # Statement arguments the check must accept (rules a, b, c, and the two shapes of the real code).
@@ -358,6 +388,17 @@ SAFE_SQL = {
             conn.execute(SQL("DROP TABLE {}").format(Identifier(table)))
             q = psycopg.sql.SQL(", ").join([psycopg.sql.Identifier(col), psycopg.sql.Literal(value)])
             conn.execute(sql.SQL("SELECT ") + q)
+        """},
+    "named statements loaded from sql/queries": {"pkg.queries": """
+        def load(area):
+            return area
+        """, "pkg.b": """
+        from . import queries
+        SQL = queries.load("assign")
+        def f(conn, x):
+            conn.execute(SQL.assign_one, {"x": x})
+            with conn.cursor() as cur, cur.copy(SQL.batch_copy) as copy:
+                copy.write(x)
         """},
     "a local bound once to a choice between constants": {"m": """
         SELECT = "SELECT * FROM s"
