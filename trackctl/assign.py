@@ -7,10 +7,11 @@ from dataclasses import dataclass
 import psycopg
 
 from . import queries
-from .carriers import list_carriers, unknown_carrier
 from .errors import TrackctlError
 from .names import carrier_ref_id, check_order_id, check_parcel
-from .pools import Pool, generate_codes
+
+# trackctl.carriers and trackctl.pools are imported where needed (an unknown carrier, a dry pool):
+# a `trackctl assign` process pays for every import at every start (trackctl/entry.py).
 
 RETRIES = 5  # a unique violation means another process assigned the same order first: look again
 
@@ -48,7 +49,7 @@ def assign(conn: psycopg.Connection, order_id: str, carrier: str, *, parcel: int
     check_order_id(order_id)
     check_parcel(parcel)
     if not (carrier.isascii() and carrier.isprintable()):  # no carrier name is; undecodable argv or NUL cannot be sent
-        raise unknown_carrier(carrier, list_carriers(conn))
+        raise _unknown(conn, carrier)
     params = {"order_id": order_id, "carrier": carrier, "carrier_id": carrier_ref_id(carrier),
               "parcel": parcel, "next_parcel": next_parcel}
     for _ in range(RETRIES):
@@ -57,21 +58,30 @@ def assign(conn: psycopg.Connection, order_id: str, carrier: str, *, parcel: int
         except psycopg.errors.UniqueViolation:
             continue  # a concurrent assign of the same order won; the next pass returns its code
         if row is None:
-            raise unknown_carrier(carrier, list_carriers(conn))
+            raise _unknown(conn, carrier)
         carrier_id, name, pool_id, kind, number, existing, claimed = row
         if existing or claimed:
             return Assignment(order_id, name, existing or claimed, new=existing is None, parcel=number)
-        code = _generate_one(conn, Pool(pool_id, "", kind, 0), order_id, carrier_id, number)
+        code = _generate_one(conn, pool_id, kind, order_id, carrier_id, number)
         if code:
             return Assignment(order_id, name, code, new=True, parcel=number, generated_inline=True)
     raise TrackctlError(f"could not assign a code to order {order_id!r} after {RETRIES} attempts",
                         hint="the database is under heavy contention; retry")
 
 
-def _generate_one(conn: psycopg.Connection, pool: Pool, order_id: str, carrier_id: int, parcel: int) -> str | None:
-    code = next(iter(generate_codes(conn, pool, 1)))
+def _unknown(conn: psycopg.Connection, carrier: str) -> TrackctlError:
+    from .carriers import list_carriers, unknown_carrier
+
+    return unknown_carrier(carrier, list_carriers(conn))
+
+
+def _generate_one(conn: psycopg.Connection, pool_id: int, kind: str, order_id: str, carrier_id: int,
+                  parcel: int) -> str | None:
+    from .pools import Pool, generate_codes
+
+    code = next(iter(generate_codes(conn, Pool(pool_id, "", kind, 0), 1)))
     try:
-        conn.execute(SQL.insert_assigned, ([code], [pool.id], [order_id], [carrier_id], [parcel]))
+        conn.execute(SQL.insert_assigned, ([code], [pool_id], [order_id], [carrier_id], [parcel]))
     except psycopg.errors.UniqueViolation:
         return None
     return code
