@@ -27,10 +27,8 @@ import trackctl
 #     webhooks.list_subscribers' `where = " WHERE s.enabled" if enabled_only else ""`;
 #   - a number literal (or a constant bound to one) substituted into an f-string or .format:
 #     events.py's advisory lock class GROUP_LOCK_CLASS = 7_262_005 in MEMBER_LIVE.
-#   (d) a named statement loaded from sql/queries (issue 12): an attribute of a name bound once to
-#       `queries.load("<area>")` with a string literal, where `queries` is trackctl.queries
-#       (`SQL = queries.load("assign")` ... `conn.execute(SQL.assign_one, params)`); its text is
-#       a file of the package, never a value.
+#   (d) a loaded query: `Q.name` where Q is bound once to `queries.load("<area>")` and
+#       sql/queries/<area>.sql has a block `-- name: name`.
 # Anything else fails: a local bound twice or rebound by a nested function, a parameter, a loop
 # or `with` target, `%`, .replace() or any other call, an attribute of anything but a module.
 # SQL_EXCEPTIONS lists the safe call sites of another shape, each with its reason.
@@ -201,27 +199,35 @@ class SqlChecker:
         return None
 
     def loaded(self, node: ast.AST, scope: _Scope) -> bool:
-        """True for `NAME.query` where NAME is bound once to `queries.load("area")` (rule d)."""
-        if not (isinstance(node, ast.Attribute) and isinstance(node.value, (ast.Name, ast.Attribute))):
+        """True for `Q.name` where Q is bound once to `queries.load("<area>")` and that area's file
+        has a query called `name` (rule d: a statement read from sql/queries/)."""
+        if not isinstance(node, ast.Attribute):
             return False
         r = self.ref(node.value, scope)
-        if r is None or r[0] != "value":
+        if r is None or r[0] != "value" or not isinstance(r[1], ast.Call):
             return False
         call, where = r[1], r[2]
-        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "load"
-                and len(call.args) == 1 and not call.keywords
-                and isinstance(call.args[0], ast.Constant) and isinstance(call.args[0].value, str)):
+        func = call.func
+        if not (isinstance(func, ast.Attribute) and func.attr == "load"):
             return False
-        loader = self.ref(call.func.value, where)
-        return loader is not None and loader[0] == "module" and loader[1].split(".")[-1] == "queries" \
-            and loader[1].split(".")[0] in ("trackctl", "pkg")
+        base = self.ref(func.value, where)
+        if base != ("module", "trackctl.queries") or call.keywords or len(call.args) != 1 \
+                or not isinstance(call.args[0], ast.Constant) or not isinstance(call.args[0].value, str):
+            return False
+        from trackctl import queries
+
+        try:
+            return node.attr in queries.load(call.args[0].value).names()
+        except OSError:
+            return False
 
     def fixed(self, node: ast.AST, scope: _Scope, seen: frozenset = frozenset()) -> bool:
-        """True for text that can only ever be built from literals or loaded from sql/queries (rules a, b, d)."""
-        if isinstance(node, ast.Constant):
-            return isinstance(node.value, (str, bytes))
+        """True for text that can only ever be built from literals (rules a and b) or read from
+        sql/queries/ (rule d)."""
         if self.loaded(node, scope):
             return True
+        if isinstance(node, ast.Constant):
+            return isinstance(node.value, (str, bytes))
         joined = self._joined(node, scope, seen, self.fixed)
         if joined is not None:
             return joined

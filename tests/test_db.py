@@ -13,7 +13,7 @@ from psycopg.conninfo import make_conninfo
 
 import trackctl.db
 from conftest import trackctl_command
-from trackctl.db import (BOOTSTRAP, RECORD, ensure_schema, latest_version, migrate, migration_status,
+from trackctl.db import (SQL, ensure_schema, latest_version, migrate, migration_status,
                          migrations, schema_version)
 from trackctl.errors import MigrationEdited, SchemaOutOfDate
 
@@ -100,9 +100,9 @@ def test_schema_behind_the_code_makes_commands_exit_5_until_migrated(cli, empty_
     # Bring the database to the first migration only, as an older trackctl would have left it.
     first = migrations()[0]
     with psycopg.connect(empty_db, autocommit=True) as c:
-        c.execute(BOOTSTRAP)
+        c.execute(SQL.bootstrap)
         c.execute(first.text)
-        c.execute(RECORD, (first.version, first.name, first.checksum))
+        c.execute(SQL.record, (first.version, first.name, first.checksum))
     env = {"TRACKCTL_DATABASE_URL": empty_db}
     if latest_version() > first.version:
         for args in (("pool", "list"), ("assign", "42", "correios"), ("refill",)):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from datetime import datetime
 
@@ -84,6 +86,21 @@ def test_cli_status_order_plain_and_json(cli, shipped):
     assert [(d["code"], d["carrier"], d["parcel"], d["status"]) for d in json.loads(r.stdout)] == [
         (shipped["correios"], "correios", 1, "pending"), (shipped["correios-2"], "correios", 2, "pending"),
         (shipped["jadlog"], "jadlog", 1, "pending")]
+
+
+def test_cli_status_order_json_and_csv_carry_each_shipments_events(cli, conn, shipped):
+    from trackctl.shipments import mark
+
+    mark(conn, shipped["jadlog"], "in_transit")
+    r = cli("status", "--order", "42", "--format", "json")
+    assert r.returncode == 0, r
+    events = {d["code"]: [e["status"] for e in d["events"]] for d in json.loads(r.stdout)}
+    assert events == {shipped["correios"]: [], shipped["correios-2"]: [], shipped["jadlog"]: ["in_transit"]}
+    lines = cli("status", "--order", "42", "--format", "jsonl").stdout.splitlines()
+    assert [json.loads(line)["events"] != [] for line in lines] == [False, False, True]
+    rows = list(csv.DictReader(io.StringIO(cli("status", "--order", "42", "--format", "csv").stdout)))
+    assert [(row["code"], row["event_status"]) for row in rows] == [
+        (shipped["correios"], ""), (shipped["correios-2"], ""), (shipped["jadlog"], "in_transit")]
 
 
 def test_cli_numeric_order_ids_work_as_they_are(cli, conn, shipped):

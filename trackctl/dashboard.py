@@ -11,7 +11,7 @@ from datetime import datetime
 
 import psycopg
 
-from . import cron
+from . import cron, queries
 from .pools import PoolLevel, pool_levels
 from .runs import JobState, last_runs
 
@@ -55,36 +55,20 @@ class Dashboard:
     unavailable: list[str] = field(default_factory=list)
 
 
-NOW = "SELECT now()"
-TABLE_EXISTS = "SELECT to_regclass(%s) IS NOT NULL"
-SHIPMENTS = """
-SELECT c.name, t.status, count(*)
-FROM sequencing.tracking t JOIN sequencing.carrier c ON c.id = t.freightcarrier_id
-WHERE t.order_id IS NOT NULL
-GROUP BY c.name, t.status
-"""
-OUTBOX_BACKLOG = """
-SELECT count(*),
-       extract(epoch FROM now() - min(o.created_at))::float8,
-       extract(epoch FROM now() - min(d.next_attempt_at)
-               FILTER (WHERE d.lease_token IS NULL AND d.next_attempt_at <= now()))::float8
-FROM sequencing.webhook_delivery d JOIN sequencing.outbox o ON o.id = d.outbox_id
-WHERE d.status = 'pending'
-"""
-DEAD_DELIVERIES = "SELECT count(*) FROM sequencing.webhook_delivery WHERE status = 'dead'"
+SQL = queries.load("dashboard")
 POLLING_TABLE = "sequencing.carrier_state"  # created by sql/0002_polling.sql
 DELIVERY_TABLE = "sequencing.webhook_delivery"  # created by sql/0003_outbox.sql
 
 
 def table_exists(conn: psycopg.Connection, name: str) -> bool:
     """True when the table (schema-qualified) exists."""
-    return bool(conn.execute(TABLE_EXISTS, (name,)).fetchone()[0])
+    return bool(conn.execute(SQL.table_exists, (name,)).fetchone()[0])
 
 
 def shipment_counts(conn: psycopg.Connection) -> list[ShipmentCount]:
     """Return assigned shipments counted by carrier and status (ordered by carrier, status position)."""
-    order = {k: p for k, p in conn.execute("SELECT key, position FROM sequencing.status").fetchall()}
-    rows = [ShipmentCount(*r) for r in conn.execute(SHIPMENTS).fetchall()]
+    order = {k: p for k, p in conn.execute(SQL.status_positions).fetchall()}
+    rows = [ShipmentCount(*r) for r in conn.execute(SQL.shipments).fetchall()]
     return sorted(rows, key=lambda r: (r.carrier, order.get(r.status, 99)))
 
 
@@ -120,7 +104,7 @@ def outbox_backlog(conn: psycopg.Connection) -> OutboxBacklog | None:
     """Return the pending webhook deliveries, their oldest event's age and notify's lag (None before the outbox)."""
     if not table_exists(conn, DELIVERY_TABLE):
         return None
-    pending, oldest, lag = conn.execute(OUTBOX_BACKLOG).fetchone()
+    pending, oldest, lag = conn.execute(SQL.outbox_backlog).fetchone()
     return OutboxBacklog(pending, None if oldest is None else round(oldest, 3), None if lag is None else round(lag, 3))
 
 
@@ -128,12 +112,12 @@ def dead_deliveries(conn: psycopg.Connection) -> int | None:
     """Return how many webhook deliveries are parked as dead (None before deliveries exist)."""
     if not table_exists(conn, DELIVERY_TABLE):
         return None
-    return conn.execute(DEAD_DELIVERIES).fetchone()[0]
+    return conn.execute(SQL.dead_deliveries).fetchone()[0]
 
 
 def snapshot(conn: psycopg.Connection) -> Dashboard:
     """Return the dashboard: pools, shipments, overdue polls, outbox, dead deliveries, jobs."""
-    at = conn.execute(NOW).fetchone()[0]
+    at = conn.execute(SQL.now).fetchone()[0]
     overdue, backlog, dead = overdue_polls(conn), outbox_backlog(conn), dead_deliveries(conn)
     unavailable = [name for name, value in (("overdue_polls", overdue), ("outbox", backlog),
                                             ("dead_deliveries", dead)) if value is None]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psycopg
 
+from . import queries
 from .config import Settings
 from .errors import DatabaseUnavailable, InvalidValue, MigrationEdited, SchemaOutOfDate
 
@@ -17,18 +18,7 @@ MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # Key of the session advisory lock that serialises `db migrate` across processes and hosts.
 MIGRATE_LOCK = 7_262_001
 
-BOOTSTRAP = """
-CREATE SCHEMA IF NOT EXISTS sequencing;
-CREATE TABLE IF NOT EXISTS sequencing.schema_migration (
-    version    integer PRIMARY KEY,
-    name       text NOT NULL,
-    checksum   text NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT now()
-);
-"""
-APPLIED_VERSIONS = "SELECT array_agg(version) FROM sequencing.schema_migration"
-APPLIED = "SELECT version, name, checksum, applied_at FROM sequencing.schema_migration ORDER BY version"
-RECORD = "INSERT INTO sequencing.schema_migration (version, name, checksum) VALUES (%s, %s, %s)"
+SQL = queries.load("db")
 
 
 def sql_dir() -> Path:
@@ -189,7 +179,7 @@ def applied_versions(conn: psycopg.Connection) -> set[int]:
     """Return the versions recorded as applied (empty on a database never migrated)."""
     try:
         # One statement in autocommit: a missing table aborts nothing, and `assign` pays one round trip.
-        row = conn.execute(APPLIED_VERSIONS).fetchone()
+        row = conn.execute(SQL.applied_versions).fetchone()
     except psycopg.errors.UndefinedTable:
         if not conn.autocommit:
             conn.rollback()
@@ -237,7 +227,7 @@ def migration_status(conn: psycopg.Connection) -> list[MigrationState]:
     """Return every migration known to the files or the database, with its state."""
     try:
         with conn.transaction():
-            applied = {r[0]: r for r in conn.execute(APPLIED).fetchall()}
+            applied = {r[0]: r for r in conn.execute(SQL.applied).fetchall()}
     except psycopg.errors.UndefinedTable:
         applied = {}
     states = []
@@ -255,10 +245,10 @@ def migration_status(conn: psycopg.Connection) -> list[MigrationState]:
 
 def migrate(conn: psycopg.Connection) -> list[Migration]:
     """Apply pending migrations in order, each in its own transaction; return those applied."""
-    conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATE_LOCK,))
+    conn.execute(SQL.lock, (MIGRATE_LOCK,))
     try:
-        conn.execute(BOOTSTRAP)
-        applied = {r[0]: r for r in conn.execute(APPLIED).fetchall()}
+        conn.execute(SQL.bootstrap)
+        applied = {r[0]: r for r in conn.execute(SQL.applied).fetchall()}
         files = migrations()
         for m in files:
             if m.version in applied and applied[m.version][2] != m.checksum:
@@ -276,8 +266,8 @@ def migrate(conn: psycopg.Connection) -> list[Migration]:
                 continue
             with conn.transaction():
                 conn.execute(m.text)
-                conn.execute(RECORD, (m.version, m.name, m.checksum))
+                conn.execute(SQL.record, (m.version, m.name, m.checksum))
             done.append(m)
         return done
     finally:
-        conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATE_LOCK,))
+        conn.execute(SQL.unlock, (MIGRATE_LOCK,))

@@ -32,37 +32,19 @@ from datetime import datetime, timedelta
 import psycopg
 
 from .errors import GroupFull, InvalidValue, NotFound, UsageError
-from .outbox import CHANNEL, RECHECK_SECONDS, check_types
+from . import queries
+from .outbox import RECHECK_SECONDS, check_types, listen, wait_for_events
+
+SQL = queries.load("events")
 
 PAGE = 5_000
 GROUP_BATCH = 100
 MAX_COLLECTORS = 6  # per group; also the CHECK on event_group_member.slot
-GROUP_LOCK_CLASS = 7_262_005  # advisory lock (class, group id * 8 + slot) held by a live collector
+GROUP_LOCK_CLASS = 7_262_005  # advisory lock (class, group id * 8 + slot) held by a live collector;
+# sql/queries/events.sql names the same class where it tells live collectors from gone ones.
 DEFAULT_LEASE = 30.0
 GROUP_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
-# The sequence's last value first, then (in the same statement, after it by data dependency) the
-# sessions holding a write lock on the outbox.
-HORIZON = """
-SELECT h.last, (
-    SELECT array_agg(l.virtualtransaction) FROM pg_locks l
-    WHERE h.last IS NOT NULL AND l.locktype = 'relation'
-      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-      AND l.relation = 'sequencing.outbox'::regclass AND l.mode = 'RowExclusiveLock' AND l.granted
-      AND l.pid IS DISTINCT FROM pg_backend_pid())
-FROM (SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS last FROM sequencing.outbox_id_seq OFFSET 0) h
-"""
-STILL_WRITING = """
-SELECT count(*) FROM pg_locks l
-WHERE l.locktype = 'relation' AND l.relation = 'sequencing.outbox'::regclass
-  AND l.mode = 'RowExclusiveLock' AND l.virtualtransaction = ANY (%s)
-"""
-PAGE_SQL = """
-SELECT o.id, sequencing.event_line(o) FROM sequencing.outbox o
-WHERE o.id > %(after)s AND o.id <= %(upto)s AND (%(types)s::text[] IS NULL OR o.type = ANY (%(types)s))
-ORDER BY o.id
-LIMIT %(limit)s
-"""
 
 
 def parse_cursor(text: str | None) -> int:
@@ -81,10 +63,10 @@ def settled_horizon(conn: psycopg.Connection, *, max_wait: float | None = None) 
     Waits (without blocking writers) for the transactions that were writing to the outbox when
     it was called; `max_wait` seconds at most (then the previous safe answer is unknown: raise).
     """
-    last, writers = conn.execute(HORIZON).fetchone()
+    last, writers = conn.execute(SQL.horizon).fetchone()
     if writers:
         delay, started = 0.001, time.monotonic()
-        while conn.execute(STILL_WRITING, (writers,)).fetchone()[0]:
+        while conn.execute(SQL.still_writing, (writers,)).fetchone()[0]:
             if max_wait is not None and time.monotonic() - started > max_wait:
                 raise TimeoutError("transactions writing to the outbox did not end in time")
             time.sleep(delay)
@@ -95,7 +77,7 @@ def settled_horizon(conn: psycopg.Connection, *, max_wait: float | None = None) 
 def read_page(conn: psycopg.Connection, after: int, upto: int, types: list[str] | None,
               limit: int) -> list[tuple[int, str]]:
     """Return up to `limit` (id, JSON line) of events with after < id <= upto, oldest first."""
-    return conn.execute(PAGE_SQL, {"after": after, "upto": upto, "types": types, "limit": limit}).fetchall()
+    return conn.execute(SQL.page, {"after": after, "upto": upto, "types": types, "limit": limit}).fetchall()
 
 
 def stream(conn: psycopg.Connection, *, after: int = 0, types: list[str] | None = None,
@@ -111,7 +93,7 @@ def stream(conn: psycopg.Connection, *, after: int = 0, types: list[str] | None 
     if limit is not None and limit < 1:
         raise InvalidValue("--limit must be 1 or more")
     if follow:
-        conn.execute(f"LISTEN {CHANNEL}")
+        listen(conn)
     sent = 0
     while True:
         upto = settled_horizon(conn)
@@ -126,88 +108,13 @@ def stream(conn: psycopg.Connection, *, after: int = 0, types: list[str] | None 
             after = page[-1][0] if len(page) == want else upto
         if not follow:
             return
-        if not _wait(conn, keep_going, RECHECK_SECONDS):
+        if not wait_for_events(conn, keep_going, RECHECK_SECONDS):
             return
-
-
-def _wait(conn: psycopg.Connection, keep_going: Callable[[], bool] | None, seconds: float | None = None) -> bool:
-    """Wait for an outbox NOTIFY (or `seconds`); return False if `keep_going` says to stop."""
-    deadline = None if seconds is None else time.monotonic() + seconds
-    while True:
-        if keep_going is not None and not keep_going():
-            return False
-        left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
-        if left <= 0:
-            return True
-        for _ in conn.notifies(timeout=left, stop_after=1):
-            return True
 
 
 # ---------------------------------------------------------------------------------------------
 # Consumer groups
 
-ENSURE_GROUP = """
-INSERT INTO sequencing.event_group (name, types, position) VALUES (%s, %s, %s)
-ON CONFLICT (name) DO NOTHING
-"""
-SELECT_GROUP = "SELECT id, types, position FROM sequencing.event_group WHERE name = %s"
-LOCK_GROUP = "SELECT position, types FROM sequencing.event_group WHERE id = %s FOR UPDATE"
-TRY_SLOT = "SELECT pg_try_advisory_lock(%s, %s)"
-RELEASE_SLOT = "SELECT pg_advisory_unlock(%s, %s)"
-TAKE_SLOT = """
-INSERT INTO sequencing.event_group_member (group_id, slot, token, backend_pid, host, pid)
-VALUES (%(group)s, %(slot)s, %(token)s, pg_backend_pid(), %(host)s, %(pid)s)
-ON CONFLICT (group_id, slot) DO UPDATE
-SET token = excluded.token, backend_pid = excluded.backend_pid, host = excluded.host, pid = excluded.pid,
-    joined_at = now()
-"""
-# A collector is live while its session holds its slot's advisory lock.
-MEMBER_LIVE = """
-EXISTS (SELECT 1 FROM pg_locks k
-        WHERE k.locktype = 'advisory' AND k.classid = {cls}::oid
-          AND k.objid = (m.group_id * 8 + m.slot)::oid AND k.objsubid = 2
-          AND k.pid = m.backend_pid AND k.granted)
-""".format(cls=GROUP_LOCK_CLASS)
-# The oldest lease whose collector is gone (slot lock released, or the slot taken by a newer
-# collector) or whose time ran out.
-RECLAIM = f"""
-UPDATE sequencing.event_group_lease l
-SET slot = %(slot)s, token = %(token)s, expires_at = now() + %(lease)s, handed_out = l.handed_out + 1
-WHERE l.id = (
-    SELECT x.id FROM sequencing.event_group_lease x
-    LEFT JOIN sequencing.event_group_member m ON m.group_id = x.group_id AND m.slot = x.slot AND m.token = x.token
-    WHERE x.group_id = %(group)s AND x.token <> %(token)s
-      AND (x.expires_at < now() OR m.token IS NULL OR NOT {MEMBER_LIVE})
-    ORDER BY x.after_id
-    LIMIT 1
-)
-RETURNING l.id, l.after_id, l.last_id, l.handed_out
-"""
-SHRINK_LEASE = "UPDATE sequencing.event_group_lease SET last_id = %s WHERE id = %s"
-# The rest of a range too long for the taker's --limit: left for the next collector at once.
-SPLIT_LEASE = """
-INSERT INTO sequencing.event_group_lease (group_id, after_id, last_id, slot, token, expires_at, handed_out)
-VALUES (%s, %s, %s, 0, gen_random_uuid(), now(), %s)
-"""
-NEW_LEASE = """
-INSERT INTO sequencing.event_group_lease (group_id, after_id, last_id, slot, token, expires_at)
-VALUES (%s, %s, %s, %s, %s, now() + %s) RETURNING id
-"""
-ADVANCE = "UPDATE sequencing.event_group SET position = %s WHERE id = %s"
-ACK = "DELETE FROM sequencing.event_group_lease WHERE id = %s AND token = %s"
-LIST_GROUPS = f"""
-SELECT g.name, g.types, g.position,
-       (SELECT count(*) FROM sequencing.event_group_member m WHERE m.group_id = g.id AND {MEMBER_LIVE}),
-       (SELECT count(*) FROM sequencing.outbox o
-        WHERE o.id > g.position AND (g.types IS NULL OR o.type = ANY (g.types))),
-       (SELECT count(*) FROM sequencing.event_group_lease l JOIN sequencing.outbox o
-             ON o.id > l.after_id AND o.id <= l.last_id AND (g.types IS NULL OR o.type = ANY (g.types))
-        WHERE l.group_id = g.id),
-       g.created_at
-FROM sequencing.event_group g
-ORDER BY g.name
-"""
-LIVE_MEMBERS = f"SELECT count(*) FROM sequencing.event_group_member m WHERE m.group_id = %s AND {MEMBER_LIVE}"
 
 
 def check_group_name(name: str) -> str:
@@ -255,19 +162,19 @@ class Collector:
 
     def join(self) -> int:
         """Take a free slot of the group (creating the group if new); return it, or raise GroupFull."""
-        self.conn.execute(ENSURE_GROUP, (self.name, self.types, self.after or 0))
-        group_id, group_types, _ = self.conn.execute(SELECT_GROUP, (self.name,)).fetchone()
+        self.conn.execute(SQL.ensure_group, (self.name, self.types, self.after or 0))
+        group_id, group_types, _ = self.conn.execute(SQL.select_group, (self.name,)).fetchone()
         if self.types is not None and self.types != group_types:
             have = ",".join(group_types) if group_types else "all types"
             raise UsageError(f"consumer group {self.name!r} was created for {have}",
                              hint="drop --types, or use another group name")
         self.group_id, self.group_types = group_id, group_types
         for slot in range(1, MAX_COLLECTORS + 1):
-            if self.conn.execute(TRY_SLOT, (GROUP_LOCK_CLASS, group_id * 8 + slot)).fetchone()[0]:
-                self.conn.execute(TAKE_SLOT, {"group": group_id, "slot": slot, "token": self.token,
+            if self.conn.execute(SQL.try_slot, (GROUP_LOCK_CLASS, group_id * 8 + slot)).fetchone()[0]:
+                self.conn.execute(SQL.take_slot, {"group": group_id, "slot": slot, "token": self.token,
                                               "host": socket.gethostname()[:255], "pid": os.getpid()})
                 self.slot = slot
-                self.conn.execute(f"LISTEN {CHANNEL}")
+                listen(self.conn)
                 return slot
         raise GroupFull(f"consumer group {self.name!r} already has {MAX_COLLECTORS} live collectors",
                         hint="stop one of them, or start this collector in another group")
@@ -279,16 +186,16 @@ class Collector:
         upto = settled_horizon(self.conn)
         conn = self.conn
         with conn.transaction():
-            position, _ = conn.execute(LOCK_GROUP, (self.group_id,)).fetchone()
-            row = conn.execute(RECLAIM, {"slot": self.slot, "token": self.token, "lease": self.lease,
+            position, _ = conn.execute(SQL.lock_group, (self.group_id,)).fetchone()
+            row = conn.execute(SQL.reclaim, {"slot": self.slot, "token": self.token, "lease": self.lease,
                                          "group": self.group_id}).fetchone()
             if row is not None:
                 lease_id, after_id, last_id, handed_out = row
                 events = read_page(conn, after_id, last_id, self.group_types, limit + 1)
                 if len(events) > limit:
                     cut = events[limit - 1][0]
-                    conn.execute(SHRINK_LEASE, (cut, lease_id))
-                    conn.execute(SPLIT_LEASE, (self.group_id, cut, last_id, handed_out))
+                    conn.execute(SQL.shrink_lease, (cut, lease_id))
+                    conn.execute(SQL.split_lease, (self.group_id, cut, last_id, handed_out))
                     events = events[:limit]
                 return Batch(lease_id, events, redelivered=True)
             if upto <= position:
@@ -296,39 +203,39 @@ class Collector:
             events = read_page(conn, position, upto, self.group_types, limit)
             last = events[-1][0] if len(events) == limit else upto
             if events:
-                lease_id = conn.execute(NEW_LEASE, (self.group_id, position, last, self.slot, self.token,
+                lease_id = conn.execute(SQL.new_lease, (self.group_id, position, last, self.slot, self.token,
                                                     self.lease)).fetchone()[0]
-            conn.execute(ADVANCE, (last, self.group_id))
+            conn.execute(SQL.advance, (last, self.group_id))
             return Batch(lease_id, events, redelivered=False) if events else None
 
     def ack(self, batch: Batch) -> bool:
         """Acknowledge a batch (after writing and flushing it); False if its lease had moved on."""
-        return self.conn.execute(ACK, (batch.lease_id, self.token)).rowcount == 1
+        return self.conn.execute(SQL.ack, (batch.lease_id, self.token)).rowcount == 1
 
     def wait(self, keep_going: Callable[[], bool] | None = None, seconds: float = 1.0) -> bool:
         """Wait up to `seconds` for new events; return False if `keep_going` says to stop."""
-        return _wait(self.conn, keep_going, seconds)
+        return wait_for_events(self.conn, keep_going, seconds)
 
     def leave(self) -> None:
         """Give the slot back (closing the connection does the same)."""
         if self.slot is not None and not self.conn.closed:
-            self.conn.execute(RELEASE_SLOT, (GROUP_LOCK_CLASS, self.group_id * 8 + self.slot))
+            self.conn.execute(SQL.release_slot, (GROUP_LOCK_CLASS, self.group_id * 8 + self.slot))
             self.slot = None
 
 
 def list_groups(conn: psycopg.Connection) -> list[GroupState]:
     """Return every consumer group with its live collectors and how far behind it is."""
     return [GroupState(name, ",".join(types) if types else "*", str(position), live, waiting, unacked, created)
-            for name, types, position, live, waiting, unacked, created in conn.execute(LIST_GROUPS).fetchall()]
+            for name, types, position, live, waiting, unacked, created in conn.execute(SQL.list_groups).fetchall()]
 
 
 def drop_group(conn: psycopg.Connection, name: str) -> None:
     """Delete a consumer group with no live collector (its position and leases go with it)."""
     check_group_name(name)
     with conn.transaction():
-        row = conn.execute(SELECT_GROUP + " FOR UPDATE", (name,)).fetchone()
+        row = conn.execute(SQL.select_group_for_update, (name,)).fetchone()
         if row is None:
             raise NotFound(f"no consumer group {name!r}", hint="see 'trackctl events groups'")
-        if conn.execute(LIVE_MEMBERS, (row[0],)).fetchone()[0]:
+        if conn.execute(SQL.live_members, (row[0],)).fetchone()[0]:
             raise UsageError(f"consumer group {name!r} has live collectors", hint="stop them first")
-        conn.execute("DELETE FROM sequencing.event_group WHERE id = %s", (row[0],))
+        conn.execute(SQL.drop_group, (row[0],))

@@ -20,15 +20,15 @@ from psycopg.types.json import Jsonb
 
 from ..errors import AlreadyExists, InvalidValue, UnknownCarrier, UnknownPool
 from ..names import carrier_ref_id, check_carrier_name, check_pool_name
+from ..statuses import POLLED
 
 DEFAULT_MAX_CONCURRENCY = 6
 DEFAULT_TIMEOUT = 10.0
 MAX_CONCURRENCY = 256
 MAX_TIMEOUT = 300.0
 TOKEN_ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-# Statuses whose poll interval can be set (terminal shipments are never polled).
-POLLED_STATUSES = ("pending", "in_transit", "out_for_delivery", "failed_attempt", "available_for_pickup",
-                   "exception")
+# Statuses whose poll interval can be set (terminal shipments are never polled): statuses.POLLED.
+POLLED_STATUSES = POLLED
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-# Normalised statuses (the keys of sequencing.status).
-STATUSES = ("pending", "in_transit", "out_for_delivery", "failed_attempt", "available_for_pickup",
-            "exception", "delivered", "returned", "cancelled")
-TERMINAL = frozenset({"delivered", "returned", "cancelled"})
+from ..statuses import STATUSES, TERMINAL  # noqa: F401  (adapters import them from here)
 
 MAX_BODY = 1024 * 1024  # a response body above 1 MiB is a failed request
 DEFAULT_RETRY_AFTER = 60.0  # seconds, when a 429 has no readable Retry-After

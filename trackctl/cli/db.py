@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -41,6 +42,41 @@ def status_cmd(ctx: typer.Context, fmt: Optional[Format] = typer.Option(None, "-
     with connection(ctx, check_schema=False) as conn:
         states = migration_status(conn)
     emit(states, ["version", "name", "state", "applied_at"], fmt_value(fmt))
+
+
+@db_app.command("schema")
+def schema_cmd(
+    ctx: typer.Context,
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to FILE (atomically) instead of stdout."),
+) -> None:
+    """Print the database's schema as SQL (tables, indexes, functions, triggers), as pg_dump shows it.
+
+    Example: trackctl db schema | less
+
+    Example: trackctl db schema --output sql/schema.sql   # after a new migration, in a checkout
+    """
+    import os
+    import sys
+    import tempfile
+
+    from ..schema import dump_schema
+
+    with connection(ctx) as conn:
+        text = dump_schema(conn)
+    if output is None:
+        sys.stdout.write(text)
+        return
+    target = output.resolve()
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    say(f"wrote {output}")
 
 
 @db_app.command("stop")

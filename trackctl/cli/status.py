@@ -33,7 +33,7 @@ def status_cmd(
     Example: trackctl status --watch
     """
     from ..output import emit
-    from ..status import shipment_timeline, shipments_by_order
+    from ..status import order_timelines, shipment_timeline
 
     if code is None and order is None:
         _dashboard(ctx, fmt_value(fmt), watch, interval)
@@ -46,11 +46,44 @@ def status_cmd(
         if code is not None:
             _timeline(shipment_timeline(conn, code), fmt_value(fmt))
         else:
-            emit(shipments_by_order(conn, order), COLUMNS, fmt_value(fmt))
+            _order(order_timelines(conn, order), fmt_value(fmt))
 
 
 EVENT_KEYS = ["occurred_at", "status", "description", "location", "raw_status"]
 EVENT_COLUMNS = ["occurred_at", "status", "label", "description", "location"]
+
+
+def _record(tl) -> dict:
+    """The shipment's columns, its stale flag and its events: the json/jsonl shape."""
+    record = {c: getattr(tl.shipment, c) for c in COLUMNS}
+    record["stale"] = tl.stale
+    record["events"] = [{k: getattr(e, k) for k in EVENT_KEYS} for e in tl.events]
+    return record
+
+
+def _csv_rows(tl) -> list[dict]:
+    """One row per event, each carrying the shipment's own columns; a shipment without events is
+    one row with empty event columns."""
+    record = {c: getattr(tl.shipment, c) for c in COLUMNS}
+    return [{**record, **{f"event_{k}": getattr(e, k) for k in CSV_EVENT_KEYS}} for e in tl.events] or [record]
+
+
+CSV_EVENT_KEYS = [*EVENT_COLUMNS, "raw_status"]
+CSV_COLUMNS = [*COLUMNS, *(f"event_{k}" for k in CSV_EVENT_KEYS)]
+
+
+def _order(timelines: list, fmt: Optional[str]) -> None:
+    """Write an order's shipments: with their events in json (an array), jsonl (a line each) and
+    csv (a row per event); one row per shipment in plain and table."""
+    from ..output import default_format, emit
+
+    fmt = fmt or default_format()
+    if fmt in ("json", "jsonl"):
+        emit([_record(tl) for tl in timelines], [*COLUMNS, "stale", "events"], fmt)
+    elif fmt == "csv":
+        emit([row for tl in timelines for row in _csv_rows(tl)], CSV_COLUMNS, "csv")
+    else:
+        emit([tl.shipment for tl in timelines], COLUMNS, fmt)
 
 
 def _timeline(tl, fmt: Optional[str]) -> None:
@@ -61,21 +94,16 @@ def _timeline(tl, fmt: Optional[str]) -> None:
     from ..output import _text, default_format, emit, emit_one, json_line
 
     fmt = fmt or default_format()
-    record = {c: getattr(tl.shipment, c) for c in COLUMNS}
     if fmt in ("json", "jsonl"):
-        record["stale"] = tl.stale
-        record["events"] = [{k: getattr(e, k) for k in EVENT_KEYS} for e in tl.events]
+        record = _record(tl)
         if fmt == "jsonl":
             sys.stdout.write(json_line(record) + "\n")
         else:
             emit_one(record, None, "json")
     elif fmt == "csv":
-        # One row per event, each carrying the shipment's own columns; a shipment without events
-        # is one row with empty event columns.
-        keys = [*EVENT_COLUMNS, "raw_status"]
-        rows = [{**record, **{f"event_{k}": getattr(e, k) for k in keys}} for e in tl.events] or [record]
-        emit(rows, [*COLUMNS, *(f"event_{k}" for k in keys)], "csv")
+        emit(_csv_rows(tl), CSV_COLUMNS, "csv")
     else:
+        record = {c: getattr(tl.shipment, c) for c in COLUMNS}
         if tl.stale:
             record["stale"] = f"since {_text(tl.stale_at)}: no news for too long, no longer polled"
         if tl.last_poll_error:
