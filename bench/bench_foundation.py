@@ -23,6 +23,7 @@ Setup (pre-filling pools, bulk history with INSERT ... SELECT generate_series, a
 VACUUM ANALYZE after each bulk change, standing in for autovacuum) is never timed.
 
     /tmp/dev/bin/python bench/bench_foundation.py [--rows N] [--history N] [--database-url URL]
+                                                  [--only claims,single,refill,batch]
 
 Without --database-url an embedded PostgreSQL is started in a temporary directory and stopped
 and removed at the end. A URL must name a scratch database: the benchmark migrates it and
@@ -451,18 +452,18 @@ def main() -> int:
               f"({opts.rows / raw_events:,.0f}/s), ratio raw-with-events/trackctl {raw_events / product_s:.2f}")
     if refilled is not None:
         print(f"  refill, raw side split: uuid4 generation {refill_extra['raw_generate']:.3f} s, "
-          f"COPY {refill_extra['raw_copy_only']:.3f} s; ratio COPY-only/trackctl "
-          f"{refill_extra['raw_copy_only'] / float(refilled.product.split()[0]):.2f}")
+              f"COPY {refill_extra['raw_copy_only']:.3f} s; ratio COPY-only/trackctl "
+              f"{refill_extra['raw_copy_only'] / float(refilled.product.split()[0]):.2f}")
         print(f"  refill through the library (trackctl.pools.refill, in process): {refill_extra['library']:.3f} s, "
-          f"ratio raw/library {refill_extra['raw'] / refill_extra['library']:.2f}")
+              f"ratio raw/library {refill_extra['raw'] / refill_extra['library']:.2f}")
     if durable is not None:
         print(f"  claim latency with synchronous_commit on (durable commit, median of {max(opts.claims // 4, 50)}): "
-          f"{durable[0] * 1e3:.3f} ms with the large history, {durable[1] * 1e3:.3f} ms with the small one, "
-          f"ratio {durable[0] / durable[1]:.2f}")
+              f"{durable[0] * 1e3:.3f} ms with the large history, {durable[1] * 1e3:.3f} ms with the small one, "
+              f"ratio {durable[0] / durable[1]:.2f}")
         (large_pages, large_plan, large_exec), (small_pages, small_plan, small_exec) = durable[2], durable[3]
         print(f"  one claim as the server sees it (EXPLAIN ANALYZE BUFFERS, median of 21), large / small history: "
-          f"pages {large_pages} / {small_pages}, planning {large_plan:.3f} / {small_plan:.3f} ms, "
-          f"execution {large_exec:.3f} / {small_exec:.3f} ms")
+              f"pages {large_pages} / {small_pages}, planning {large_plan:.3f} / {small_plan:.3f} ms, "
+              f"execution {large_exec:.3f} / {small_exec:.3f} ms")
     if empty is not None:
         print(f"  python -c pass: {empty * 1e3:.0f} ms (median)")
     print("  costliest imports of one `trackctl assign` (python -X importtime, cumulative):")
