@@ -39,7 +39,9 @@ def codes(conn, *orders: str) -> dict[str, str]:
 
 
 def read_line(stream) -> str:
-    """One line from a pipe, waiting at most HANG seconds for it (a hang fails the test)."""
+    """One line from a pipe, waiting at most HANG seconds for it (a hang fails the test). The pipe
+    must be unbuffered (bufsize=0): a buffered reader could hold the next answer where select()
+    cannot see it."""
     ready, _, _ = select.select([stream], [], [], HANG)
     assert ready, "no answer while the input stayed open"
     return stream.readline().decode()
@@ -99,7 +101,7 @@ def test_a_pause_in_piped_input_answers_the_lines_before_it(batch_cli, conn, tmp
     script = (f"(printf 'r1,correios\\nr2,correios\\n'; while [ ! -e {gate} ]; do sleep 0.05; done; "
               f"printf 'r3,correios\\n') | {' '.join(trackctl_command())} assign --batch")
     proc = subprocess.Popen(["bash", "-o", "pipefail", "-c", script], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=batch_cli.env)
+                            stderr=subprocess.PIPE, env=batch_cli.env, bufsize=0)
     try:
         first = [read_line(proc.stdout).split(",")[0] for _ in range(2)]
         assert first == ["r1", "r2"]
@@ -117,7 +119,7 @@ def test_the_same_pause_with_a_sleep_answers_r1_and_r2_first(batch_cli, conn):
     script = (f"(printf 'r1,correios\\nr2,correios\\n'; sleep 2; printf 'r3,correios\\n') | "
               f"{' '.join(trackctl_command())} assign --batch")
     proc = subprocess.Popen(["bash", "-o", "pipefail", "-c", script], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=batch_cli.env)
+                            stderr=subprocess.PIPE, env=batch_cli.env, bufsize=0)
     first = [read_line(proc.stdout).split(",")[0] for _ in range(2)]
     out, err = proc.communicate(timeout=HANG)
     assert proc.returncode == 0 and err == b"", err
@@ -193,3 +195,37 @@ def test_parse_records_passes_the_pause_through(tmp_path):
         assert next(got) is IDLE
         os.close(write_end)
         assert list(got) == []
+
+
+def test_a_small_chunk_ended_by_a_pause_keeps_every_batch_rule(conn):
+    """A pause ends a chunk of a few lines, which takes the single claim per key: a repeated key in
+    the chunk gets its first line's code (new only there), a dry pool makes its codes inline, an
+    order assigned before gets its code back, not new."""
+    from trackctl.assign import assign
+    from trackctl.pools import create_pool
+
+    add_carrier(conn, "correios", 3)
+    create_pool(conn, "dry", target=5)
+    add_carrier(conn, "drycarrier", 9, pool="dry")
+    refill(conn, "default")
+    before = assign(conn, "old", "correios").code
+
+    def records():
+        yield 1, {"order_id": "a", "carrier": "correios"}
+        yield 2, {"order_id": "a", "carrier": "correios"}
+        yield 3, {"order_id": "old", "carrier": "3"}
+        yield 4, {"order_id": "b", "carrier": "drycarrier"}
+        yield 5, {"order_id": "a", "carrier": "correios", "parcel": 2}
+        yield IDLE
+
+    out = {o.line: o.assignment for o in assign_lines(conn, records(), overlap=True)}
+    assert sorted(out) == [1, 2, 3, 4, 5]
+    assert out[1].code == out[2].code and out[1].new and not out[2].new
+    assert out[3].code == before and not out[3].new
+    assert out[4].generated_inline and out[4].new
+    assert out[5].parcel == 2 and out[5].code not in (out[1].code, before)
+    stored = dict(conn.execute("SELECT order_id || '/' || parcel, tracking_id FROM sequencing.tracking "
+                               "WHERE order_id IS NOT NULL").fetchall())
+    assert stored == {"a/1": out[1].code, "old/1": before, "b/1": out[4].code, "a/2": out[5].code}
+    events = conn.execute("SELECT count(*) FROM sequencing.outbox WHERE type = 'tracking.assigned'").fetchone()[0]
+    assert events == 4  # one per new code: a/1, old (its own assign), b, a/2
