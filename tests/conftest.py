@@ -145,7 +145,8 @@ class Run:
 @pytest.fixture
 def cli(db_url, tmp_path):
     """Run the installed trackctl against this test's database; return exit code, stdout, stderr."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKCTL_")}
+    # OTEL_*: a developer's own collector settings must not trace the suite's runs (tests set them).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRACKCTL_", "OTEL_"))}
     env["TRACKCTL_DATABASE_URL"] = db_url
     env["TRACKCTL_HOME"] = str(tmp_path / "home")
 

@@ -5,7 +5,7 @@ cost. Building the typer app (typer, its vendored click, the parameter conversio
 more than the claim itself; this path reads that one command line by hand and imports only the
 library: psycopg, the settings, the claim. Anything it does not recognise exactly (--help, --batch,
 a flag it does not know, a value that needs converting or refusing, a repeated option, shell
-completion) goes to the typer app unchanged, so help, errors and exit codes stay the app's own.
+completion, tracing asked for by OTEL_EXPORTER_OTLP_ENDPOINT) goes to the typer app unchanged, so help, errors and exit codes stay the app's own.
 Both paths share `run_assign` and the error boundary of trackctl.console.
 """
 
@@ -55,6 +55,10 @@ def _option(arg: str, names: tuple[str, ...], rest: list[str]) -> tuple[str, str
 def plain_assign(argv: list[str]) -> AssignCall | None:
     """Return the call `argv` spells if it is the plain single assign, else None (typer's to handle)."""
     if "_TRACKCTL_COMPLETE" in os.environ:  # shell completion asks the typer app
+        return None
+    from . import telemetry
+
+    if telemetry.wanted():  # a traced run (issue 15) goes where the trace is started and flushed
         return None
     rest = list(argv)
     root: dict[str, object] = {}

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psycopg
 
+from . import queries
 from .dashboard import DELIVERY_TABLE, POLLING_TABLE, Dashboard, snapshot, table_exists
 
 TEXTFILE_NAME = "trackctl.prom"
@@ -27,7 +28,8 @@ class CarrierPolls:
     carrier: str
     requests: int  # every request ever made for the carrier's shipments (a counter)
     recent_requests: int  # requests and failures of the poll runs of the last hour
-    recent_failures: int
+    recent_failures: int  # rate-limited requests included
+    recent_rate_limited: int
     breaker_open: bool
     blocked: bool  # HTTP 429: paused until the carrier's Retry-After
 
@@ -40,33 +42,14 @@ class MetricsData:
     extra: dict = field(default_factory=dict)
 
 
-# tracking.poll_count counts every request (ok, failed or 429) made for a shipment and only grows,
-# so its sum per carrier is a true counter. Failures are not kept per request; the poll runs of
-# the last hour record them per carrier (counts.by_carrier), which makes a gauge.
-POLL_COUNTS = """
-SELECT c.name,
-       coalesce((SELECT sum(t.poll_count) FROM sequencing.tracking t WHERE t.freightcarrier_id = c.id), 0)::bigint,
-       coalesce(recent.polled, 0)::bigint, coalesce(recent.failed, 0)::bigint,
-       coalesce(s.open_until > now(), false), coalesce(s.blocked_until > now(), false)
-FROM sequencing.carrier c
-LEFT JOIN sequencing.carrier_state s ON s.carrier_id = c.id
-LEFT JOIN (
-    SELECT b.key AS carrier, sum((b.value->>'polled')::bigint) AS polled, sum((b.value->>'failed')::bigint) AS failed
-    FROM sequencing.run r CROSS JOIN LATERAL jsonb_each(r.counts->'by_carrier') b
-    WHERE r.job = 'poll' AND r.started_at > now() - interval '1 hour' AND jsonb_typeof(r.counts->'by_carrier') = 'object'
-    GROUP BY b.key
-) recent ON recent.carrier = c.name
-WHERE c.adapter IS NOT NULL
-ORDER BY c.name
-"""
-DELIVERY_COUNTS = "SELECT status, count(*) FROM sequencing.webhook_delivery GROUP BY status"
+SQL = queries.load("metrics")
 
 
 def poll_counts(conn: psycopg.Connection) -> list[CarrierPolls] | None:
     """Return poll requests and failures per polled carrier (None before polling exists)."""
     if not table_exists(conn, POLLING_TABLE):
         return None
-    return [CarrierPolls(*row) for row in conn.execute(POLL_COUNTS).fetchall()]
+    return [CarrierPolls(*row) for row in conn.execute(SQL.poll_counts).fetchall()]
 
 
 def delivery_counts(conn: psycopg.Connection) -> dict[str, int] | None:
@@ -74,7 +57,7 @@ def delivery_counts(conn: psycopg.Connection) -> dict[str, int] | None:
     if not table_exists(conn, DELIVERY_TABLE):
         return None
     counts = {"pending": 0, "done": 0, "dead": 0}
-    counts.update({status: n for status, n in conn.execute(DELIVERY_COUNTS).fetchall()})
+    counts.update({status: n for status, n in conn.execute(SQL.delivery_counts).fetchall()})
     return counts
 
 
@@ -101,12 +84,17 @@ class TrackctlCollector:
 
         target = GaugeMetricFamily("trackctl_pool_target_codes", "Free codes refill keeps ready", labels=["pool"])
         codes = GaugeMetricFamily("trackctl_pool_codes", "Codes in a pool by state", labels=["pool", "kind", "state"])
+        # Assigned codes stay assigned (cancelling a shipment keeps its code), so their count only
+        # grows: a counter, whose rate is the assignment rate.
+        assignments = CounterMetricFamily("trackctl_assignments", "Codes assigned from a pool", labels=["pool"])
         for p in d.pools:
             target.add_metric([p.name], p.target)
+            assignments.add_metric([p.name], p.assigned)
             codes.add_metric([p.name, p.kind, "free"], p.free)
             codes.add_metric([p.name, p.kind, "assigned"], p.assigned)
         yield target
         yield codes
+        yield assignments
 
         shipments = GaugeMetricFamily("trackctl_shipments", "Shipments by carrier and status",
                                       labels=["carrier", "status"])
@@ -121,6 +109,8 @@ class TrackctlCollector:
                                        labels=["carrier"])
             failures = GaugeMetricFamily("trackctl_poll_failures_last_hour",
                                          "Failed or rate-limited requests of the last hour's poll runs", labels=["carrier"])
+            limited = GaugeMetricFamily("trackctl_poll_rate_limited_last_hour",
+                                        "Requests answered 429 in the last hour's poll runs", labels=["carrier"])
             breaker = GaugeMetricFamily("trackctl_carrier_breaker_open", "1 while the carrier's circuit breaker is open",
                                         labels=["carrier"])
             blocked = GaugeMetricFamily("trackctl_carrier_rate_limited", "1 while the carrier asked us to wait (429)",
@@ -129,9 +119,10 @@ class TrackctlCollector:
                 requests.add_metric([c.carrier], c.requests)
                 recent.add_metric([c.carrier], c.recent_requests)
                 failures.add_metric([c.carrier], c.recent_failures)
+                limited.add_metric([c.carrier], c.recent_rate_limited)
                 breaker.add_metric([c.carrier], int(c.breaker_open))
                 blocked.add_metric([c.carrier], int(c.blocked))
-            yield from (requests, recent, failures, breaker, blocked)
+            yield from (requests, recent, failures, limited, breaker, blocked)
         if d.overdue_polls is not None:
             yield GaugeMetricFamily("trackctl_polls_overdue", "Unfinished shipments past their poll time",
                                     value=d.overdue_polls)

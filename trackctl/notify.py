@@ -36,7 +36,7 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg
 
-from . import __version__
+from . import __version__, telemetry
 from .deadline import Watchdog, connection
 from .errors import InvalidValue
 from .outbox import CHANNEL, RECHECK_SECONDS
@@ -73,7 +73,7 @@ UPDATE sequencing.webhook_delivery d
 SET next_attempt_at = now() + %(lease)s, lease_token = %(token)s
 FROM picked, sequencing.outbox o, {NOT_DURABLE}
 WHERE d.id = picked.id AND o.id = d.outbox_id
-RETURNING d.id, d.subscriber_id, o.event_id, sequencing.event_body(o)
+RETURNING d.id, d.subscriber_id, o.event_id, sequencing.event_body(o), d.attempts + 1, o.type
 """
 
 # Outcomes of one round. A 2xx is done; 410 keeps the row pending (its subscriber is disabled
@@ -131,6 +131,8 @@ class Claim:
     subscriber_id: int
     event_id: str
     body: bytes
+    attempt: int = 1  # this attempt's number (1 for the first)
+    event_type: str = ""
 
 
 @dataclass(frozen=True)
@@ -298,10 +300,19 @@ def _attempt(poster: HttpPoster, gates: _Gates, sub: Subscriber, claim: Claim, t
                 return None
             timeout = min(timeout, left)
         attempted_at = datetime.now(timezone.utc)
-        try:
-            status, error = poster.post(sub.url, claim.body, _headers(sub, claim.event_id, claim.body), timeout)
-        except Exception as exc:  # a worker never dies silently: the attempt is recorded as failed
-            status, error = None, _describe(exc)
+        attributes = {"trackctl.subscriber.id": sub.id, "trackctl.event.type": claim.event_type,
+                      "trackctl.event.id": claim.event_id, "trackctl.delivery.attempt": claim.attempt,
+                      **telemetry.http_attributes("POST", sub.url)}
+        with telemetry.span("webhook delivery", attributes, kind="client") as traced:
+            try:
+                # The trace context rides in headers the signature does not cover (issue 15).
+                headers = telemetry.inject_headers(_headers(sub, claim.event_id, claim.body))
+                status, error = poster.post(sub.url, claim.body, headers, timeout)
+            except Exception as exc:  # a worker never dies silently: the attempt is recorded as failed
+                status, error = None, _describe(exc)
+            traced.set("http.response.status_code", status)
+            if status is None or status >= 400:
+                traced.fail(str(status) if status is not None else "no answer")
     if status is not None and not 200 <= status < 300:
         error = f"HTTP {status}"
     return status, error, attempted_at
@@ -429,7 +440,7 @@ def _claim_round(conn: psycopg.Connection, subscribers: dict[int, Subscriber], f
         if room <= 0:
             continue
         rows = conn.execute(CLAIM, {"subscriber": sub_id, "limit": room, "lease": lease, "token": token}).fetchall()
-        claims.extend(Claim(r[0], r[1], r[2], r[3].encode()) for r in rows)
+        claims.extend(Claim(r[0], r[1], r[2], r[3].encode(), r[4], r[5]) for r in rows)
         if len(claims) >= free:
             break
     return claims

@@ -35,7 +35,7 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg
 
-from . import __version__
+from . import __version__, telemetry
 from .carriers import CarrierSettings, carrier_settings, list_carrier_settings
 from .carriers.base import (DEFAULT_RETRY_AFTER, MAX_DESCRIPTION, MAX_LOCATION, MAX_RAW_STATUS, STATUSES,
                             AdapterConfig, CarrierEvent, FetchFailed, RateLimited, ShipmentRef, clip, event_key)
@@ -399,6 +399,7 @@ class _CarrierRun:
 
     def _loop(self) -> None:
         pause = BUSY_PAUSE[0]
+        waits: dict[str, float] = {}  # seconds this worker waited before its next request, by reason (traces)
         params = {"carrier": self.settings.id, "holder": self.run.holder, "lease": self.lease,
                   "round": self.run.round_start, "all": self.run.all_due}
         while not self.run.stop.is_set():
@@ -417,7 +418,8 @@ class _CarrierRun:
             outcome, wait_s = row[0], row[1]
             if outcome == "ok":
                 pause = BUSY_PAUSE[0]
-                self._poll_one(*row[2:10])  # gives the gate back once the request is over
+                self._poll_one(*row[2:10], waits=waits)  # gives the gate back once the request is over
+                waits = {}
                 continue
             self.gate.release()
             if outcome == "done":
@@ -431,6 +433,7 @@ class _CarrierRun:
                 self._note({"blocked": f"rate limited (HTTP 429) until {until}",
                             "open": f"breaker open until {until}"}.get(outcome, "budget used up"))
                 return
+            waits[outcome] = waits.get(outcome, 0.0) + wait
             self.run.stop.wait(wait)
 
     def _note(self, text: str) -> None:
@@ -439,7 +442,7 @@ class _CarrierRun:
                 self.summary.note = text
 
     def _poll_one(self, slot: int, probe: bool, shipment_id: int, code: str, order_id: str, status: str,
-                  assigned_at: datetime, poll_count: int) -> None:
+                  assigned_at: datetime, poll_count: int, waits: Mapping[str, float] | None = None) -> None:
         ref = ShipmentRef(code=code, order_id=order_id, status=status, assigned_at=assigned_at, poll_count=poll_count)
         base = {"carrier": self.settings.id, "slot": slot, "holder": self.run.holder, "probe": bool(probe),
                 "id": shipment_id}
@@ -448,7 +451,7 @@ class _CarrierRun:
         limited = False
         try:
             try:
-                events = normalise_events(self.adapter.fetch(ref))
+                events = normalise_events(self._fetch(ref, probe, waits or {}))
             except RateLimited as exc:
                 limited = True
                 self._record_limited(base, code, exc.retry_after)  # gives the slot back too
@@ -467,6 +470,25 @@ class _CarrierRun:
             self._record_ok(base, code, events)
         if self.run.progress:
             self.run.progress(1)
+
+    def _fetch(self, ref: ShipmentRef, probe: bool, waits: Mapping[str, float]) -> Sequence[CarrierEvent]:
+        """Return the adapter's answer; with tracing on, inside a span of this carrier request."""
+        attributes = {"trackctl.carrier": self.settings.name, "trackctl.adapter": self.settings.adapter,
+                      "trackctl.batch_size": 1, "trackctl.poll.probe": bool(probe),
+                      "trackctl.poll.previous_polls": ref.poll_count,
+                      **{f"trackctl.wait.{reason}_s": round(s, 3) for reason, s in waits.items()}}
+        with telemetry.span(f"carrier request {self.settings.name}", attributes, kind="client") as traced:
+            try:
+                events = self.adapter.fetch(ref)
+            except RateLimited as exc:
+                traced.set_attributes({"trackctl.poll.outcome": "rate_limited", "http.response.status_code": 429,
+                                       "trackctl.rate_limit.retry_after_s": exc.retry_after})
+                raise
+            except FetchFailed:
+                traced.set("trackctl.poll.outcome", "failed")
+                raise
+            traced.set_attributes({"trackctl.poll.outcome": "ok", "trackctl.poll.events": len(events)})
+            return events
 
     # -- recording outcomes -----------------------------------------------------------------
 
@@ -581,7 +603,7 @@ def poll(conn: psycopg.Connection, *, carrier: str | None = None, budget: float 
     for s, adapter, summary in runnable:
         carrier_run = _CarrierRun(run, s, adapter, summary)
         for n in range(workers[s.id]):
-            threads.append(threading.Thread(target=carrier_run.work, name=f"poll-{s.name}-{n}", daemon=True))
+            threads.append(threading.Thread(target=telemetry.bind(carrier_run.work), name=f"poll-{s.name}-{n}", daemon=True))
     try:
         for t in threads:
             t.start()

@@ -32,7 +32,7 @@ import psycopg
 import psycopg.conninfo
 from psycopg.types.json import Jsonb
 
-from . import logs
+from . import logs, telemetry
 from .errors import InvalidValue, TrackctlError
 from .names import check_limit
 
@@ -202,6 +202,7 @@ def recorded_run(conn: psycopg.Connection, job: str) -> Iterator[RunRecorder]:
     during the block carry the run id and job.
     """
     recorder = start_run(conn, job)
+    telemetry.record_run(recorder.id, job)
     log = logs.get_logger("runs")
     with logs.bound(run_id=recorder.id, job=job):
         log.debug("run started on %s pid %s", recorder.host, recorder.pid)
@@ -209,6 +210,7 @@ def recorded_run(conn: psycopg.Connection, job: str) -> Iterator[RunRecorder]:
             yield recorder
         except BaseException as exc:
             error = describe_error(exc)
+            telemetry.record_outcome("failed")
             _finish_quietly(conn, recorder, "failed", error)
             # The error itself is a field (JSON logs). In text the CLI's error line that follows is
             # the one line a failure gets (issue 7); the run record keeps the time and the error.
@@ -218,6 +220,7 @@ def recorded_run(conn: psycopg.Connection, job: str) -> Iterator[RunRecorder]:
                                  "seconds": round(recorder.elapsed, 3), "error": error})
             raise
         outcome = "skipped" if recorder.skipped_reason is not None else "ok"
+        telemetry.record_outcome(outcome)
         finish_run(conn, recorder, outcome, recorder.skipped_reason)
         detail = f": {recorder.skipped_reason}" if recorder.skipped_reason else ""
         log.info("%s in %.2f s%s", outcome, recorder.elapsed, detail,

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .. import telemetry
 from ..deadline import Watchdog, connection
 from .base import MAX_BODY, FetchFailed, RateLimited, parse_retry_after
 
@@ -55,6 +56,7 @@ def get(url: str, headers: Mapping[str, str], timeout: float, max_body: int = MA
     except ValueError as exc:
         raise FetchFailed("invalid port in the carrier URL") from exc
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    telemetry.set_attributes(telemetry.http_attributes("GET", url))  # on the carrier request's span
     tls = {"context": _context()} if parts.scheme == "https" else {}
     conn = connection(parts.scheme, parts.hostname, port, timeout, **tls)
     started = time.monotonic()
@@ -62,6 +64,7 @@ def get(url: str, headers: Mapping[str, str], timeout: float, max_body: int = MA
     try:
         conn.request("GET", target, headers={**headers, "Connection": "close"})
         resp = conn.getresponse()
+        telemetry.set_attributes({"http.response.status_code": resp.status})
         length = resp.getheader("Content-Length")
         if length is not None and length.strip().isdigit() and int(length) > max_body:
             raise FetchFailed(f"response body of {int(length)} bytes is over the {max_body // 1024} KiB limit")

@@ -180,7 +180,26 @@ def _report_usage(exc: Exception) -> int:
 
 def main() -> None:
     """Run the app and turn every failure into one line and an exit code (trackctl.entry calls it
-    for every command line but the plain `assign ORDER CARRIER`).
+    for every command line but the plain `assign ORDER CARRIER`)."""
+    from .. import telemetry
+
+    if telemetry.wanted():  # issue 15: one trace per command, flushed within a bound at exit
+        telemetry.start(_command_named(sys.argv[1:]))
+    code: object = 1
+    try:
+        code = _run()
+    except SystemExit as exc:
+        code = exc.code
+    finally:
+        warning = telemetry.finish(code)
+        if warning:
+            with contextlib.suppress(Exception):
+                warn(warning)
+    sys.exit(code)
+
+
+def _run() -> object:
+    """Run the app; return the exit code (each failure reported as one line).
 
     A reader of stdout that goes away (`trackctl carrier list | head -1`) ends the run with exit 0
     and nothing on stderr, whenever it happens: during a write, a flush, or the final flush.
@@ -207,4 +226,4 @@ def main() -> None:
         code = _report(exc, debug)
     if not end_output():
         code = 0 if code in (0, None) else code
-    sys.exit(code)
+    return code

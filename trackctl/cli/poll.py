@@ -49,7 +49,8 @@ def poll_cmd(
                   new_events=sum(c.new_events for c in report.carriers),
                   changed=sum(c.changed for c in report.carriers), stale=sum(c.stale for c in report.carriers))
         # per carrier, for `trackctl metrics` (trackctl_poll_failures_recent)
-        run.count(by_carrier={c.carrier: {"polled": c.polled, "failed": c.failed + c.rate_limited}
+        run.count(by_carrier={c.carrier: {"polled": c.polled, "failed": c.failed + c.rate_limited,
+                                          "rate_limited": c.rate_limited}
                               for c in report.carriers})
     for f in report.failures[:FAILURES_SHOWN]:
         warn(f"poll: {f.carrier}{' ' + f.code if f.code else ''}: {f.reason}")
