@@ -22,9 +22,7 @@ fills its outbox.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import multiprocessing
 import os
 import platform
 import statistics
@@ -35,10 +33,10 @@ from pathlib import Path
 
 import psycopg
 
-from scratch import say, scratch_database, trackctl_command
+from scratch import ENDPOINT_LATENCY, say, scratch_database, start_endpoint, trackctl_command
 from trackctl import webhooks
 
-LATENCY = 0.020
+LATENCY = ENDPOINT_LATENCY
 
 FILL = """
 INSERT INTO sequencing.outbox (type, payload)
@@ -81,52 +79,12 @@ def bench_events(conn: psycopg.Connection, env: dict, n: int, runs: int, work: P
             "ratio": b / p, "target": ">= 0.3", "ok": b / p >= 0.3, "bytes": product_size}
 
 
-# The endpoint: an asyncio HTTP/1.1 server in its own process that answers every POST with 204
-# after LATENCY seconds, on keep-alive connections. It counts the requests it answered and the
-# most it had open at once. Lean on purpose: the benchmark measures notify, not the receiver.
-async def _serve(port_out, stats, ready) -> None:
-    open_now = 0
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal open_now
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line[:15].lower() == b"content-length:":
-                        length = int(line[15:])
-                await reader.readexactly(length)
-                open_now += 1
-                stats[1] = max(stats[1], open_now)
-                await asyncio.sleep(LATENCY)
-                open_now -= 1
-                writer.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
-                await writer.drain()
-                stats[0] += 1
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port_out.value = server.sockets[0].getsockname()[1]
-    ready.set()
-    async with server:
-        await server.serve_forever()
-
-
-def _endpoint_process(port_out, stats, ready) -> None:
-    asyncio.run(_serve(port_out, stats, ready))
-
-
 def bench_notify(conn: psycopg.Connection, env: dict, n: int, concurrency: int) -> dict:
     conn.execute("TRUNCATE sequencing.outbox, sequencing.webhook_subscriber CASCADE")
     secret = webhooks.generate_secret()
-    port, stats, ready = multiprocessing.Value("i", 0), multiprocessing.Array("i", 2), multiprocessing.Event()
-    endpoint = multiprocessing.Process(target=_endpoint_process, args=(port, stats, ready), daemon=True)
-    endpoint.start()
+    endpoint, port, stats = start_endpoint(LATENCY)
     try:
-        ready.wait(30)
-        webhooks.add_subscriber(conn, f"http://127.0.0.1:{port.value}/hooks", secret=secret,
+        webhooks.add_subscriber(conn, f"http://127.0.0.1:{port}/hooks", secret=secret,
                                 max_in_flight=concurrency)
         conn.execute(FILL, (n,))
         conn.execute("VACUUM ANALYZE sequencing.outbox, sequencing.webhook_delivery")
@@ -139,10 +97,10 @@ def bench_notify(conn: psycopg.Connection, env: dict, n: int, concurrency: int) 
         if proc.returncode != 0:
             raise SystemExit(f"trackctl notify failed: {proc.stderr.decode()}")
         report = json.loads(proc.stdout)
-        if report["delivered"] != n or stats[0] != n:
-            raise SystemExit(f"delivered {report['delivered']} of {n} ({stats[0]} answered)")
-        peak = stats[1]
-        bare = _bare_client(port.value, min(n, 4000), concurrency)
+        if report["delivered"] != n or int(stats[0]) != n:
+            raise SystemExit(f"delivered {report['delivered']} of {n} ({int(stats[0])} answered)")
+        peak = int(stats[1])
+        bare = _bare_client(port, min(n, 4000), concurrency)
     finally:
         endpoint.terminate()
         endpoint.join(10)

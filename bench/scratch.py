@@ -6,9 +6,12 @@ this module as `scratch`.
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -67,3 +70,63 @@ def scratch_database(database_url: str | None, prefix: str) -> Iterator[ScratchD
         if not database_url and home.exists():
             embedded.stop(home)
         shutil.rmtree(work, ignore_errors=True)
+
+
+# --- a lean webhook endpoint in its own process ----------------------------------------------------
+
+ENDPOINT_LATENCY = 0.020
+
+
+async def _serve(port_out, stats, ready, latency: float) -> None:
+    # asyncio HTTP/1.1 on keep-alive connections: every POST gets 204 after `latency`. Lean on
+    # purpose: the benchmarks measure notify, not the receiver.
+    open_now = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal open_now
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                await reader.readexactly(length)
+                open_now += 1
+                stats[1] = max(stats[1], open_now)
+                await asyncio.sleep(latency)
+                open_now -= 1
+                writer.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+                now = time.time()
+                stats[0] += 1
+                if stats[2] == 0:
+                    stats[2] = now
+                stats[3] = now
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port_out.value = server.sockets[0].getsockname()[1]
+    ready.set()
+    async with server:
+        await server.serve_forever()
+
+
+def _endpoint_process(port_out, stats, ready, latency: float) -> None:
+    asyncio.run(_serve(port_out, stats, ready, latency))
+
+
+def start_endpoint(latency: float = ENDPOINT_LATENCY) -> tuple[multiprocessing.Process, int, "multiprocessing.Array"]:
+    """Start the endpoint process; return it, its port and its stats.
+
+    stats: [0] requests answered, [1] most answered at once, [2] and [3] time.time() of the first
+    and the last answer. Terminate the process when done.
+    """
+    port, stats, ready = multiprocessing.Value("i", 0), multiprocessing.Array("d", 4), multiprocessing.Event()
+    proc = multiprocessing.Process(target=_endpoint_process, args=(port, stats, ready, latency), daemon=True)
+    proc.start()
+    if not ready.wait(30):
+        proc.terminate()
+        raise SystemExit("the benchmark endpoint did not start")
+    return proc, port.value, stats

@@ -120,7 +120,9 @@ BEGIN
     INSERT INTO sequencing.webhook_delivery (outbox_id, subscriber_id, shipment_id, next_attempt_at)
     SELECT n.id, s.id, n.shipment_id, now() + make_interval(secs => s.retry_schedule[1])
     FROM inserted n
+    LEFT JOIN sequencing.carrier c ON c.name = n.payload->>'carrier'
     JOIN sequencing.webhook_subscriber s ON s.enabled AND (s.types IS NULL OR n.type = ANY (s.types))
+                                        AND s.demo = coalesce(c.demo, false)
     ORDER BY n.id, s.id;
     -- Sent at commit, never for a rolled-back change; one per transaction whatever its size.
     PERFORM pg_notify('trackctl_outbox', '');
@@ -287,6 +289,42 @@ CREATE FUNCTION sequencing.rfc3339(ts timestamp with time zone) RETURNS text
 $$;
 
 --
+-- Name: run; Type: TABLE; Schema: sequencing; Owner: -
+--
+
+CREATE TABLE sequencing.run (
+    id uuid NOT NULL,
+    job text NOT NULL,
+    host text NOT NULL,
+    pid integer NOT NULL,
+    backend_pid integer NOT NULL,
+    backend_start timestamp with time zone,
+    started_at timestamp with time zone DEFAULT now() NOT NULL,
+    finished_at timestamp with time zone,
+    outcome text DEFAULT 'running'::text NOT NULL,
+    counts jsonb DEFAULT '{}'::jsonb NOT NULL,
+    error text,
+    CONSTRAINT run_finished_when_done CHECK (((outcome = ANY (ARRAY['running'::text, 'died'::text])) = (finished_at IS NULL))),
+    CONSTRAINT run_job_format CHECK ((job ~ '^[a-z][a-z0-9-]{0,39}$'::text)),
+    CONSTRAINT run_outcome_known CHECK ((outcome = ANY (ARRAY['running'::text, 'ok'::text, 'partial'::text, 'failed'::text, 'skipped'::text, 'died'::text])))
+);
+
+--
+-- Name: run_outcome(sequencing.run); Type: FUNCTION; Schema: sequencing; Owner: -
+--
+
+CREATE FUNCTION sequencing.run_outcome(r sequencing.run) RETURNS text
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT CASE WHEN r.outcome = 'running'
+                 AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+                                 WHERE a.pid = r.backend_pid
+                                   AND (a.backend_start IS NULL OR r.backend_start IS NULL
+                                        OR a.backend_start = r.backend_start))
+                THEN 'died' ELSE r.outcome END
+$$;
+
+--
 -- Name: tracking_event_immutable(); Type: FUNCTION; Schema: sequencing; Owner: -
 --
 
@@ -341,6 +379,8 @@ CREATE TABLE sequencing.carrier (
     stale_after interval DEFAULT '30 days'::interval NOT NULL,
     breaker_threshold integer DEFAULT 10 NOT NULL,
     breaker_cooldown interval DEFAULT '00:05:00'::interval NOT NULL,
+    demo boolean DEFAULT false NOT NULL,
+    removed_at timestamp with time zone,
     CONSTRAINT carrier_adapter_format CHECK ((adapter ~ '^[a-z][a-z0-9_-]{0,31}$'::text)),
     CONSTRAINT carrier_breaker_cooldown_positive CHECK ((breaker_cooldown > '00:00:00'::interval)),
     CONSTRAINT carrier_breaker_threshold_range CHECK (((breaker_threshold >= 1) AND (breaker_threshold <= 100000))),
@@ -497,6 +537,7 @@ CREATE TABLE sequencing.pool (
     CONSTRAINT pool_s10_country_format CHECK ((s10_country ~ '^[A-Z]{2}$'::text)),
     CONSTRAINT pool_s10_prefix_format CHECK ((s10_prefix ~ '^[A-Z]{2}$'::text)),
     CONSTRAINT pool_s10_range CHECK ((((kind <> 's10'::text) AND (s10_prefix IS NULL) AND (s10_country IS NULL) AND (s10_first IS NULL) AND (s10_last IS NULL) AND (s10_next IS NULL)) OR ((kind = 's10'::text) AND (s10_prefix IS NOT NULL) AND (s10_country IS NOT NULL) AND (s10_first IS NOT NULL) AND (s10_last IS NOT NULL) AND (s10_next IS NOT NULL) AND (0 <= s10_first) AND (s10_first <= s10_last) AND (s10_last <= 99999999) AND ((s10_next >= s10_first) AND (s10_next <= (s10_last + 1)))))),
+    CONSTRAINT pool_s10_target_fits CHECK (((kind <> 's10'::text) OR (target <= ((s10_last - s10_first) + 1)))),
     CONSTRAINT pool_target_range CHECK (((target >= 0) AND (target <= 10000000)))
 );
 
@@ -511,27 +552,6 @@ ALTER TABLE sequencing.pool ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
     NO MINVALUE
     NO MAXVALUE
     CACHE 1
-);
-
---
--- Name: run; Type: TABLE; Schema: sequencing; Owner: -
---
-
-CREATE TABLE sequencing.run (
-    id uuid NOT NULL,
-    job text NOT NULL,
-    host text NOT NULL,
-    pid integer NOT NULL,
-    backend_pid integer NOT NULL,
-    backend_start timestamp with time zone,
-    started_at timestamp with time zone DEFAULT now() NOT NULL,
-    finished_at timestamp with time zone,
-    outcome text DEFAULT 'running'::text NOT NULL,
-    counts jsonb DEFAULT '{}'::jsonb NOT NULL,
-    error text,
-    CONSTRAINT run_finished_when_done CHECK (((outcome = ANY (ARRAY['running'::text, 'died'::text])) = (finished_at IS NULL))),
-    CONSTRAINT run_job_format CHECK ((job ~ '^[a-z][a-z0-9-]{0,39}$'::text)),
-    CONSTRAINT run_outcome_known CHECK ((outcome = ANY (ARRAY['running'::text, 'ok'::text, 'failed'::text, 'skipped'::text, 'died'::text])))
 );
 
 --
@@ -690,6 +710,7 @@ CREATE TABLE sequencing.webhook_subscriber (
     enabled boolean DEFAULT true NOT NULL,
     disabled_reason text,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
+    demo boolean DEFAULT false NOT NULL,
     CONSTRAINT webhook_subscriber_disabled_reason CHECK ((enabled = (disabled_reason IS NULL))),
     CONSTRAINT webhook_subscriber_in_flight_range CHECK (((max_in_flight >= 1) AND (max_in_flight <= 256))),
     CONSTRAINT webhook_subscriber_previous_format CHECK ((previous_secret ~ '^whsec_[A-Za-z0-9+/]{32,88}={0,2}$'::text)),
@@ -907,6 +928,12 @@ ALTER TABLE ONLY sequencing.webhook_subscriber
 --
 
 CREATE INDEX run_job_last_ok ON sequencing.run USING btree (job, finished_at DESC) WHERE (outcome = 'ok'::text);
+
+--
+-- Name: run_job_last_worked; Type: INDEX; Schema: sequencing; Owner: -
+--
+
+CREATE INDEX run_job_last_worked ON sequencing.run USING btree (job, finished_at DESC) WHERE (outcome = ANY (ARRAY['ok'::text, 'partial'::text]));
 
 --
 -- Name: run_job_started; Type: INDEX; Schema: sequencing; Owner: -

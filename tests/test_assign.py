@@ -341,3 +341,26 @@ def test_cli_carrier_that_is_not_valid_utf8_is_refused_as_unknown(stocked_cli, c
     assert proc.returncode == 1, proc
     assert proc.stderr.startswith(b"trackctl: error: unknown carrier"), proc
     assert assigned(conn) == []
+
+
+# -- a cancelled code is not handed out again (issue 11.8) --------------------------------------
+
+
+def test_assign_after_cancel_refuses_the_cancelled_code_and_names_the_way_to_a_new_one(stocked, cli):
+    from trackctl.errors import CodeCancelled
+    from trackctl.shipments import cancel
+
+    conn = stocked
+    code = assign(conn, "42", "correios").code
+    cancel(conn, "42")
+    with pytest.raises(CodeCancelled, match=f"its code {code} is not handed out again"):
+        assign(conn, "42", "correios")
+    r = cli("assign", "42", "correios")
+    assert r.returncode == 1 and r.stdout == "", r  # nothing a script could take for a live code
+    assert r.stderr == (f"trackctl: error: order 42 with correios was cancelled: its code {code} is not handed "
+                        "out again (a new parcel gets a new code: 'trackctl assign 42 correios --next-parcel')\n")
+    r = cli("assign", "42", "correios", "--next-parcel")
+    assert r.returncode == 0 and r.stdout.strip() not in ("", code), r
+    new = r.stdout.strip()
+    assert cli("assign", "42", "correios", "--parcel", "2").stdout == f"{new}\n"  # idempotent again
+    assert assign(conn, "42", "jadlog").new  # other carriers of the order are not affected

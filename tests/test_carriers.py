@@ -498,3 +498,74 @@ def test_importing_the_carrier_records_does_not_load_http_or_adapters():
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
+
+
+# -- carrier remove (issue 11, "also expected") --------------------------------------------------
+
+
+def test_a_carrier_without_shipments_is_deleted(conn, cli):
+    from trackctl.carriers import list_carriers, remove_carrier
+
+    add_carrier(conn, "corrieos", adapter="simulator")  # a typo, never used
+    removed = remove_carrier(conn, "corrieos")
+    assert (removed.name, removed.deleted) == ("corrieos", True)
+    assert list_carriers(conn) == []
+    add_carrier(conn, "jadlog", 7)
+    r = cli("carrier", "remove", "7")  # by id too
+    assert r.returncode == 0 and r.stdout == "" and r.stderr == "trackctl: removed carrier jadlog\n", r
+    assert conn.execute("SELECT count(*) FROM sequencing.carrier").fetchone()[0] == 0
+    assert cli("carrier", "add", "jadlog", "--id", "7").returncode == 0  # name and id free again
+
+
+def test_a_carrier_with_shipments_is_refused_unless_forced_which_cancels_the_open_ones(conn, cli):
+    from trackctl.assign import assign
+    from trackctl.carriers import get_carrier, list_carriers, remove_carrier
+    from trackctl.errors import InUse, UnknownCarrier
+    from trackctl.pools import refill
+    from trackctl.shipments import mark
+
+    add_carrier(conn, "jadlog", 7, adapter="simulator")
+    add_carrier(conn, "correios", 3)
+    refill(conn)
+    done, open_ = assign(conn, "41", "jadlog").code, assign(conn, "42", "jadlog").code
+    other = assign(conn, "42", "correios").code
+    mark(conn, done, "delivered")
+    with pytest.raises(InUse, match="carrier jadlog has 2 shipments, 1 of them open"):
+        remove_carrier(conn, "jadlog")
+    r = cli("carrier", "remove", "jadlog")
+    assert r.returncode == 1 and r.stdout == "" and len(r.stderr.splitlines()) == 1, r
+    assert "'trackctl carrier remove jadlog --force'" in r.stderr
+    assert [c.name for c in list_carriers(conn)] == ["correios", "jadlog"]
+
+    r = cli("carrier", "remove", "jadlog", "--force")
+    assert r.returncode == 0, r
+    assert r.stderr == ("trackctl: removed carrier jadlog: 1 open shipment cancelled; "
+                        "its 2 shipments keep it as their history\n")
+    status = dict(conn.execute("SELECT tracking_id, status FROM sequencing.tracking WHERE order_id IS NOT NULL"))
+    assert status == {done: "delivered", open_: "cancelled", other: "pending"}
+    events = conn.execute("SELECT count(*) FROM sequencing.outbox WHERE type = 'shipment.status_changed'").fetchone()[0]
+    assert events == 2  # the delivery and the cancellation, for webhooks
+    assert [c.name for c in list_carriers(conn)] == ["correios"]
+    for args in (("assign", "43", "jadlog"), ("assign", "43", "7"), ("carrier", "show", "jadlog"),
+                 ("poll", "--carrier", "jadlog"), ("carrier", "remove", "jadlog")):
+        r = cli(*args)
+        assert r.returncode == 1 and "unknown carrier 'jadlog'" in r.stderr.replace("'7'", "'jadlog'"), (args, r)
+    r = cli("assign", "--batch", input="43,jadlog\n")
+    assert r.returncode == 3 and "unknown carrier" in r.stderr, r
+    with pytest.raises(UnknownCarrier):
+        get_carrier(conn, "jadlog")
+    assert get_carrier(conn, "jadlog", removed_too=True).id == 7  # the history still names it
+    r = cli("status", open_, "--format", "json")
+    assert r.returncode == 0 and json.loads(r.stdout)["carrier"] == "jadlog", r
+    r = cli("carrier", "add", "jadlog")
+    assert r.returncode == 1 and "a removed carrier (jadlog) still has the name 'jadlog'" in r.stderr, r
+
+
+def test_removing_an_unknown_carrier_is_one_clear_error(conn, cli):
+    add_carrier(conn, "correios")
+    r = cli("carrier", "remove", "nosuch")
+    assert r.returncode == 1 and r.stdout == "", r
+    assert r.stderr == ("trackctl: error: unknown carrier 'nosuch' (known: correios; "
+                        "add one with 'trackctl carrier add NAME')\n")
+    r = cli("carrier", "remove", "nosuch", "--force")
+    assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r

@@ -94,7 +94,9 @@ def test_cron_print_on_the_embedded_database_sets_trackctl_home(cli, tmp_path):
     proc = subprocess.run(_trackctl("cron", "print"), env=env, capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert f"TRACKCTL_HOME={tmp_path / 'home'}" in proc.stdout
-    assert "TRACKCTL_DATABASE_URL" not in proc.stdout
+    # an empty URL is the embedded server's: a ~/.env with a URL cannot take the line elsewhere
+    assert proc.stdout.count("TRACKCTL_DATABASE_URL=''") == len(cron.JOBS)
+    assert "TRACKCTL_DATABASE_URL=postgresql" not in proc.stdout
     entries(proc.stdout)
 
 
@@ -146,6 +148,132 @@ def test_a_rendered_cron_command_runs_and_records_its_run(cli, conn, tmp_path):
     assert (run.job, run.outcome) == ("refill", "ok")
     log = (tmp_path / "logs" / "cron.log").read_text()
     assert run.id in log and '"level":"info"' in log
+
+
+# --- every printed line reaches the database it was printed for (issue 11.2) ------------------
+#
+# Each line is run as cron runs it: `env -i` with only HOME, PATH=/usr/bin:/bin and SHELL=/bin/sh,
+# /bin/sh -c, in HOME, where a decoy ~/.env names a database that does not exist. It reached the
+# right database when a `refill` run is recorded there.
+
+DECOY = "TRACKCTL_DATABASE_URL=postgresql://decoy@127.0.0.1:1/nowhere?connect_timeout=2\n"
+
+
+def run_as_cron(line: str, home: Path) -> subprocess.CompletedProcess:
+    command = line.split(None, 5)[5].replace(r"\%", "%")
+    return subprocess.run(["env", "-i", f"HOME={home}", "PATH=/usr/bin:/bin", "SHELL=/bin/sh", "/bin/sh", "-c", command],
+                          capture_output=True, text=True, cwd=home, timeout=300)
+
+
+def refill_line(crontab: str) -> str:
+    return next(line for line in entries(crontab) if " refill >" in line or line.rstrip().endswith(" refill"))
+
+
+def runs_of(env: dict, cwd: Path) -> list[dict]:
+    import json
+
+    proc = subprocess.run(_trackctl("runs", "--job", "refill", "--format", "json"), env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture
+def cron_home(tmp_path):
+    home = tmp_path / "cronhome"
+    home.mkdir()
+    (home / ".env").write_text(DECOY)
+    yield home
+    default = home / ".local" / "share" / "trackctl"  # where a line without its home would have gone
+    if default.exists():
+        subprocess.run(_trackctl("--home", str(default), "db", "stop"), capture_output=True, timeout=120,
+                       env={"HOME": str(home), "PATH": "/usr/bin:/bin"})
+
+
+def test_printed_lines_reach_the_url_database_with_and_without_env_file(cli, conn, db_url, tmp_path, cron_home):
+    secret = "s3cr3t-pw-11-2"
+    env_file = tmp_path / "trackctl.env"
+    env_file.write_text(f"TRACKCTL_DATABASE_URL='{db_url} password={secret}'\nCORREIOS_TOKEN=tok\n")
+    env_file.chmod(0o600)
+    base = {k: v for k, v in cli.env.items() if k != "TRACKCTL_DATABASE_URL"}
+    cases = [
+        ("url in the environment", {**base, "TRACKCTL_DATABASE_URL": db_url}, []),
+        ("url by --database-url", base, ["--database-url", db_url]),
+        ("url in the environment, tokens in --env-file", {**base, "TRACKCTL_DATABASE_URL": db_url},
+         ["--env-file", str(env_file)]),  # the file's URL is the same database, with a password
+        ("url with password in the environment and in --env-file",
+         {**base, "TRACKCTL_DATABASE_URL": f"{db_url} password={secret}"}, ["--env-file", str(env_file)]),
+        ("url only in --env-file", base, ["--env-file", str(env_file)]),
+        ("url only in TRACKCTL_ENV_FILE", {**base, "TRACKCTL_ENV_FILE": str(env_file)}, []),
+    ]
+    for n, (name, env, args) in enumerate(cases, start=1):
+        root = [a for a in args if a.startswith("--database-url") or a == db_url]
+        rest = [a for a in args if a not in root]
+        printed = subprocess.run(_trackctl(*root, "cron", "print", "--log-file", str(tmp_path / "cron.log"), *rest),
+                                 env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert printed.returncode == 0, (name, printed.stderr)
+        assert secret not in printed.stdout + printed.stderr, name
+        ran = run_as_cron(refill_line(printed.stdout), cron_home)
+        assert ran.returncode == 0, (name, refill_line(printed.stdout), ran.stderr,
+                                     (tmp_path / "cron.log").read_text()[-2000:])
+        recorded = [r for r in list_runs(conn) if r.job == "refill"]
+        assert len(recorded) == n and recorded[0].outcome == "ok", (name, recorded)
+    assert not (cron_home / ".local").exists()  # no line fell back to an embedded server of its own
+
+
+def test_a_password_never_goes_into_the_crontab_and_a_conflicting_env_file_is_refused(cli, db_url, tmp_path):
+    secret = "s3cr3t-pw-11-2"
+    tokens = tmp_path / "tokens.env"
+    tokens.write_text("CORREIOS_TOKEN=tok\n")
+    r = cli("cron", "print", "--env-file", str(tokens), env_extra={"TRACKCTL_DATABASE_URL": f"{db_url} password={secret}"})
+    assert r.returncode == 2 and secret not in r.stdout + r.stderr and "has no TRACKCTL_DATABASE_URL line" in r.stderr, r
+    other = tmp_path / "other.env"
+    other.write_text("TRACKCTL_DATABASE_URL=postgresql://someone@db.example/other\n")
+    r = cli("cron", "print", "--env-file", str(other))
+    assert r.returncode == 2 and r.stdout == "" and "names another database than this command uses" in r.stderr, r
+    assert len(r.stderr.splitlines()) == 1 or "warning" in r.stderr.splitlines()[0], r
+
+
+def test_libpq_variables_that_choose_the_server_go_with_the_line_and_pgpassword_does_not(cli, db_url):
+    r = cli("cron", "print", env_extra={"PGSSLMODE": "disable", "PGPASSWORD": "s3cr3t-pw-x", "PGAPPNAME": "mine"})
+    assert r.returncode == 0, r
+    for line in entries(r.stdout):
+        assert "PGSSLMODE=disable" in line and "PGPASSWORD" not in line and "PGAPPNAME" not in line
+    assert "s3cr3t-pw-x" not in r.stdout + r.stderr
+    assert "PGPASSWORD is set in this shell, but cron will not have it" in r.stderr
+
+
+@pytest.mark.slow
+def test_printed_lines_reach_the_embedded_database_with_and_without_env_file(cli, tmp_path, cron_home):
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(prefix="tc-cron-"))  # short: the server's socket lives in it
+    env = {k: v for k, v in cli.env.items() if not k.startswith("TRACKCTL_")}
+    env.pop("XDG_RUNTIME_DIR", None)
+    tokens = tmp_path / "tokens.env"  # carrier tokens only: the case that lost TRACKCTL_HOME
+    tokens.write_text("CORREIOS_TOKEN=tok\n")
+    tokens.chmod(0o600)
+    try:
+        cases = [
+            ("TRACKCTL_HOME", {**env, "TRACKCTL_HOME": str(home)}, [], []),
+            ("TRACKCTL_HOME and --env-file", {**env, "TRACKCTL_HOME": str(home)}, [], ["--env-file", str(tokens)]),
+            ("--home and --env-file", env, ["--home", str(home)], ["--env-file", str(tokens)]),
+            ("TRACKCTL_HOME and TRACKCTL_ENV_FILE", {**env, "TRACKCTL_HOME": str(home), "TRACKCTL_ENV_FILE": str(tokens)},
+             [], []),
+        ]
+        with_home = {**env, "TRACKCTL_HOME": str(home)}
+        for n, (name, run_env, root, args) in enumerate(cases, start=1):
+            printed = subprocess.run(_trackctl(*root, "cron", "print", *args), env=run_env, cwd=tmp_path,
+                                     capture_output=True, text=True, timeout=300)
+            assert printed.returncode == 0, (name, printed.stderr)
+            ran = run_as_cron(refill_line(printed.stdout), cron_home)
+            assert ran.returncode == 0, (name, ran.stderr, (home / "cron.log").read_text()[-2000:])
+            recorded = runs_of(with_home, tmp_path)
+            assert len(recorded) == n and recorded[0]["outcome"] == "ok", (name, recorded)
+        assert not (cron_home / ".local").exists()  # never a new, empty embedded database
+    finally:
+        subprocess.run(_trackctl("db", "stop"), env={**env, "TRACKCTL_HOME": str(home)}, capture_output=True,
+                       timeout=120)
 
 
 # --- install / uninstall ---------------------------------------------------------------------

@@ -8,10 +8,12 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from trackctl.assign import assign
 from trackctl.carriers import add_carrier
+from trackctl.errors import InvalidValue
 from trackctl.metrics import TEXTFILE_NAME, exposition, read_metrics, write_textfile
 from trackctl.pools import refill
 
@@ -54,6 +56,7 @@ def test_the_library_exposition_parses_on_an_empty_database(conn):
 def test_textfile_is_written_with_mode_0644_and_no_temporary_file_left(cli, conn, tmp_path):
     refill(conn)
     out = tmp_path / "textfile"
+    out.mkdir()
     r = cli("metrics", "--textfile-dir", str(out))
     assert r.returncode == 0, r
     assert r.stdout == ""
@@ -66,10 +69,27 @@ def test_textfile_is_written_with_mode_0644_and_no_temporary_file_left(cli, conn
 
 def test_an_unreachable_database_still_writes_trackctl_up_0(cli, tmp_path):
     out = tmp_path / "textfile"
+    out.mkdir()
     r = cli("metrics", "--textfile-dir", str(out),
             env_extra={"TRACKCTL_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2"})
     assert r.returncode == 4, r
     assert samples((out / TEXTFILE_NAME).read_text()) == {("trackctl_up", ()): 0}
+
+
+def test_a_missing_textfile_directory_is_refused_and_never_created(cli, tmp_path):
+    typo = tmp_path / "typo" / "dir"
+    for env in ({}, {"TRACKCTL_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2"}):
+        r = cli("metrics", "--textfile-dir", str(typo), env_extra=env)
+        assert r.returncode == 2 and r.stdout == "", r
+        assert r.stderr.splitlines() == [r.stderr.strip()] and "does not exist" in r.stderr and str(typo) in r.stderr, r
+        assert not typo.exists() and not typo.parent.exists()
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    r = cli("metrics", "--textfile-dir", str(a_file))
+    assert r.returncode == 2 and "is not a directory" in r.stderr, r
+    with pytest.raises(InvalidValue, match="does not exist"):
+        write_textfile(typo, "trackctl_up 1\n")
+    assert not typo.parent.exists()
 
 
 READER = textwrap.dedent("""

@@ -15,7 +15,7 @@ from trackctl.assign import assign
 from trackctl.carriers import add_carrier
 from trackctl.pools import refill
 from conftest import trackctl_command
-from webhook_endpoint import WebhookEndpoint, always, fail_times, hang_first
+from webhook_endpoint import UNRESOLVABLE_URL, BlackHole, WebhookEndpoint, always, fail_times, hang_first
 
 SECRET = webhooks.generate_secret()
 
@@ -76,7 +76,8 @@ def test_an_endpoint_down_for_the_whole_schedule_goes_dead_then_replay_delivers(
     assert (report["delivered"], report["failed"], report["dead"]) == (0, 3, 3)
     assert {deliveries(conn)[e][:2] for e in event_ids} == {("dead", 2)}
     dead = cli("webhook", "deliveries", "--status", "dead", "--format", "json")
-    assert len(json.loads(dead.stdout)) == 3 and "Connection refused" in dead.stdout
+    # The one wording of transport errors (issue 11.8), the same as poll's
+    assert len(json.loads(dead.stdout)) == 3 and "connection refused" in dead.stdout
     assert notify(cli)["delivered"] == 0  # dead stays dead
 
     with WebhookEndpoint(SECRET, port=port) as hook:
@@ -212,7 +213,9 @@ def test_claims_and_records_turn_off_synchronous_commit_for_their_own_transactio
     import uuid
     from datetime import datetime, timedelta, timezone
 
-    from trackctl.notify import CLAIM, RECORD
+    from trackctl.notify import SQL
+
+    CLAIM, RECORD = SQL.claim, SQL.record
 
     sub = webhooks.add_subscriber(conn, "http://127.0.0.1:9/hook", secret=SECRET).id
     record_events(conn, 1)
@@ -229,3 +232,110 @@ def test_claims_and_records_turn_off_synchronous_commit_for_their_own_transactio
         assert done == [(claimed[0], "done")]
         assert conn.execute(setting).fetchone()[0] == "off"
     assert conn.execute(setting).fetchone()[0] == "on"
+
+
+# --- fairness: a subscriber's slowness costs that subscriber only (issue 11.3) --------------------
+
+def test_a_black_hole_and_an_unresolvable_host_do_not_hold_back_a_healthy_subscriber(conn):
+    # Before lanes, the black hole's 16 requests took all 16 workers for the whole timeout, round
+    # after round, and in a bounded run the healthy subscriber got a fraction of its events.
+    from trackctl.notify import deliver
+
+    with WebhookEndpoint(SECRET) as hook, BlackHole() as hole:
+        healthy = subscribe(conn, hook, "0s,1h")
+        webhooks.add_subscriber(conn, hole.url, secret=SECRET, retry_schedule=[0, 3600])
+        webhooks.add_subscriber(conn, UNRESOLVABLE_URL, secret=SECRET, retry_schedule=[0, 3600])
+        event_ids = record_events(conn, 300)
+        report = deliver(conn, budget=25, concurrency=16, timeout=20)
+        assert sorted(hook.acknowledged()) == sorted(event_ids), report
+        assert hook.unverified() == []
+        assert hole.accepted >= 1  # the black hole was really tried during the run
+    rows = conn.execute("SELECT subscriber_id, status, count(*) FROM sequencing.webhook_delivery "
+                        "GROUP BY 1, 2").fetchall()
+    assert (healthy, "done", 300) in rows
+    assert sum(n for sub, status, n in rows if status == "done") == 300  # only the healthy one's
+    assert report.delivered == 300
+
+
+def test_a_subscriber_that_keeps_failing_rests_behind_its_breaker_and_loses_nothing(conn):
+    from trackctl.lanes import BREAKER_AFTER
+    from trackctl.notify import deliver
+
+    sub = webhooks.add_subscriber(conn, UNRESOLVABLE_URL, secret=SECRET, retry_schedule=[0, 3600],
+                                  max_in_flight=1).id
+    record_events(conn, 50)
+    report = deliver(conn, concurrency=16, timeout=5)  # no budget: ends when only the resting one is left
+    attempts = dict(conn.execute("SELECT attempts, count(*) FROM sequencing.webhook_delivery "
+                                 "WHERE subscriber_id = %s GROUP BY 1", (sub,)).fetchall())
+    # One request at a time: the breaker opened after BREAKER_AFTER failures in a row, and the
+    # rest were handed back untouched (pending, no attempt counted) rather than failed.
+    assert attempts == {1: BREAKER_AFTER, 0: 50 - BREAKER_AFTER}, attempts
+    assert report.breakers == 1 and report.failed == BREAKER_AFTER and report.delivered == 0
+    errors = {r[0] for r in conn.execute("SELECT last_error FROM sequencing.webhook_delivery "
+                                         "WHERE attempts > 0").fetchall()}
+    assert errors == {"host name not found: hooks.trackctl-test.invalid"}
+    leased = conn.execute("SELECT count(*) FROM sequencing.webhook_delivery WHERE lease_token IS NOT NULL").fetchone()
+    assert leased == (0,)
+
+
+# --- stopping: Ctrl-C and SIGTERM (issue 11.4) --------------------------------------------------
+
+def _wait_until(condition, what: str, limit: float = 60) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not reached in {limit} s"
+        time.sleep(0.05)
+
+
+def test_a_stopped_run_abandons_its_requests_and_releases_its_rows(conn, db_url):
+    import threading
+
+    from trackctl import db
+    from trackctl.notify import deliver
+
+    with BlackHole() as hole:
+        webhooks.add_subscriber(conn, hole.url, secret=SECRET, retry_schedule=[0, 60])
+        record_events(conn, 5)
+        stop = threading.Event()
+        result = {}
+        worker_conn = db.open_connection(db_url)
+
+        def run() -> None:
+            result["report"] = deliver(worker_conn, follow=True, timeout=600, stop=stop)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        _wait_until(lambda: hole.accepted >= 5, "five requests in flight")
+        stop.set()
+        thread.join(60)
+        assert not thread.is_alive(), "the run did not end after stop was set"
+        worker_conn.close()
+    report = result["report"]
+    assert report.stopped and report.released == 5 and report.failed == 0 and report.delivered == 0
+    rows = conn.execute("SELECT status, attempts, lease_token, next_attempt_at <= now() "
+                        "FROM sequencing.webhook_delivery").fetchall()
+    assert rows == [("pending", 0, None, True)] * 5
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_notify_and_its_rows_are_released(cli, conn, sig, code):
+    with BlackHole() as hole:
+        webhooks.add_subscriber(conn, hole.url, secret=SECRET, retry_schedule=[0, 60])
+        record_events(conn, 3)
+        proc = subprocess.Popen(trackctl_command() + ["notify", "--budget", "300s", "--timeout", "120s"],
+                                env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            _wait_until(lambda: hole.accepted >= 3, "three requests in flight")
+            proc.send_signal(sig)
+            out, err = proc.communicate(timeout=60)  # generous: a loaded machine; the target is 2 s
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == code, err
+    assert b"Traceback" not in err
+    rows = conn.execute("SELECT status, attempts, lease_token, next_attempt_at <= now() "
+                        "FROM sequencing.webhook_delivery").fetchall()
+    assert rows == [("pending", 0, None, True)] * 3  # released: nothing lost, nothing marked
+    # The run is recorded as ended (how a stopped run is labelled is the job layer's business)
+    [(finished,)] = conn.execute("SELECT finished_at IS NOT NULL FROM sequencing.run WHERE job = 'notify'").fetchall()
+    assert finished

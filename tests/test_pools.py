@@ -218,3 +218,57 @@ def test_cli_pool_target_out_of_range_is_a_usage_error(cli, conn, target):
     r = cli("pool", "set", "default", "--target", target)
     assert r.returncode == 2, r
     assert levels(conn)["default"][1] == 200
+
+
+# --- pool remove (issue 11, "also expected") ---------------------------------------------------
+
+
+def test_an_unused_pool_is_removed_with_its_free_codes(conn, cli):
+    from trackctl.pools import remove_pool
+
+    create_pool(conn, "spare", target=3)
+    refill(conn, "spare")
+    removed = remove_pool(conn, "spare")
+    assert (removed.name, removed.free_codes) == ("spare", 3)
+    assert "spare" not in levels(conn)
+    assert conn.execute("SELECT count(*) FROM sequencing.tracking").fetchone()[0] == 0
+
+    create_pool(conn, "empty", target=0)
+    r = cli("pool", "remove", "empty")
+    assert r.returncode == 0 and r.stdout == "", r
+    assert r.stderr == "trackctl: removed pool empty (0 free codes deleted)\n"
+    assert "empty" not in levels(conn)
+
+
+def test_a_pool_in_use_is_not_removed_and_nothing_changes(conn, cli):
+    from trackctl.errors import InUse
+    from trackctl.pools import remove_pool
+
+    create_pool(conn, "express", target=2)
+    refill(conn, "express")
+    add_carrier(conn, "jadlog", pool="express")
+    with pytest.raises(InUse, match="carrier jadlog draws from it"):
+        remove_pool(conn, "express")
+    r = cli("pool", "remove", "express")
+    assert r.returncode == 1 and r.stdout == "" and len(r.stderr.splitlines()) == 1, r
+    assert "pool 'express' is in use: carrier jadlog draws from it" in r.stderr
+    assert "trackctl carrier set jadlog --pool OTHER" in r.stderr
+
+    assign(conn, "42", "jadlog")
+    conn.execute("UPDATE sequencing.carrier SET pool_id = (SELECT id FROM sequencing.pool WHERE name = 'default')")
+    r = cli("pool", "remove", "express")  # no carrier left, but a code of it is assigned
+    assert r.returncode == 1 and "1 of its codes are assigned" in r.stderr and "--target 0" in r.stderr, r
+    assert levels(conn)["express"] == ("uuid", 2, 1, 1)  # free code kept too
+
+
+def test_removing_an_unknown_pool_is_one_clear_error(conn, cli):
+    from trackctl.pools import remove_pool
+
+    with pytest.raises(UnknownPool):
+        remove_pool(conn, "nosuch")
+    r = cli("pool", "remove", "nosuch")
+    assert r.returncode == 1 and r.stdout == "", r
+    assert r.stderr == ("trackctl: error: unknown pool 'nosuch' (known: default; "
+                        "create it with 'trackctl pool create NAME')\n")
+    r = cli("pool", "remove", "Bad Name")
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r

@@ -10,8 +10,8 @@ import pytest
 from trackctl.assign import assign
 from trackctl.carriers import add_carrier
 from trackctl.errors import AlreadyExists, InvalidValue, PoolExhausted
-from trackctl.pools import (S10Range, create_pool, is_valid_s10, parse_s10_range, refill, s10_check_digit,
-                            s10_code, s10_usage)
+from trackctl.pools import (S10Range, create_pool, is_valid_s10, parse_s10_range, pool_levels, refill, s10_check_digit,
+                            s10_code, s10_usage, set_target)
 
 WEIGHTS = (8, 6, 4, 2, 3, 5, 9, 7)
 
@@ -118,6 +118,23 @@ def test_health_warns_when_at_most_ten_percent_of_a_range_is_left(conn, s10_pool
     assert message.startswith("S10 pool 'corr' has 1 of 10 codes left in its range AA12345678-12345687BR")
 
 
+def test_health_on_a_used_up_range_says_to_add_a_range_not_to_refill(conn, s10_pool, cli):
+    # issue 11.8: "run 'trackctl refill'" cannot help a pool whose serials are all used
+    refill(conn, s10_pool)
+    refill(conn, s10_pool)
+    for i in range(10):
+        assign(conn, f"o{i}", "correios")
+    assert refill(conn, s10_pool)[0].exhausted
+    h = cli("health", "--format", "json")
+    assert h.returncode == 1, h
+    problems = json.loads(h.stdout)["problems"]
+    (pool,) = [p["message"] for p in problems if p["check"] == "pool" and "'corr'" in p["message"]]
+    assert "trackctl refill" not in pool and "S10 range is used up, so refill cannot help" in pool, pool
+    for message in (pool, next(p["message"] for p in problems if p["check"] == "s10")):
+        assert ("'trackctl pool create NEW --kind s10 --prefix AA --country BR --range FIRST-LAST'" in message
+                and "'trackctl carrier set correios --pool NEW'" in message), message
+
+
 def test_overlapping_ranges_are_refused_other_prefixes_are_not(conn, s10_pool):
     with pytest.raises(AlreadyExists, match="overlaps pool corr"):
         create_pool(conn, "corr2", kind="s10", s10=S10Range("AA", "BR", 12345680, 12345699))
@@ -129,7 +146,8 @@ def test_overlapping_ranges_are_refused_other_prefixes_are_not(conn, s10_pool):
 def test_pool_create_on_the_command_line(cli):
     r = cli("pool", "create", "sro", "--kind", "s10", "--prefix", "ra", "--country", "br", "--range", "12345678-12345678")
     assert r.returncode == 0, r
-    assert cli("refill", "--pool", "sro").returncode == 1  # target 200, range of 1: generated 1, then out
+    assert "target 1 (the whole S10 range)" in r.stderr, r  # no --target: the default 200 is capped
+    assert cli("refill", "--pool", "sro").returncode == 0  # the whole range of 1 serial: reached
     assert cli("pool", "available", "--pool", "sro").stdout == "RA123456785BR\n"
     for args, message in [
         (("--kind", "s10", "--prefix", "A1", "--country", "BR", "--range", "1-2"), "invalid S10 prefix"),
@@ -141,6 +159,29 @@ def test_pool_create_on_the_command_line(cli):
     ]:
         r = cli("pool", "create", "bad", *args)
         assert r.returncode == 2 and message in r.stderr, (args, r)
+
+
+def test_a_target_larger_than_the_range_is_refused_and_the_default_is_capped(conn, cli):
+    # issue 11.8: target 200 on a range of 101 serials was accepted, and every refill then failed
+    r = cli("pool", "create", "tiny", "--kind", "s10", "--prefix", "AA", "--country", "BR", "--range", "100-200",
+            "--target", "200")
+    assert r.returncode == 2 and r.stdout == "" and len(r.stderr.splitlines()) == 1, r
+    assert "target 200 is more than the 101 serials" in r.stderr and "--target 101 or less" in r.stderr, r
+    assert [lv.name for lv in pool_levels(conn)] == ["default"]  # nothing created
+    with pytest.raises(InvalidValue, match="more than the 101 serials"):
+        create_pool(conn, "tiny", target=102, kind="s10", s10=S10Range("AA", "BR", 100, 200))
+
+    pool = create_pool(conn, "tiny", kind="s10", s10=S10Range("AA", "BR", 100, 200))
+    assert pool.target == 101
+    assert create_pool(conn, "exact", target=5, kind="s10", s10=S10Range("AB", "BR", 1, 5)).target == 5
+    [result] = refill(conn, "tiny")
+    assert (result.generated, result.exhausted) == (101, False)
+
+    r = cli("pool", "set", "tiny", "--target", "150")
+    assert r.returncode == 2 and "more than the 101 serials" in r.stderr, r
+    assert set_target(conn, "tiny", 50).target == 50
+    with pytest.raises(psycopg.errors.CheckViolation):  # the schema holds it too
+        conn.execute("UPDATE sequencing.pool SET target = 102 WHERE name = 'tiny'")
 
 
 def test_parse_range():

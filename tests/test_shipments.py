@@ -227,3 +227,42 @@ def test_a_new_shipment_has_an_empty_timeline(conn, shipment, cli):
     assert (doc["status"], doc["events"], doc["stale"]) == ("pending", [], False)
     (row,) = csv.DictReader(cli("status", code, "--format", "csv").stdout.splitlines())
     assert (row["code"], row["order_id"], row["status"], row["event_status"]) == (code, "42", "pending", "")
+
+
+# -- cancel ORDER --carrier C (issue 11, "also expected") ----------------------------------------
+
+
+def test_cancel_with_a_carrier_cancels_only_that_carriers_codes_of_the_order(conn, shipment, cli):
+    _, acme_code = shipment
+    add_carrier(conn, "other")
+    other = [assign(conn, "42", "other", parcel=n).code for n in (1, 2)]
+    changes = cancel(conn, "42", carrier="other")
+    assert sorted(c.code for c in changes) == sorted(other)
+    assert [status_of(conn, c) for c in other] == ["cancelled", "cancelled"]
+    assert status_of(conn, acme_code) == "pending"
+
+    r = cli("cancel", "42", "--carrier", "acme", "--format", "csv")
+    assert r.returncode == 0, r
+    assert r.stdout.splitlines()[1:] == [f"{acme_code},42,acme,pending,cancelled"]
+    assert r.stderr == "trackctl: cancelled 1 shipment\n"
+
+
+def test_cancel_with_a_carrier_refuses_unknown_carriers_and_orders_without_it(conn, shipment, cli):
+    from trackctl.errors import UnknownCarrier
+
+    _, code = shipment
+    add_carrier(conn, "other")
+    with pytest.raises(UnknownCarrier):
+        cancel(conn, "42", carrier="nosuch")
+    r = cli("cancel", "42", "--carrier", "nosuch")
+    assert r.returncode == 1 and r.stdout == "" and len(r.stderr.splitlines()) == 1, r
+    assert r.stderr.startswith("trackctl: error: unknown carrier 'nosuch' (known: acme, other")
+
+    r = cli("cancel", "42", "--carrier", "other")
+    assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r
+    assert "order '42' has no shipment with carrier other: nothing was cancelled" in r.stderr
+    r = cli("cancel", code, "--carrier", "other")  # a code of another carrier
+    assert r.returncode == 1 and f"code {code} belongs to carrier acme, not other" in r.stderr, r
+    r = cli("cancel", "nosuch-order", "--carrier", "acme")
+    assert r.returncode == 1 and "no shipment with code or order id 'nosuch-order'" in r.stderr, r
+    assert status_of(conn, code) == "pending"

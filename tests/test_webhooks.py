@@ -10,8 +10,8 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from trackctl import webhooks
-from trackctl.errors import InvalidValue
-from webhook_endpoint import WebhookEndpoint
+from trackctl.errors import AlreadyExists, InvalidValue, NotFound, UsageError
+from webhook_endpoint import UNRESOLVABLE_URL, WebhookEndpoint, always
 
 SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
 
@@ -134,3 +134,84 @@ def test_deliveries_and_replay_commands(cli, conn):
     assert none.returncode == 0 and "no dead deliveries" in none.stderr
     bad = cli("webhook", "deliveries", "--status", "lost")
     assert bad.returncode == 2 and "unknown delivery status" in bad.stderr
+
+
+# --- webhook set -------------------------------------------------------------------------------
+
+def test_set_changes_url_types_and_cap_and_keeps_the_secret(conn):
+    sub = webhooks.add_subscriber(conn, "http://127.0.0.1:9/a", secret=SECRET, types=["shipment.stale"])
+    changed = webhooks.update_subscriber(conn, sub.id, url="http://127.0.0.1:9/b", max_in_flight=3)
+    assert (changed.url, changed.types, changed.max_in_flight, changed.secret) == \
+        ("http://127.0.0.1:9/b", ["shipment.stale"], 3, SECRET)
+    assert webhooks.update_subscriber(conn, sub.id, types=webhooks.ALL_TYPES).types is None
+    assert webhooks.update_subscriber(conn, sub.id, types=["tracking.assigned"]).types == ["tracking.assigned"]
+
+
+def test_set_refuses_nonsense_and_changes_nothing(conn):
+    sub = webhooks.add_subscriber(conn, "http://127.0.0.1:9/a", secret=SECRET)
+    other = webhooks.add_subscriber(conn, "http://127.0.0.1:9/b", secret=SECRET)
+    with pytest.raises(UsageError):
+        webhooks.update_subscriber(conn, sub.id)
+    with pytest.raises(InvalidValue):
+        webhooks.update_subscriber(conn, sub.id, url="ftp://x", max_in_flight=4)
+    with pytest.raises(InvalidValue):
+        webhooks.update_subscriber(conn, sub.id, types=["no.such.type"], max_in_flight=4)
+    with pytest.raises(InvalidValue):
+        webhooks.update_subscriber(conn, sub.id, max_in_flight=0)
+    with pytest.raises(AlreadyExists):
+        webhooks.update_subscriber(conn, sub.id, url=other.url, max_in_flight=4)
+    with pytest.raises(NotFound):
+        webhooks.update_subscriber(conn, 999_999, max_in_flight=4)
+    assert webhooks.get_subscriber(conn, sub.id) == sub
+
+
+def test_webhook_set_command(cli, conn):
+    sub = webhooks.add_subscriber(conn, "http://127.0.0.1:9/a", secret=SECRET, types=["shipment.stale"])
+    r = cli("webhook", "set", str(sub.id), "--url", "http://127.0.0.1:9/new", "--types", "*",
+            "--max-in-flight", "5", "--format", "json")
+    assert r.returncode == 0, r
+    shown = json.loads(r.stdout)
+    assert (shown["url"], shown["types"], shown["max_in_flight"]) == ("http://127.0.0.1:9/new", "*", 5)
+    assert SECRET not in r.stdout + r.stderr and "updated" in r.stderr
+    assert webhooks.get_subscriber(conn, sub.id).types is None
+    bad = cli("webhook", "set", str(sub.id))
+    assert bad.returncode == 2 and bad.stderr.startswith("trackctl: error: nothing to change"), bad
+    missing = cli("webhook", "set", "424242", "--max-in-flight", "2")
+    assert missing.returncode == 1 and "no webhook with id 424242" in missing.stderr
+
+
+# --- webhook test ------------------------------------------------------------------------------
+
+def test_ping_is_signed_like_a_delivery_and_reports_the_status(conn):
+    from trackctl.lanes import ping_subscriber
+
+    with WebhookEndpoint(SECRET) as hook:
+        sub = webhooks.add_subscriber(conn, hook.url, secret=SECRET)
+        result = ping_subscriber(conn, sub.id, timeout=10)
+        assert result.ok and result.status == 200 and result.error is None
+        [got] = hook.received
+        assert got.verified and got.event_id == result.event_id  # the standardwebhooks package accepts it
+        assert got.body["type"] == "webhook.test" and got.body["data"] == {"subscriber_id": sub.id}
+        assert got.headers["user-agent"].startswith("trackctl/")
+        hook.plan = always(500)
+        failed = ping_subscriber(conn, sub.id, timeout=10)
+        assert (failed.ok, failed.status, failed.error) == (False, 500, "HTTP 500")
+    # Nothing queued, nothing recorded
+    assert conn.execute("SELECT count(*) FROM sequencing.webhook_delivery").fetchone() == (0,)
+
+
+def test_webhook_test_command_prints_the_status_and_exits_1_on_failure(cli, conn):
+    with WebhookEndpoint(SECRET) as hook:
+        sub = webhooks.add_subscriber(conn, hook.url, secret=SECRET)
+        r = cli("webhook", "test", str(sub.id), "--format", "json")
+        assert r.returncode == 0, r
+        assert json.loads(r.stdout)["status"] == 200 and len(hook.received) == 1
+        hook.plan = always(503)
+        r = cli("webhook", "test", str(sub.id), "--format", "json")
+        assert r.returncode == 1 and json.loads(r.stdout)["status"] == 503, r
+        assert r.stderr.startswith(f"trackctl: error: webhook {sub.id} did not accept the test event: HTTP 503")
+    nowhere = webhooks.add_subscriber(conn, UNRESOLVABLE_URL, secret=SECRET)
+    r = cli("webhook", "test", str(nowhere.id), "--format", "json")
+    assert r.returncode == 1 and json.loads(r.stdout)["status"] is None, r
+    assert "host name not found: hooks.trackctl-test.invalid" in r.stderr
+    assert SECRET not in r.stdout + r.stderr

@@ -179,3 +179,47 @@ class WebhookEndpoint:
     def attempts(self, event_id: str) -> int:
         with self.lock:
             return self.counts[event_id]
+
+
+class BlackHole:
+    """A TCP server on 127.0.0.1 that accepts every connection and never answers (nor closes)."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(512)
+        self.accepted = 0
+        self.held: list = []
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/hooks/never"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.accepted += 1
+                self.held.append(client)
+
+    def __enter__(self) -> "BlackHole":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.sock.close()
+        with self.lock:
+            for client in self.held:
+                client.close()
+
+
+# A host name under the reserved .invalid TLD (RFC 2606): it never resolves, and the resolver
+# says so at once without the network.
+UNRESOLVABLE_URL = "http://hooks.trackctl-test.invalid/never"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import psycopg
 
 from . import queries
-from .errors import TrackctlError
+from .errors import CodeCancelled, TrackctlError
 from .names import carrier_ref_id, check_order_id, check_parcel
 
 # trackctl.carriers and trackctl.pools are imported where needed (an unknown carrier, a dry pool):
@@ -60,6 +60,8 @@ def assign(conn: psycopg.Connection, order_id: str, carrier: str, *, parcel: int
         if row is None:
             raise _unknown(conn, carrier)
         carrier_id, name, pool_id, kind, number, existing, claimed = row
+        if existing:
+            _refuse_cancelled(conn, existing, order_id, name, number)
         if existing or claimed:
             return Assignment(order_id, name, existing or claimed, new=existing is None, parcel=number)
         code = _generate_one(conn, pool_id, kind, order_id, carrier_id, number)
@@ -67,6 +69,19 @@ def assign(conn: psycopg.Connection, order_id: str, carrier: str, *, parcel: int
             return Assignment(order_id, name, code, new=True, parcel=number, generated_inline=True)
     raise TrackctlError(f"could not assign a code to order {order_id!r} after {RETRIES} attempts",
                         hint="the database is under heavy contention; retry")
+
+
+def _refuse_cancelled(conn: psycopg.Connection, code: str, order_id: str, carrier: str, parcel: int) -> None:
+    """Raise CodeCancelled when the existing code of (order, carrier, parcel) was cancelled."""
+    import shlex
+
+    lookups = queries.load("shipments")
+    if conn.execute(lookups.code_status, (code,)).fetchone()[0] == "cancelled":
+        parcel_opt = f" --parcel {parcel}" if parcel != 1 else ""
+        raise CodeCancelled(
+            f"order {order_id}{parcel_opt and f' parcel {parcel}'} with {carrier} was cancelled: its code {code} "
+            "is not handed out again",
+            hint=f"a new parcel gets a new code: 'trackctl assign {shlex.quote(order_id)} {carrier} --next-parcel'")
 
 
 def _unknown(conn: psycopg.Connection, carrier: str) -> TrackctlError:

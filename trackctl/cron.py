@@ -16,8 +16,11 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from .config import ENV_DATABASE_URL, ENV_FILE, ENV_HOME
 from .errors import TrackctlError, UsageError
 
 ENV_CRONTAB_CMD = "TRACKCTL_CRONTAB_CMD"  # e.g. a file-backed stand-in for `crontab` in tests
@@ -75,6 +78,120 @@ class Installation:
     environment: tuple[tuple[str, str], ...] = field(default=(("TRACKCTL_LOG_FORMAT", "json"),))
     log_file: str | None = "$HOME/trackctl-cron.log"  # None: stderr goes to syslog through logger
     logger: str = "logger"
+
+
+# --- which database the lines reach ----------------------------------------------------------
+#
+# cron runs a line with a bare environment (HOME, LOGNAME, PATH=/usr/bin:/bin, SHELL=/bin/sh) in
+# the user's home directory, where a ~/.env may exist. Each line therefore names its database
+# itself, in the variables it sets before the command (they win over the env file and ./.env,
+# which never override a variable that is set):
+#   - embedded: TRACKCTL_HOME=<absolute home> and an empty TRACKCTL_DATABASE_URL (empty means
+#     "the embedded server", and keeps a URL in ~/.env from taking over);
+#   - a URL without password: TRACKCTL_DATABASE_URL=<url>, unless it comes from the env file;
+#   - a URL with a password: never in the line; TRACKCTL_ENV_FILE=<file> names the file that
+#     holds it (--env-file, or ./.env when that is where the URL came from), else refused;
+#   - the libpq variables of this shell that choose a server (PGHOST, PGPORT, PGSERVICE, ...),
+#     PGPASSWORD excepted, so that a URL that leaves them out reaches the same server.
+# --env-file FILE makes the lines read FILE first (TRACKCTL_ENV_FILE), as this shell would with
+# TRACKCTL_ENV_FILE=FILE set: a URL or home given here wins over the file's, and a URL in the
+# file is used when none is given here. A file that names another database than this shell uses
+# is refused rather than guessed at.
+
+# libpq's connection variables that pick the server, database, user or TLS files (never secrets)
+LIBPQ_VARIABLES = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSFILE", "PGSERVICE",
+                   "PGSERVICEFILE", "PGSSLMODE", "PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY", "PGTARGETSESSIONATTRS")
+
+
+@dataclass(frozen=True)
+class CronEnvironment:
+    """The variables a crontab line sets so that it reaches the intended database, and warnings."""
+    variables: tuple[tuple[str, str], ...]
+    warnings: tuple[str, ...] = ()
+    target: str = ""  # the database, as a person reads it (never a password)
+
+
+def _conninfo(url: str) -> dict:
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        return conninfo_to_dict(url)
+    except Exception:
+        raise UsageError("the database URL is not a valid PostgreSQL connection string",
+                         hint="check TRACKCTL_DATABASE_URL or --database-url") from None
+
+
+def _same_database(url: str) -> dict:
+    """The parts of a connection string that choose the database (all but the password)."""
+    return {k: v for k, v in _conninfo(url).items() if k != "password"}
+
+
+def _private(path: Path, what: str) -> list[str]:
+    if path.stat().st_mode & 0o077:
+        return [f"{path} {what}can be read by other users: chmod 600 {path}"]
+    return []
+
+
+def database_environment(*, database_url: str | None, home: Path, home_given: bool, env_file: Path | None,
+                         environ: Mapping[str, str], dotenv: Path | None = None) -> CronEnvironment:
+    """Return the variables that make a crontab line reach the database this shell uses.
+
+    `database_url` and `home` are this run's settings (`home_given`: from --home or TRACKCTL_HOME,
+    not the default); `env_file` is --env-file; `dotenv` the ./.env this run read, if any.
+    Raises UsageError when no line could reach that database without a password in the crontab.
+    """
+    from dotenv import dotenv_values
+
+    variables: list[tuple[str, str]] = []
+    warnings: list[str] = []
+    from_file: dict = {}
+    if env_file is not None:
+        env_file = env_file.expanduser().resolve()
+        if not env_file.is_file():
+            raise UsageError(f"--env-file {str(env_file)!r} is not a file",
+                             hint="create it (mode 0600), e.g. with a line TRACKCTL_DATABASE_URL=postgresql://...")
+        from_file = dotenv_values(env_file)
+        warnings += _private(env_file, "")
+        variables.append((ENV_FILE, str(env_file)))
+    file_url = from_file.get(ENV_DATABASE_URL) or None
+    if database_url and file_url and _same_database(database_url) != _same_database(file_url):
+        raise UsageError(f"{env_file} names another database than this command uses",
+                         hint=f"print for the file's database with 'TRACKCTL_ENV_FILE={env_file} trackctl cron print', "
+                              f"or make its {ENV_DATABASE_URL} line match")
+    url = database_url or file_url
+    if url is None:
+        if not home_given and from_file.get(ENV_HOME):
+            home = Path(from_file[ENV_HOME])
+        home = home.expanduser().resolve()
+        variables += [(ENV_HOME, str(home)), (ENV_DATABASE_URL, "")]
+        return CronEnvironment(tuple(variables), tuple(warnings), f"the embedded server in {home}")
+
+    from .db import describe_target
+
+    info = _conninfo(url)
+    if file_url:
+        pass  # the URL is the env file's (or names the same database): the line reads it from there
+    elif not info.get("password"):
+        variables.append((ENV_DATABASE_URL, url))
+    elif env_file is None and dotenv is not None and dotenv.is_file() \
+            and (dotenv_values(dotenv).get(ENV_DATABASE_URL) or None) \
+            and _conninfo(dotenv_values(dotenv)[ENV_DATABASE_URL]) == info:
+        dotenv = dotenv.resolve()
+        warnings += _private(dotenv, "holds a password and ")
+        variables.append((ENV_FILE, str(dotenv)))
+    else:
+        where = f"{env_file} has no {ENV_DATABASE_URL} line" if env_file else "no file holds it"
+        raise UsageError(f"the database URL holds a password, which does not belong in a crontab, and {where}",
+                         hint=f"put {ENV_DATABASE_URL}=... in a file only you can read and pass --env-file FILE, "
+                              "or use a URL without password and ~/.pgpass")
+    for name in LIBPQ_VARIABLES:
+        if environ.get(name) and name not in from_file:
+            variables.append((name, environ[name]))
+    if environ.get("PGPASSWORD") and not info.get("password") and not (file_url and _conninfo(file_url).get("password")) \
+            and "PGPASSWORD" not in from_file:
+        warnings.append("PGPASSWORD is set in this shell, but cron will not have it: put the password in "
+                        "~/.pgpass (or PGPASSWORD=... in the --env-file)")
+    return CronEnvironment(tuple(variables), tuple(warnings), describe_target(url))
 
 
 def _cron_escape(text: str) -> str:

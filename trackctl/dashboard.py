@@ -34,13 +34,14 @@ class OutboxBacklog:
 class JobLine:
     """The last run of one job, as the dashboard shows it."""
     job: str
-    outcome: str  # running | ok | failed | skipped | died | never
+    outcome: str  # running | ok | partial | failed | skipped | died | never
     started_at: datetime | None
     seconds: float | None
     last_ok_at: datetime | None
     counts: dict
     error: str | None
     interval: int | None  # from the schedule; None for a job the schedule does not know
+    last_worked_at: datetime | None = None  # newest run that did (some of) its work: ok or partial
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def _job_line(name: str, state: JobState | None, interval: int | None) -> JobLin
         return JobLine(name, "never", None, None, None, {}, None, interval)
     last = state.last
     return JobLine(name, last.outcome, last.started_at, last.seconds, state.last_ok_at, last.counts,
-                   last.error, interval)
+                   last.error, interval, state.last_worked_at)
 
 
 def overdue_polls(conn: psycopg.Connection) -> int | None:

@@ -1,4 +1,4 @@
-"""A hard deadline for HTTP requests on the standard library: carrier GETs and webhook POSTs.
+"""A hard deadline for HTTP requests (trackctl/http_client.py): carrier GETs and webhook POSTs.
 
 The socket timeout bounds each connect and each read, not the whole request: a server that
 sends one byte just inside every timeout could hold a worker for hours. A watchdog thread shuts
@@ -6,39 +6,19 @@ the socket of every request whose total time is up, whatever phase it is in, and
 read returns at once.
 
 http.client lets go of `conn.sock` as soon as a response with `Connection: close` (or an
-HTTP/1.0 answer) begins, leaving the socket to the response object; the connections below keep
-their own reference so that the watchdog can still reach the socket while the body is read.
+HTTP/1.0 answer) begins, leaving the socket to the response object; the client's connections
+keep their own reference (`watched_sock`) so that the watchdog can still reach the socket while
+the body is read. `fire_all` shuts every watched socket at once: a run that is stopped abandons
+its requests in flight.
 """
 
 from __future__ import annotations
 
 import heapq
-import http.client
 import itertools
 import socket
 import threading
 import time
-
-
-class _KeepSocket:
-    watched_sock: socket.socket | None = None
-
-    def connect(self) -> None:
-        super().connect()  # type: ignore[misc]
-        self.watched_sock = self.sock  # type: ignore[attr-defined]
-
-
-class HTTPConnection(_KeepSocket, http.client.HTTPConnection):
-    """http.client.HTTPConnection whose socket stays reachable for the watchdog."""
-
-
-class HTTPSConnection(_KeepSocket, http.client.HTTPSConnection):
-    """http.client.HTTPSConnection whose socket stays reachable for the watchdog."""
-
-
-def connection(scheme: str, host: str, port: int | None, timeout: float, **kwargs) -> http.client.HTTPConnection:
-    cls = HTTPSConnection if scheme == "https" else HTTPConnection
-    return cls(host, port, timeout=timeout, **kwargs)
 
 
 class Watchdog:
@@ -81,6 +61,15 @@ class Watchdog:
             self._fired.discard(seq)
             return fired
 
+    def fire_all(self) -> None:
+        """Shut the socket of every watched connection now, as if each deadline had passed."""
+        with self._cond:
+            live = list(self._live.items())
+            self._live.clear()
+            self._fired.update(seq for seq, _ in live)
+        for _, conn in live:
+            _shut(conn)
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
@@ -102,9 +91,13 @@ class Watchdog:
                 heapq.heappop(self._heap)
                 conn = self._live.pop(seq)
                 self._fired.add(seq)
-                for sock in {id(s): s for s in (getattr(conn, "sock", None), getattr(conn, "watched_sock", None))
-                             if s is not None}.values():
-                    try:
-                        sock.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
+                _shut(conn)
+
+
+def _shut(conn: object) -> None:
+    for sock in {id(s): s for s in (getattr(conn, "sock", None), getattr(conn, "watched_sock", None))
+                 if s is not None}.values():
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass

@@ -11,6 +11,7 @@ EXIT_DATABASE = 4  # database unreachable
 EXIT_SCHEMA = 5  # schema behind the code, or an applied migration was edited
 EXIT_PARTIAL = 6  # some carrier requests failed; what succeeded was recorded
 EXIT_GROUP_FULL = 7  # a consumer group already has its 6 live collectors
+EXIT_INTERRUPTED = 130  # SIGINT (128 + 2), Ctrl-C
 EXIT_TERMINATED = 143  # SIGTERM (128 + 15), e.g. from `timeout` in the crontab
 
 
@@ -60,6 +61,20 @@ class PoolExhausted(TrackctlError):
     pass
 
 
+class InUse(TrackctlError):
+    """A pool or carrier that something still needs cannot be removed (nothing was changed)."""
+
+
+class CodeCancelled(TrackctlError):
+    """The code of (order, carrier, parcel) was cancelled: it is not handed out as a live code."""
+
+
+class NotPollable(TrackctlError):
+    """A carrier asked to be polled cannot be: no adapter (the exit code of a carrier that failed)."""
+
+    exit_code = EXIT_PARTIAL
+
+
 class DatabaseUnavailable(TrackctlError):
     exit_code = EXIT_DATABASE
 
@@ -78,10 +93,37 @@ class InputRejected(TrackctlError):
     exit_code = EXIT_REJECTED
 
 
-class Terminated(TrackctlError):
-    """The process got SIGTERM while a job ran (its run is recorded as failed)."""
+class Interrupted(SystemExit):
+    """SIGINT or SIGTERM stopped the command: exit 128 + the signal's number (130, 143).
 
-    exit_code = EXIT_TERMINATED
+    A SystemExit, not an Exception: no `except Exception` on the way up swallows it, psycopg
+    cancels the statement in flight when it passes through a query, and typer lets it through
+    to the CLI's error boundary, which writes its one line (see interrupts.py).
+    """
+
+    def __init__(self, signum: int, message: str | None = None, hint: str | None = None) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+        self.message = message or signal_reason(signum)
+        self.hint = hint
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+def signal_reason(signum: int) -> str:
+    """Return how a run stopped by `signum` reads: 'interrupted by SIGINT', 'terminated by SIGTERM'."""
+    import signal
+
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = f"signal {signum}"
+    return f"terminated by {name}" if name == "SIGTERM" else f"interrupted by {name}"
 
 
 class TransitionRefused(TrackctlError):

@@ -28,13 +28,30 @@ def check_schema(conn: psycopg.Connection) -> list[Problem]:
 
 
 def check_pools(conn: psycopg.Connection) -> list[Problem]:
+    from .pools import s10_usage
+
+    # An S10 pool whose serials are all generated cannot be refilled: only a new range helps.
+    spent = {u.pool: u for u in s10_usage(conn) if u.next > u.last}
     problems = []
     for level in pool_levels(conn):
         if level.target > 0 and level.free < level.target * LOW_POOL_FRACTION:
-            problems.append(Problem(
-                "pool", f"pool {level.name!r} has {level.free} free codes, below a quarter of its target "
-                        f"{level.target}: run 'trackctl refill' (is the refill cron job running?)"))
+            low = f"pool {level.name!r} has {level.free} free codes, below a quarter of its target {level.target}"
+            if level.name in spent:
+                problems.append(Problem("pool", f"{low}, and its S10 range is used up, so refill cannot help: "
+                                                + new_range_advice(spent[level.name])))
+            else:
+                problems.append(Problem("pool", f"{low}: run 'trackctl refill' (is the refill cron job running?)"))
     return problems
+
+
+def new_range_advice(u) -> str:
+    """What to do about an S10 range running out: a new pool with a new range, and the carriers moved to it."""
+    carriers = [c for c in u.carriers.split(", ") if c]
+    move = (f"'trackctl carrier set {carriers[0]} --pool NEW'" if len(carriers) == 1 else
+            f"'trackctl carrier set CARRIER --pool NEW' for each of {u.carriers}" if carriers else
+            "'trackctl carrier set CARRIER --pool NEW'")
+    return (f"ask the carrier for a new range, create a pool with it ('trackctl pool create NEW --kind s10 "
+            f"--prefix {u.prefix} --country {u.country} --range FIRST-LAST') and point the carrier at it ({move})")
 
 
 # A job is late when its last successful run is older than this many intervals (plus its time
@@ -51,7 +68,12 @@ class Skipped(Exception):
 
 
 def check_jobs(conn: psycopg.Connection) -> list[Problem]:
-    """Every scheduled job succeeded within LATE_INTERVALS of its interval; none is stuck."""
+    """Every scheduled job did its work within LATE_INTERVALS of its interval; none is stuck.
+
+    A `partial` run counts as work done: its failures (carrier requests, an S10 range) are the
+    subject of their own checks (breakers, overdue polls, s10). A job whose runs keep failing, or
+    keep being interrupted, is late, and the problem quotes its last run's outcome and error.
+    """
     from . import cron
     from .dashboard import job_lines, table_exists
 
@@ -65,10 +87,10 @@ def check_jobs(conn: psycopg.Connection) -> list[Problem]:
         if j is None or (j.requires and not table_exists(conn, j.requires)):
             continue
         allowed = LATE_INTERVALS * j.interval + j.limit
-        since = line.last_ok_at or installed
+        since = line.last_worked_at or installed
         age = (now - since).total_seconds()
         if age > allowed:
-            what = (f"last succeeded {_ago(age)} ago" if line.last_ok_at else f"has not succeeded since {_ago(age)} ago")
+            what = (f"last succeeded {_ago(age)} ago" if line.last_worked_at else f"has not succeeded since {_ago(age)} ago")
             last = "" if line.outcome in ("never", "ok") else f"; its last run {line.outcome}" + (
                 f": {line.error}" if line.error else "")
             problems.append(Problem("job", f"job {j.name} {what} (runs every {_ago(j.interval)}){last}: "
@@ -156,8 +178,7 @@ def check_s10(conn: psycopg.Connection) -> list[Problem]:
             state = "has used up" if u.left == 0 else f"has {u.left} of {u.size} codes left in"
             problems.append(Problem(
                 "s10", f"S10 pool {u.pool!r} {state} its range {u.prefix}{u.first:08d}-{u.last:08d}{u.country}: "
-                       "ask the carrier for a new range, create a pool with it and point the carrier at it "
-                       "('trackctl carrier set CARRIER --pool NAME')"))
+                       + new_range_advice(u)))
     return problems
 
 

@@ -19,6 +19,7 @@ import psycopg
 
 from . import queries
 from .dashboard import DELIVERY_TABLE, POLLING_TABLE, Dashboard, snapshot, table_exists
+from .runs import OUTCOMES as RUN_OUTCOMES
 
 TEXTFILE_NAME = "trackctl.prom"
 
@@ -148,17 +149,26 @@ class TrackctlCollector:
                                      "Duration of the job's newest run (so far, while running)", labels=["job"])
         success = GaugeMetricFamily("trackctl_job_last_success_timestamp_seconds",
                                     "End of the job's newest successful run", labels=["job"])
-        outcome = GaugeMetricFamily("trackctl_job_last_run_outcome", "1 for the outcome of the job's newest run",
+        outcome = GaugeMetricFamily("trackctl_job_last_run_outcome",
+                                    "1 for the outcome of the job's newest run, 0 for the other outcomes",
                                     labels=["job", "outcome"])
+        worked = GaugeMetricFamily("trackctl_job_last_worked_timestamp_seconds",
+                                   "End of the job's newest run that did its work (ok) or some of it (partial)",
+                                   labels=["job"])
         for j in d.jobs:
             if j.started_at is None:
                 continue
             started.add_metric([j.job], j.started_at.timestamp())
             duration.add_metric([j.job], j.seconds or 0.0)
-            outcome.add_metric([j.job, j.outcome], 1)
+            # Every outcome, so that `...{outcome="failed"} == 1` and `{outcome="partial"}` alerts
+            # see a 0 rather than no series while the job is fine.
+            for name in RUN_OUTCOMES:
+                outcome.add_metric([j.job, name], int(j.outcome == name))
             if j.last_ok_at is not None:
                 success.add_metric([j.job], j.last_ok_at.timestamp())
-        yield from (started, duration, success, outcome)
+            if j.last_worked_at is not None:
+                worked.add_metric([j.job], j.last_worked_at.timestamp())
+        yield from (started, duration, success, outcome, worked)
 
 
 def exposition(data: MetricsData | None) -> str:
@@ -170,13 +180,26 @@ def exposition(data: MetricsData | None) -> str:
     return generate_latest(registry).decode("utf-8")
 
 
+def check_textfile_dir(directory: Path) -> Path:
+    """Return `directory` if it is an existing directory, else raise InvalidValue (never create it)."""
+    from .errors import InvalidValue
+
+    if not directory.is_dir():
+        what = "is not a directory" if directory.exists() else "does not exist"
+        raise InvalidValue(f"the textfile directory {str(directory)[:200]!r} {what}",
+                           hint="give the directory node_exporter reads (its --collector.textfile.directory); "
+                                "trackctl does not create it")
+    return directory
+
+
 def write_textfile(directory: Path, text: str, name: str = TEXTFILE_NAME) -> Path:
     """Replace DIRECTORY/NAME with `text` atomically (node_exporter never reads half a file); return it.
 
     The text goes to a temporary file in the same directory, is flushed to disk, made 0644 and
-    renamed over the old file, and the directory entry is synced.
+    renamed over the old file, and the directory entry is synced. The directory must exist: a
+    mistyped path would otherwise be created and never read by node_exporter.
     """
-    directory.mkdir(parents=True, exist_ok=True)
+    check_textfile_dir(directory)
     target = directory / name
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
     try:

@@ -35,11 +35,11 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg
 
-from . import __version__, telemetry
+from . import __version__, queries, telemetry
 from .carriers import CarrierSettings, carrier_settings, list_carrier_settings
 from .carriers.base import (DEFAULT_RETRY_AFTER, MAX_DESCRIPTION, MAX_LOCATION, MAX_RAW_STATUS, STATUSES,
                             AdapterConfig, CarrierEvent, FetchFailed, RateLimited, ShipmentRef, clip, event_key)
-from .errors import DatabaseUnavailable, InvalidValue, TrackctlError
+from .errors import DatabaseUnavailable, InvalidValue, NotPollable, TrackctlError
 from .shipments import apply_status_change
 
 DEFAULT_BUDGET = 50  # seconds; below the one-minute cron interval
@@ -61,6 +61,7 @@ WORKERS_PER_SLOT = 2  # one worker records an answer while another has the slot 
 MAX_CONNECTIONS = 16
 BUSY_PAUSE = (0.01, 0.2)  # waiting for a free slot held by another process: from, up to (s)
 MAX_ERROR_TEXT = 500
+SQL = queries.load("poll")
 
 # Leases (slots, claims) and the bookkeeping of polls that brought no news are committed with
 # synchronous_commit off, set for that transaction only (so it holds through PgBouncer in
@@ -179,6 +180,8 @@ class PollReport:
     carriers: list[CarrierSummary]
     failures: list[PollFailure]
     seconds: float
+    interrupted: bool = False  # the caller's stop flag ended the run early
+    released: int = 0  # claims of abandoned requests given back (due again at once)
 
     @property
     def failed_requests(self) -> int:
@@ -369,6 +372,12 @@ class _Run:
         self.lock = threading.Lock()
         self.failures: list[PollFailure] = []
         self.fatal: BaseException | None = None
+        # Claims not yet recorded, by shipment id: (carrier id, probe); and those whose request is
+        # under way. When the caller stops the run, the requests under way are abandoned and the
+        # main thread gives their claims back (see `_abandon`).
+        self.in_flight: dict[int, tuple[int, bool]] = {}
+        self.fetching: set[int] = set()
+        self.abandoned = False
 
 
 class _CarrierRun:
@@ -449,25 +458,43 @@ class _CarrierRun:
         events: list[CarrierEvent] = []
         failure: str | None = None
         limited = False
+        with self.run.lock:
+            self.run.in_flight[shipment_id] = (self.settings.id, bool(probe))
+            if self.run.stop.is_set():  # stopped while claiming: the main thread gives the claim back
+                self.gate.release()
+                return
+            self.run.fetching.add(shipment_id)
         try:
+            retry_after: float | None = None
             try:
                 events = normalise_events(self._fetch(ref, probe, waits or {}))
             except RateLimited as exc:
-                limited = True
-                self._record_limited(base, code, exc.retry_after)  # gives the slot back too
+                limited, retry_after = True, exc.retry_after
             except FetchFailed as exc:
                 failure = str(exc)
             except Exception as exc:  # an adapter bug is a failed request, not the end of the run
                 failure = f"adapter error: {type(exc).__name__}: {exc}"
-            if not limited:
+            finally:
+                with self.run.lock:
+                    self.run.fetching.discard(shipment_id)
+                    abandoned = self.run.abandoned
+            if abandoned:  # the run was stopped meanwhile and has given the claim back: drop the answer
+                return
+            if limited:
+                self._record_limited(base, code, retry_after)  # gives the slot back too
+            else:
                 with self.run.connections.connection() as conn:
                     conn.execute(RELEASE_FAILED if failure is not None else RELEASE_OK, base)
         finally:
             self.gate.release()
-        if failure is not None:
-            self._record_failed(base, code, failure)
-        elif not limited:
-            self._record_ok(base, code, events)
+        try:
+            if failure is not None:
+                self._record_failed(base, code, failure)
+            elif not limited:
+                self._record_ok(base, code, events)
+        finally:
+            with self.run.lock:
+                self.run.in_flight.pop(shipment_id, None)
         if self.run.progress:
             self.run.progress(1)
 
@@ -561,13 +588,17 @@ def _connector(conn: psycopg.Connection) -> Callable[[], psycopg.Connection]:
 def poll(conn: psycopg.Connection, *, carrier: str | None = None, budget: float = DEFAULT_BUDGET,
          all_due: bool = False, environ: Mapping[str, str] | None = None,
          connect: Callable[[], psycopg.Connection] | None = None,
-         progress: Callable[..., None] | None = None) -> PollReport:
+         progress: Callable[..., None] | None = None, stop=None) -> PollReport:
     """Fetch every due, open shipment (of one carrier, or of all with an adapter); return what happened.
 
     `budget` seconds after the start no new request is started (requests under way finish within
     their carrier's timeout). `all_due` ignores due times (terminal and stale shipments are still
     never polled). Tokens are read from `environ` (default os.environ). Worker threads get their
     own connections from `connect` (default: the parameters of `conn`).
+
+    `stop` (anything with `is_set()`, e.g. `interrupts.STOP`) ends the run early: no new request
+    starts, the requests under way are abandoned and their claims given back (due again at once,
+    so the next run takes them), and the report says what was done until then (`interrupted`).
     """
     if budget < 0:
         raise InvalidValue("--budget must be zero or more")
@@ -576,7 +607,7 @@ def poll(conn: psycopg.Connection, *, carrier: str | None = None, budget: float 
     if carrier is not None:
         settings = [carrier_settings(conn, carrier)]
         if not settings[0].adapter:
-            raise InvalidValue(f"carrier {settings[0].name} has no adapter, so there is nothing to poll",
+            raise NotPollable(f"carrier {settings[0].name} has no adapter, so it cannot be polled",
                                hint="give it one with 'trackctl carrier set NAME --adapter ...', "
                                     "or record its news with 'trackctl mark CODE STATUS'")
     else:
@@ -604,12 +635,13 @@ def poll(conn: psycopg.Connection, *, carrier: str | None = None, budget: float 
         carrier_run = _CarrierRun(run, s, adapter, summary)
         for n in range(workers[s.id]):
             threads.append(threading.Thread(target=telemetry.bind(carrier_run.work), name=f"poll-{s.name}-{n}", daemon=True))
+    released = 0
     try:
         for t in threads:
             t.start()
-        for t in threads:
-            while t.is_alive():
-                t.join(0.5)
+        stopped = _join(threads, stop)
+        if stopped:
+            released = _abandon(run, threads)
     except BaseException:
         run.stop.set()  # workers finish the request under way; leases cover the rest
         raise
@@ -623,4 +655,41 @@ def poll(conn: psycopg.Connection, *, carrier: str | None = None, budget: float 
         if callable(close):
             with contextlib.suppress(Exception):
                 close()
-    return PollReport(summaries, list(run.failures), time.monotonic() - started)
+    return PollReport(summaries, list(run.failures), time.monotonic() - started, interrupted=stopped,
+                      released=released)
+
+
+ABANDON_WAIT = 1.0  # seconds a stopped run waits for answers already in to be recorded
+
+
+def _join(threads: list[threading.Thread], stop) -> bool:
+    """Wait for the workers; return True as soon as `stop` is set (the workers may still run)."""
+    for t in threads:
+        while t.is_alive():
+            t.join(0.1)
+            if stop is not None and stop.is_set():
+                return True
+    return stop is not None and stop.is_set()
+
+
+def _abandon(run: _Run, threads: list[threading.Thread]) -> int:
+    """Stop the workers, abandon the requests under way and give back every claim and slot; return how many claims.
+
+    Workers that are recording an answer finish it first (milliseconds); a worker waiting on a
+    carrier is not waited for: when its answer comes it sees the run abandoned and drops it.
+    """
+    run.stop.set()
+    until = time.monotonic() + ABANDON_WAIT
+    while True:
+        with run.lock:
+            busy = sum(1 for t in threads if t.is_alive()) - len(run.fetching)
+            if busy <= 0 or time.monotonic() >= until:
+                run.abandoned = True
+                claims = dict(run.in_flight)
+                break
+        time.sleep(0.01)
+    with run.connections.connection() as conn:
+        conn.execute(SQL.release_abandoned, {
+            "holder": run.holder, "ids": list(claims),
+            "probing": sorted({carrier for carrier, probe in claims.values() if probe})})
+    return len(claims)

@@ -10,13 +10,16 @@ from dataclasses import dataclass
 
 import psycopg
 
-from .errors import AlreadyExists, InvalidValue, PoolExhausted, UnknownPool
+from . import queries
+from .errors import AlreadyExists, InUse, InvalidValue, PoolExhausted, UnknownPool
 from .names import check_limit, check_pool_name
 
 # Two-key advisory lock (class, pool id) held by the refill of one pool.
 REFILL_LOCK_CLASS = 7_262_002
 COPY_CHUNK = 20_000
 MAX_TARGET = 10_000_000
+DEFAULT_TARGET = 200
+SQL = queries.load("pools")
 
 
 @dataclass(frozen=True)
@@ -46,21 +49,6 @@ class RefillResult:
     exhausted: bool = False  # an S10 pool whose serial range ran out before the target was reached
 
 
-SELECT_POOLS = "SELECT id, name, kind, target FROM sequencing.pool"
-POOL_LEVELS = """
-SELECT p.name, p.kind, p.target,
-       (SELECT count(*) FROM sequencing.tracking t WHERE t.pool_id = p.id AND t.order_id IS NULL),
-       (SELECT count(*) FROM sequencing.tracking t WHERE t.pool_id = p.id AND t.order_id IS NOT NULL)
-FROM sequencing.pool p
-"""
-COUNT_FREE = "SELECT count(*) FROM sequencing.tracking WHERE pool_id = %s AND order_id IS NULL"
-TRY_REFILL_LOCK = "SELECT pg_try_advisory_xact_lock(%s, %s)"
-COPY_CODES = "COPY sequencing.tracking (tracking_id, pool_id) FROM STDIN"
-AVAILABLE = """
-SELECT t.tracking_id FROM sequencing.tracking t JOIN sequencing.pool p ON p.id = t.pool_id
-WHERE t.order_id IS NULL AND (%(pool)s::text IS NULL OR p.name = %(pool)s)
-ORDER BY t.pool_id, t.id LIMIT %(limit)s
-"""
 
 
 def check_target(target: int) -> int:
@@ -70,18 +58,24 @@ def check_target(target: int) -> int:
 
 
 def get_pool(conn: psycopg.Connection, name: str) -> Pool:
-    row = conn.execute(SELECT_POOLS + " WHERE name = %s", (name,)).fetchone()
+    row = conn.execute(SQL.pool_by_name, (name,)).fetchone()
     if row is None:
-        known = ", ".join(r[1] for r in conn.execute(SELECT_POOLS + " ORDER BY name"))
+        known = ", ".join(r[1] for r in conn.execute(SQL.all_pools))
         raise UnknownPool(f"unknown pool {name[:40]!r} (known: {known})",
                           hint="create it with 'trackctl pool create NAME'")
     return Pool(*row)
 
 
-def create_pool(conn: psycopg.Connection, name: str, target: int = 200, kind: str = "uuid", *,
+def create_pool(conn: psycopg.Connection, name: str, target: int | None = None, kind: str = "uuid", *,
                 s10: S10Range | None = None) -> Pool:
-    """Create an empty pool; `trackctl refill` fills it. An S10 pool needs its serial range."""
+    """Create an empty pool; `trackctl refill` fills it. An S10 pool needs its serial range.
+
+    Without a target a pool keeps DEFAULT_TARGET codes ready, an S10 pool at most its whole range;
+    an explicit target larger than an S10 range is refused (no refill could ever reach it).
+    """
     check_pool_name(name)
+    if target is None:
+        target = DEFAULT_TARGET if s10 is None else min(DEFAULT_TARGET, s10.last - s10.first + 1)
     check_target(target)
     if kind not in ("uuid", "s10"):
         raise InvalidValue(f"unsupported pool kind {kind!r}", hint="use --kind uuid or --kind s10")
@@ -90,13 +84,15 @@ def create_pool(conn: psycopg.Connection, name: str, target: int = 200, kind: st
                            hint="e.g. --kind s10 --prefix AA --country BR --range 10000000-10999999")
     if kind == "uuid" and s10 is not None:
         raise InvalidValue("--prefix, --country and --range are for S10 pools", hint="add --kind s10")
+    if s10 is not None:
+        check_s10_target(target, s10.last - s10.first + 1)
     try:
         with conn.transaction():
             if s10 is None:
-                conn.execute("INSERT INTO sequencing.pool (name, kind, target) VALUES (%s, %s, %s)",
-                             (name, kind, target))
+                conn.execute(SQL.insert_pool, (name, kind, target))
             else:
-                conn.execute(INSERT_S10_POOL, (name, target, s10.prefix, s10.country, s10.first, s10.last, s10.first))
+                conn.execute(SQL.insert_s10_pool, {"name": name, "target": target, "prefix": s10.prefix,
+                                                   "country": s10.country, "first": s10.first, "last": s10.last})
     except psycopg.errors.UniqueViolation as exc:
         raise AlreadyExists(f"pool {name!r} already exists", hint="change it with 'trackctl pool set'") from exc
     except psycopg.errors.ExclusionViolation as exc:
@@ -105,23 +101,64 @@ def create_pool(conn: psycopg.Connection, name: str, target: int = 200, kind: st
     return get_pool(conn, name)
 
 
+def check_s10_target(target: int, size: int) -> None:
+    """Refuse a target an S10 range can never supply (every refill would fail on it)."""
+    if target > size:
+        raise InvalidValue(f"target {target} is more than the {size} serials of the S10 range",
+                           hint=f"give --target {size} or less (refill keeps that many codes ready), "
+                                "or a wider --range")
+
+
 def set_target(conn: psycopg.Connection, name: str, target: int) -> Pool:
     check_target(target)
-    with conn.transaction():
-        row = conn.execute("UPDATE sequencing.pool SET target = %s WHERE name = %s RETURNING id",
-                           (target, name)).fetchone()
-    if row is None:
-        get_pool(conn, name)  # raises UnknownPool with the known names
+    pool = get_pool(conn, name)  # raises UnknownPool with the known names
+    if pool.kind == "s10":  # the schema refuses it too (pool_s10_target_fits); this says why
+        check_s10_target(target, conn.execute(SQL.s10_size, (pool.id,)).fetchone()[0])
+    conn.execute(SQL.set_target, {"target": target, "id": pool.id})
     return get_pool(conn, name)
+
+
+@dataclass(frozen=True)
+class RemovedPool:
+    name: str
+    free_codes: int  # free codes deleted with the pool
+
+
+def remove_pool(conn: psycopg.Connection, name: str) -> RemovedPool:
+    """Delete an unused pool and its free codes; return what went.
+
+    A pool is in use while a carrier draws from it or any of its codes is assigned (assigned codes
+    are never deleted): then nothing is changed and InUse says what holds it. The pool row is
+    locked first, so a concurrent `carrier set --pool` or claim waits or is refused by the schema.
+    """
+    check_pool_name(name)
+    with conn.transaction():
+        row = conn.execute(SQL.pool_use, (name,)).fetchone()
+        if row is None:
+            get_pool(conn, name)  # raises UnknownPool with the known names
+        pool_id, carriers, assigned = row
+        if carriers or assigned:
+            held = ([f"carrier{'s' if len(carriers) > 1 else ''} {', '.join(carriers)} draw{'' if len(carriers) > 1 else 's'} from it"]
+                    if carriers else []) + ([f"{assigned} of its codes are assigned"] if assigned else [])
+            hint = (f"point {'them' if len(carriers) > 1 else 'it'} at another pool first "
+                    f"('trackctl carrier set {carriers[0]} --pool OTHER')" if carriers and not assigned else
+                    "a pool with assigned codes keeps them for their shipments' history; "
+                    "lower its target to 0 to stop refilling it ('trackctl pool set NAME --target 0')")
+            raise InUse(f"pool {name!r} is in use: {' and '.join(held)}", hint=hint)
+        try:
+            free = conn.execute(SQL.delete_free_codes, (pool_id,)).rowcount
+            conn.execute(SQL.delete_pool, (pool_id,))
+        except psycopg.errors.ForeignKeyViolation as exc:  # a carrier pointed at it meanwhile
+            raise InUse(f"pool {name!r} came into use while it was being removed; nothing was removed",
+                            hint="see 'trackctl carrier list'") from exc
+    return RemovedPool(name, free)
 
 
 def pool_levels(conn: psycopg.Connection, name: str | None = None) -> list[PoolLevel]:
     """Return free and assigned counts of every pool (or one), by name."""
     if name is not None:
         get_pool(conn, name)
-        rows = conn.execute(POOL_LEVELS + " WHERE p.name = %s", (name,)).fetchall()
-    else:
-        rows = conn.execute(POOL_LEVELS + " ORDER BY p.name").fetchall()
+    rows = conn.execute(SQL.pool_levels, {"name": name}).fetchall()
     return [PoolLevel(*row) for row in rows]
 
 
@@ -131,7 +168,7 @@ def available_codes(conn: psycopg.Connection, pool: str | None = None, limit: in
         get_pool(conn, pool)
     check_limit(limit, minimum=0)
     with conn.cursor(name=None) as cur:
-        cur.execute(AVAILABLE, {"pool": pool, "limit": limit})
+        cur.execute(SQL.available, {"pool": pool, "limit": limit})
         for (code,) in cur:
             yield code
 
@@ -152,7 +189,7 @@ def copy_codes(conn: psycopg.Connection, pool_id: int, codes: Iterator[str],
     """COPY codes into a pool as free rows; return how many were written (reported to `progress`)."""
     written = 0
     suffix = f"\t{pool_id}\n"
-    with conn.cursor() as cur, cur.copy(COPY_CODES) as copy:
+    with conn.cursor() as cur, cur.copy(SQL.copy_codes) as copy:
         batch: list[str] = []
         for code in codes:
             batch.append(code)
@@ -177,10 +214,10 @@ def refill_pool(conn: psycopg.Connection, pool: Pool, progress: Callable[..., No
     exact shortfall, the others skip the pool instead of adding a second shortfall.
     """
     with conn.transaction():
-        locked = conn.execute(TRY_REFILL_LOCK, (REFILL_LOCK_CLASS, pool.id)).fetchone()[0]
+        locked = conn.execute(SQL.try_refill_lock, (REFILL_LOCK_CLASS, pool.id)).fetchone()[0]
         if not locked:
             return RefillResult(pool.name, pool.target, -1, 0, skipped=True)
-        free = conn.execute(COUNT_FREE, (pool.id,)).fetchone()[0]
+        free = conn.execute(SQL.count_free, (pool.id,)).fetchone()[0]
         short = pool.target - free
         generated = 0
         if short > 0:
@@ -209,8 +246,12 @@ def refill(conn: psycopg.Connection, name: str | None = None,
 
     `progress(n)` is called as codes are written, `progress(0, expected=n)` as each shortfall is known.
     """
-    pools = [get_pool(conn, name)] if name else [Pool(*r) for r in conn.execute(SELECT_POOLS + " ORDER BY name")]
-    return [refill_pool(conn, p, progress) for p in pools]
+    return [refill_pool(conn, p, progress) for p in refill_targets(conn, name)]
+
+
+def refill_targets(conn: psycopg.Connection, name: str | None = None) -> list[Pool]:
+    """Return the pools a refill goes through: the named one, or every pool by name."""
+    return [get_pool(conn, name)] if name else [Pool(*r) for r in conn.execute(SQL.all_pools)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,26 +263,6 @@ S10_CODE = re.compile(r"^([A-Z]{2})(\d{8})(\d)([A-Z]{2})$")
 S10_RANGE = re.compile(r"^\s*(\d{1,8})\s*-\s*(\d{1,8})\s*$")
 S10_WARN_FRACTION = 0.10  # health warns when at most this fraction of a range is left
 
-INSERT_S10_POOL = """
-INSERT INTO sequencing.pool (name, kind, target, s10_prefix, s10_country, s10_first, s10_last, s10_next)
-VALUES (%s, 's10', %s, %s, %s, %s, %s, %s)
-"""
-# Reserve up to n serials of a pool in order: the row lock serialises reservations, and the
-# pool_s10_guard trigger refuses any move of s10_next backwards.
-RESERVE_SERIALS = """
-WITH cur AS (
-    SELECT id, s10_next AS first, least(%(n)s, s10_last + 1 - s10_next) AS n
-    FROM sequencing.pool WHERE id = %(id)s AND kind = 's10'
-    FOR UPDATE
-)
-UPDATE sequencing.pool p SET s10_next = cur.first + cur.n FROM cur WHERE p.id = cur.id
-RETURNING p.name, p.s10_prefix, p.s10_country, cur.first, cur.n, p.s10_first, p.s10_last
-"""
-S10_USAGE = """
-SELECT p.name, p.s10_prefix, p.s10_country, p.s10_first, p.s10_last, p.s10_next,
-       (SELECT count(*) FROM sequencing.tracking t WHERE t.pool_id = p.id AND t.order_id IS NULL)
-FROM sequencing.pool p WHERE p.kind = 's10' ORDER BY p.name
-"""
 
 
 @dataclass(frozen=True)
@@ -261,6 +282,7 @@ class S10Usage:
     last: int
     next: int  # next serial to generate
     free: int  # generated codes not assigned yet
+    carriers: str = ""  # the carriers drawing from the pool, comma-separated
 
     @property
     def size(self) -> int:
@@ -315,7 +337,7 @@ def s10_codes(conn: psycopg.Connection, pool: Pool, count: int) -> list[str]:
     Raises PoolExhausted when no serial is left. Reserved serials are never handed out again,
     even when the transaction that uses them inserts nothing.
     """
-    row = conn.execute(RESERVE_SERIALS, {"n": count, "id": pool.id}).fetchone()
+    row = conn.execute(SQL.reserve_serials, {"n": count, "id": pool.id}).fetchone()
     if row is None:
         raise InvalidValue(f"pool {pool.name!r} is not an S10 pool")
     name, prefix, country, first, n, lo, hi = row
@@ -329,4 +351,4 @@ def s10_codes(conn: psycopg.Connection, pool: Pool, count: int) -> list[str]:
 
 def s10_usage(conn: psycopg.Connection) -> list[S10Usage]:
     """Return the range, next serial and free codes of every S10 pool."""
-    return [S10Usage(*row) for row in conn.execute(S10_USAGE).fetchall()]
+    return [S10Usage(*row) for row in conn.execute(SQL.s10_usage).fetchall()]

@@ -17,11 +17,13 @@ from datetime import datetime, timedelta
 
 import psycopg
 
+from . import queries
 from .carriers.base import STATUSES, TERMINAL, CarrierEvent
 from .errors import InvalidValue, NotFound, TransitionRefused
 from .outbox import record_stale, record_status_changed
 
 MANUAL_NOTE_MAX = 500
+SQL = queries.load("shipments")
 
 
 @dataclass(frozen=True)
@@ -102,12 +104,6 @@ UPDATE sequencing.tracking SET
     stale_at = CASE WHEN %(news)s THEN NULL WHEN %(stale)s THEN coalesce(stale_at, now()) ELSE stale_at END
 WHERE id = %(id)s
 RETURNING coalesce(last_event_at, assigned_at)
-"""
-FIND_BY_CODE = "SELECT id, order_id FROM sequencing.tracking WHERE tracking_id = %s"
-FIND_BY_ORDER = """
-SELECT t.id, t.tracking_id, t.status FROM sequencing.tracking t
-JOIN sequencing.carrier c ON c.id = t.freightcarrier_id
-WHERE t.order_id = %s ORDER BY c.name, t.parcel
 """
 # Open shipments quiet for longer than their carrier's stale_after (walks tracking_quiet).
 QUIET_SHIPMENTS = """
@@ -221,44 +217,71 @@ def apply_status_change(conn: psycopg.Connection, shipment_id: int, events: Sequ
     return change
 
 
-def _shipments_of(conn: psycopg.Connection, ref: str) -> list[tuple[int, str]]:
-    row = conn.execute(FIND_BY_CODE, (ref,)).fetchone()
+def _shipments_of(conn: psycopg.Connection, ref: str, carrier: str | None = None) -> list[tuple[int, str]]:
+    carrier_id, carrier_name = None, None
+    if carrier is not None:
+        from .carriers import get_carrier
+
+        resolved = get_carrier(conn, carrier, removed_too=True)  # raises UnknownCarrier with the known names
+        carrier_id, carrier_name = resolved.id, resolved.name
+    row = conn.execute(SQL.find_by_code, (ref,)).fetchone()
     if row is not None:
         if row[1] is None:
             raise NotFound(f"code {ref!r} is free: no order has it yet")
+        if carrier_id is not None and row[2] != carrier_name:
+            raise NotFound(f"code {ref} belongs to carrier {row[2]}, not {carrier_name}: nothing was cancelled",
+                           hint=f"drop --carrier to cancel it, or give its order id with --carrier {carrier_name}")
         return [(row[0], ref)]
-    rows = conn.execute(FIND_BY_ORDER, (ref,)).fetchall()
+    rows = conn.execute(SQL.find_by_order, {"order_id": ref, "carrier_id": carrier_id}).fetchall()
     if not rows:
+        if carrier_id is not None and conn.execute(SQL.find_by_order, {"order_id": ref, "carrier_id": None}).fetchone():
+            raise NotFound(f"order {ref[:80]!r} has no shipment with carrier {carrier_name}: nothing was cancelled",
+                           hint=f"see its shipments with 'trackctl status --order {ref[:80]}'")
         raise NotFound(f"no shipment with code or order id {ref[:80]!r}",
                        hint="check it with 'trackctl status CODE' or 'trackctl status --order ORDER'")
     return [(r[0], r[1]) for r in rows]
 
 
-def cancel(conn: psycopg.Connection, ref: str, note: str | None = None) -> list[StatusChange]:
+def cancel(conn: psycopg.Connection, ref: str, note: str | None = None, *,
+           carrier: str | None = None) -> list[StatusChange]:
     """Cancel the shipment with code `ref`, or every shipment of order `ref`; return the changes.
 
-    All or nothing: when one shipment of the order cannot be cancelled (delivered, returned)
-    nothing is, and TransitionRefused names it. Already cancelled shipments are left as they are.
+    With `carrier` (name or id) only that carrier's shipments of the order are cancelled (and a
+    code of another carrier is refused). All or nothing: when one shipment cannot be cancelled
+    (delivered, returned) nothing is, and TransitionRefused names it. Already cancelled shipments
+    are left as they are.
     """
     event = manual_event("cancelled", note)
     with conn.transaction():
-        targets = _shipments_of(conn, ref)
-        changes = []
-        for shipment_id, code in targets:
-            try:
-                changes.append(apply_status_change(conn, shipment_id, [event], source="manual"))
-            except TransitionRefused as exc:
-                if len(targets) > 1:
-                    raise TransitionRefused(f"order {ref}: {exc.message}; nothing was cancelled",
-                                            hint="cancel the other codes one by one, e.g. 'trackctl cancel CODE'") from exc
-                raise
+        targets = _shipments_of(conn, ref, carrier)
+        return _cancel_all(conn, targets, event, f"order {ref}")
+
+
+def _cancel_all(conn: psycopg.Connection, targets: list[tuple[int, str]], event: CarrierEvent,
+                what: str) -> list[StatusChange]:
+    changes = []
+    for shipment_id, code in targets:
+        try:
+            changes.append(apply_status_change(conn, shipment_id, [event], source="manual"))
+        except TransitionRefused as exc:
+            if len(targets) > 1:
+                raise TransitionRefused(f"{what}: {exc.message}; nothing was cancelled",
+                                        hint="cancel the other codes one by one, e.g. 'trackctl cancel CODE'") from exc
+            raise
     return changes
+
+
+def cancel_open_of_carrier(conn: psycopg.Connection, carrier_id: int, note: str) -> list[StatusChange]:
+    """Cancel every open shipment of a carrier, in the caller's transaction; return the changes."""
+    event = manual_event("cancelled", note)
+    targets = [(r[0], "") for r in conn.execute(SQL.open_of_carrier, (carrier_id,)).fetchall()]
+    return _cancel_all(conn, targets, event, "carrier")
 
 
 def mark(conn: psycopg.Connection, code: str, status: str, note: str | None = None) -> StatusChange:
     """Record a manual status for one shipment (carriers without an API); return the change."""
     event = manual_event(status, note)
-    row = conn.execute(FIND_BY_CODE, (code,)).fetchone()
+    row = conn.execute(SQL.find_by_code, (code,)).fetchone()
     if row is None:
         raise NotFound(f"no shipment with code {code[:80]!r}", hint="mark takes a tracking code, not an order id")
     if row[1] is None:
@@ -266,13 +289,19 @@ def mark(conn: psycopg.Connection, code: str, status: str, note: str | None = No
     return apply_status_change(conn, row[0], [event], source="manual")
 
 
-def sweep_stale(conn: psycopg.Connection, batch: int = 500) -> list[StatusChange]:
-    """Flag every open shipment with no news for longer than its carrier's stale_after; return them."""
+def sweep_stale(conn: psycopg.Connection, batch: int = 500, stop=None) -> list[StatusChange]:
+    """Flag every open shipment with no news for longer than its carrier's stale_after; return them.
+
+    Each shipment is its own transaction; once `stop` (anything with `is_set()`) is set, the sweep
+    ends after the shipment in hand and returns those flagged so far.
+    """
     flagged: list[StatusChange] = []
     while True:
         rows = conn.execute(QUIET_SHIPMENTS, {"limit": batch}).fetchall()
         done = 0
         for shipment_id, stale_after in rows:
+            if stop is not None and stop.is_set():
+                return flagged
             change = apply_status_change(conn, shipment_id, (), stale_after=stale_after)
             if change.flagged_stale:
                 flagged.append(change)

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 
 import psycopg
 
+from . import queries
 from .errors import AlreadyExists, InvalidValue, NotFound, UsageError
 from .names import check_id, check_limit
 from .outbox import check_types
@@ -64,25 +65,7 @@ class Subscriber:
 LISTING_COLUMNS = ["id", "url", "types", "retry_schedule", "max_in_flight", "enabled", "disabled_reason",
                    "secret", "rotating_until", "created_at"]
 
-SUBSCRIBER_COLUMNS = """
-s.id, s.url, s.types, s.retry_schedule, s.max_in_flight, s.enabled, s.disabled_reason, s.created_at,
-s.secret, CASE WHEN s.previous_until > now() THEN s.previous_secret END,
-CASE WHEN s.previous_until > now() THEN s.previous_until END
-"""
-SELECT_SUBSCRIBERS = f"SELECT {SUBSCRIBER_COLUMNS} FROM sequencing.webhook_subscriber s"
-INSERT_SUBSCRIBER = """
-INSERT INTO sequencing.webhook_subscriber (url, secret, types, retry_schedule, max_in_flight)
-VALUES (%s, %s, %s, %s, %s) RETURNING id
-"""
-DELETE_SUBSCRIBER = "DELETE FROM sequencing.webhook_subscriber WHERE id = %s RETURNING url"
-ROTATE_SECRET = """
-UPDATE sequencing.webhook_subscriber
-SET previous_secret = secret, previous_until = now() + %s, secret = %s
-WHERE id = %s RETURNING id
-"""
-ENABLE_SUBSCRIBER = """
-UPDATE sequencing.webhook_subscriber SET enabled = true, disabled_reason = NULL WHERE id = %s RETURNING id
-"""
+SQL = queries.load("webhooks")
 
 
 # --- secrets and signatures --------------------------------------------------------------------
@@ -204,15 +187,46 @@ def add_subscriber(conn: psycopg.Connection, url: str, *, secret: str | None = N
         raise InvalidValue("--max-in-flight must be between 1 and 256")
     try:
         with conn.transaction():
-            row = conn.execute(INSERT_SUBSCRIBER, (url, secret, types, schedule, max_in_flight)).fetchone()
+            row = conn.execute(SQL.insert_subscriber, {"url": url, "secret": secret, "types": types, "schedule": schedule,
+                                                       "max_in_flight": max_in_flight}).fetchone()
     except psycopg.errors.UniqueViolation:
         raise AlreadyExists(f"a webhook for {shown_url(url)[:80]} already exists",
                             hint="see 'trackctl webhook list'; remove it first to change it") from None
     return get_subscriber(conn, row[0])
 
 
+ALL_TYPES: list[str] = []  # `update_subscriber(types=ALL_TYPES)`: every event type from now on
+
+
+def update_subscriber(conn: psycopg.Connection, subscriber_id: int, *, url: str | None = None,
+                      types: list[str] | None = None, max_in_flight: int | None = None) -> Subscriber:
+    """Change a subscriber's URL, event types or in-flight cap (None: unchanged); return it, secret included.
+
+    `types=ALL_TYPES` (an empty list) subscribes it to every type. Deliveries already queued
+    keep going to the subscriber, at its new URL from the next attempt on.
+    """
+    if url is None and types is None and max_in_flight is None:
+        raise UsageError("nothing to change", hint="give --url, --types or --max-in-flight")
+    if url is not None:
+        check_url(url)
+    checked = check_types(types) if types is not None else None
+    if max_in_flight is not None and not 1 <= max_in_flight <= 256:
+        raise InvalidValue("--max-in-flight must be between 1 and 256")
+    params = {"id": subscriber_id, "url": url, "set_types": types is not None, "types": checked,
+              "max_in_flight": max_in_flight}
+    try:
+        with conn.transaction():
+            row = conn.execute(SQL.update_subscriber, params).fetchone()
+    except psycopg.errors.UniqueViolation:
+        raise AlreadyExists(f"a webhook for {shown_url(url or '')[:80]} already exists",
+                            hint="see 'trackctl webhook list'") from None
+    if row is None:
+        raise NotFound(f"no webhook with id {subscriber_id}", hint="see 'trackctl webhook list'")
+    return get_subscriber(conn, subscriber_id)
+
+
 def get_subscriber(conn: psycopg.Connection, subscriber_id: int) -> Subscriber:
-    row = conn.execute(SELECT_SUBSCRIBERS + " WHERE s.id = %s", (subscriber_id,)).fetchone()
+    row = conn.execute(SQL.select_subscribers, {"id": subscriber_id, "enabled_only": False}).fetchone()
     if row is None:
         raise NotFound(f"no webhook with id {subscriber_id}", hint="see 'trackctl webhook list'")
     return _subscriber(row)
@@ -220,13 +234,13 @@ def get_subscriber(conn: psycopg.Connection, subscriber_id: int) -> Subscriber:
 
 def list_subscribers(conn: psycopg.Connection, *, enabled_only: bool = False) -> list[Subscriber]:
     """Return every subscriber by id (secrets included: show them with `mask_secret` only)."""
-    where = " WHERE s.enabled" if enabled_only else ""
-    return [_subscriber(r) for r in conn.execute(SELECT_SUBSCRIBERS + where + " ORDER BY s.id").fetchall()]
+    rows = conn.execute(SQL.select_subscribers, {"id": None, "enabled_only": enabled_only}).fetchall()
+    return [_subscriber(r) for r in rows]
 
 
 def remove_subscriber(conn: psycopg.Connection, subscriber_id: int) -> str:
     """Delete a subscriber and its deliveries; return its URL."""
-    row = conn.execute(DELETE_SUBSCRIBER, (subscriber_id,)).fetchone()
+    row = conn.execute(SQL.delete_subscriber, {"id": subscriber_id}).fetchone()
     if row is None:
         raise NotFound(f"no webhook with id {subscriber_id}", hint="see 'trackctl webhook list'")
     return row[0]
@@ -244,14 +258,14 @@ def rotate_secret(conn: psycopg.Connection, subscriber_id: int, *, secret: str |
     secret_key(secret)
     if overlap < timedelta(0):
         raise InvalidValue("the overlap must not be negative")
-    if conn.execute(ROTATE_SECRET, (overlap, secret, subscriber_id)).fetchone() is None:
+    if conn.execute(SQL.rotate_secret, {"overlap": overlap, "secret": secret, "id": subscriber_id}).fetchone() is None:
         raise NotFound(f"no webhook with id {subscriber_id}", hint="see 'trackctl webhook list'")
     return get_subscriber(conn, subscriber_id)
 
 
 def enable_subscriber(conn: psycopg.Connection, subscriber_id: int) -> Subscriber:
     """Enable a subscriber again (after a 410 Gone disabled it); its pending deliveries resume."""
-    if conn.execute(ENABLE_SUBSCRIBER, (subscriber_id,)).fetchone() is None:
+    if conn.execute(SQL.enable_subscriber, {"id": subscriber_id}).fetchone() is None:
         raise NotFound(f"no webhook with id {subscriber_id}", hint="see 'trackctl webhook list'")
     return get_subscriber(conn, subscriber_id)
 
@@ -279,28 +293,6 @@ class Delivery:
 
 DELIVERY_COLUMNS = ["id", "subscriber_id", "event_id", "type", "status", "attempts", "next_attempt_at",
                     "last_attempt_at", "last_status", "last_error", "delivered_at"]
-LIST_DELIVERIES = """
-SELECT d.id, d.subscriber_id, o.event_id, o.type, o.id::text, d.status, d.attempts, d.next_attempt_at,
-       d.last_attempt_at, d.last_status, d.last_error, d.delivered_at
-FROM sequencing.webhook_delivery d JOIN sequencing.outbox o ON o.id = d.outbox_id
-WHERE (%(status)s::text IS NULL OR d.status = %(status)s)
-  AND (%(subscriber)s::int IS NULL OR d.subscriber_id = %(subscriber)s)
-ORDER BY d.id DESC
-LIMIT %(limit)s
-"""
-# A replay makes the delivery pending and due now with a fresh schedule; the event keeps its id.
-REPLAY_ONE = """
-UPDATE sequencing.webhook_delivery
-SET status = 'pending', attempts = 0, next_attempt_at = now(), delivered_at = NULL, lease_token = NULL
-WHERE id = %s AND status <> 'pending'
-RETURNING id
-"""
-REPLAY_DEAD = """
-UPDATE sequencing.webhook_delivery
-SET status = 'pending', attempts = 0, next_attempt_at = now(), lease_token = NULL
-WHERE status = 'dead' AND (%(subscriber)s::int IS NULL OR subscriber_id = %(subscriber)s)
-"""
-
 
 def list_deliveries(conn: psycopg.Connection, *, status: str | None = None, subscriber_id: int | None = None,
                     limit: int | None = 100) -> list[Delivery]:
@@ -309,14 +301,14 @@ def list_deliveries(conn: psycopg.Connection, *, status: str | None = None, subs
         raise InvalidValue(f"unknown delivery status {status[:20]!r} (known: {', '.join(DELIVERY_STATUSES)})")
     check_limit(limit)
     check_id(subscriber_id, "--subscriber")
-    rows = conn.execute(LIST_DELIVERIES, {"status": status, "subscriber": subscriber_id, "limit": limit})
+    rows = conn.execute(SQL.list_deliveries, {"status": status, "subscriber": subscriber_id, "limit": limit})
     return [Delivery(*r) for r in rows.fetchall()]
 
 
 def replay_delivery(conn: psycopg.Connection, delivery_id: int) -> None:
     """Make one done or dead delivery pending again, due now."""
-    if conn.execute(REPLAY_ONE, (delivery_id,)).fetchone() is None:
-        row = conn.execute("SELECT status FROM sequencing.webhook_delivery WHERE id = %s", (delivery_id,)).fetchone()
+    if conn.execute(SQL.replay_one, {"id": delivery_id}).fetchone() is None:
+        row = conn.execute(SQL.delivery_status, {"id": delivery_id}).fetchone()
         if row is None:
             raise NotFound(f"no delivery with id {delivery_id}", hint="see 'trackctl webhook deliveries'")
         raise UsageError(f"delivery {delivery_id} is already pending", hint="'trackctl notify' will deliver it")
@@ -326,4 +318,4 @@ def replay_dead(conn: psycopg.Connection, subscriber_id: int | None = None) -> i
     """Make every dead delivery (of one subscriber, or all) pending again; return how many."""
     if subscriber_id is not None:
         get_subscriber(conn, subscriber_id)
-    return conn.execute(REPLAY_DEAD, {"subscriber": subscriber_id}).rowcount
+    return conn.execute(SQL.replay_dead, {"subscriber": subscriber_id}).rowcount

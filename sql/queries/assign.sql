@@ -10,7 +10,7 @@
 WITH carrier AS (
     SELECT c.id, c.name, c.pool_id, p.kind, p.name AS pool_name FROM sequencing.carrier c
     JOIN sequencing.pool p ON p.id = c.pool_id
-    WHERE c.name = %(carrier)s OR c.id = %(carrier_id)s
+    WHERE (c.name = %(carrier)s OR c.id = %(carrier_id)s) AND c.removed_at IS NULL
 ), parcel AS (
     SELECT CASE WHEN %(next_parcel)s THEN
         (SELECT coalesce(max(t.parcel), 0) + 1 FROM sequencing.tracking t

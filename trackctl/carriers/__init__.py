@@ -18,7 +18,8 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from ..errors import AlreadyExists, InvalidValue, UnknownCarrier, UnknownPool
+from .. import queries
+from ..errors import AlreadyExists, InUse, InvalidValue, UnknownCarrier, UnknownPool
 from ..names import carrier_ref_id, check_carrier_name, check_pool_name
 from ..statuses import POLLED
 
@@ -27,6 +28,7 @@ DEFAULT_TIMEOUT = 10.0
 MAX_CONCURRENCY = 256
 MAX_TIMEOUT = 300.0
 TOKEN_ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+SQL = queries.load("carriers")
 # Statuses whose poll interval can be set (terminal shipments are never polled): statuses.POLLED.
 POLLED_STATUSES = POLLED
 
@@ -39,21 +41,11 @@ class Carrier:
     pool_id: int
 
 
-SELECT_CARRIERS = """
-SELECT c.id, c.name, p.name, p.id
-FROM sequencing.carrier c JOIN sequencing.pool p ON p.id = c.pool_id
-"""
-INSERT_CARRIER = """
-INSERT INTO sequencing.carrier (id, name, pool_id)
-SELECT coalesce(%(id)s, (SELECT coalesce(max(id), 0) + 1 FROM sequencing.carrier)), %(name)s, p.id
-FROM sequencing.pool p WHERE p.name = %(pool)s
-RETURNING id
-"""
 
 
 def list_carriers(conn: psycopg.Connection) -> list[Carrier]:
     """Return every carrier, by id."""
-    return [Carrier(*row) for row in conn.execute(SELECT_CARRIERS + " ORDER BY c.id").fetchall()]
+    return [Carrier(*row) for row in conn.execute(SQL.list_carriers).fetchall()]
 
 
 KNOWN_SHOWN = 10  # carriers named in an "unknown carrier" message
@@ -67,10 +59,13 @@ def unknown_carrier(ref: str, known: list[Carrier]) -> UnknownCarrier:
                           hint="add one with 'trackctl carrier add NAME'")
 
 
-def get_carrier(conn: psycopg.Connection, ref: str) -> Carrier:
-    """Return the carrier named by `ref` (name or numeric id), or raise UnknownCarrier."""
-    row = conn.execute(SELECT_CARRIERS + " WHERE c.name = %s OR c.id = %s",
-                       (ref, carrier_ref_id(ref))).fetchone()
+def get_carrier(conn: psycopg.Connection, ref: str, *, removed_too: bool = False) -> Carrier:
+    """Return the carrier named by `ref` (name or numeric id), or raise UnknownCarrier.
+
+    A removed carrier is unknown unless `removed_too` (its shipments still name it).
+    """
+    row = conn.execute(SQL.carrier_by_ref, {"name": ref, "id": carrier_ref_id(ref),
+                                            "removed_too": removed_too}).fetchone()
     if row is None:
         raise unknown_carrier(ref, list_carriers(conn))
     return Carrier(*row)
@@ -88,11 +83,15 @@ def add_carrier(conn: psycopg.Connection, name: str, carrier_id: int | None = No
         raise InvalidValue("carrier id must be a positive integer")
     try:
         with conn.transaction():
-            row = conn.execute(INSERT_CARRIER, {"id": carrier_id, "name": name, "pool": pool}).fetchone()
+            row = conn.execute(SQL.insert_carrier, {"id": carrier_id, "name": name, "pool": pool}).fetchone()
             if row is not None and settings:
                 _apply_settings(conn, row[0], name, None, settings)
     except psycopg.errors.UniqueViolation as exc:
         what = f"id {carrier_id}" if exc.diag.constraint_name == "carrier_pkey" else f"name {name!r}"
+        removed = conn.execute(SQL.removed_named, {"name": name, "id": carrier_id}).fetchone()
+        if removed is not None:
+            raise AlreadyExists(f"a removed carrier ({removed[0]}) still has the {what}: its shipments keep it",
+                                hint="choose another name and id") from exc
         raise AlreadyExists(f"a carrier with {what} already exists",
                             hint="see 'trackctl carrier list'") from exc
     if row is None:
@@ -134,33 +133,6 @@ class CarrierState:
     slots_in_use: int
 
 
-SELECT_SETTINGS = """
-SELECT c.id, c.name, p.name, c.adapter, c.url, c.token_env, c.max_concurrency, c.timeout, c.options,
-       c.poll_intervals, c.stale_after, c.breaker_threshold, c.breaker_cooldown
-FROM sequencing.carrier c JOIN sequencing.pool p ON p.id = c.pool_id
-"""
-SELECT_STATE = """
-SELECT c.name,
-       CASE WHEN s.open_until IS NULL THEN 'closed' WHEN s.open_until > now() THEN 'open' ELSE 'half-open' END,
-       s.consecutive_failures, CASE WHEN s.blocked_until > now() THEN s.blocked_until END, s.open_until, s.opened_at,
-       (SELECT count(*) FROM sequencing.carrier_slot l
-        WHERE l.carrier_id = c.id AND l.slot <= c.max_concurrency AND l.leased_until > now())::int
-FROM sequencing.carrier c JOIN sequencing.carrier_state s ON s.carrier_id = c.id
-"""
-UPDATE_SETTINGS = """
-UPDATE sequencing.carrier SET
-    adapter = %(adapter)s, url = %(url)s, token_env = %(token_env)s, max_concurrency = %(max_concurrency)s,
-    timeout = %(timeout)s, options = %(options)s, poll_intervals = %(poll_intervals)s,
-    stale_after = %(stale_after)s, breaker_threshold = %(breaker_threshold)s,
-    breaker_cooldown = %(breaker_cooldown)s, pool_id = coalesce(%(pool_id)s, pool_id)
-WHERE id = %(id)s
-"""
-RESET_STATE = """
-UPDATE sequencing.carrier_state
-SET blocked_until = NULL, consecutive_failures = 0, open_until = NULL, probe_until = NULL
-WHERE carrier_id = %s
-"""
-POOL_ID = "SELECT id FROM sequencing.pool WHERE name = %s"
 
 
 def _settings_row(row: tuple) -> CarrierSettings:
@@ -169,12 +141,12 @@ def _settings_row(row: tuple) -> CarrierSettings:
 
 def list_carrier_settings(conn: psycopg.Connection) -> list[CarrierSettings]:
     """Return every carrier's adapter settings and polling policy, by id."""
-    return [_settings_row(r) for r in conn.execute(SELECT_SETTINGS + " ORDER BY c.id").fetchall()]
+    return [_settings_row(r) for r in conn.execute(SQL.list_settings).fetchall()]
 
 
 def carrier_settings(conn: psycopg.Connection, ref: str) -> CarrierSettings:
     """Return the settings of the carrier named by `ref` (name or id), or raise UnknownCarrier."""
-    row = conn.execute(SELECT_SETTINGS + " WHERE c.name = %s OR c.id = %s", (ref, carrier_ref_id(ref))).fetchone()
+    row = conn.execute(SQL.settings_by_ref, {"name": ref, "id": carrier_ref_id(ref)}).fetchone()
     if row is None:
         raise unknown_carrier(ref, list_carriers(conn))
     return _settings_row(row)
@@ -182,13 +154,13 @@ def carrier_settings(conn: psycopg.Connection, ref: str) -> CarrierSettings:
 
 def carrier_states(conn: psycopg.Connection) -> list[CarrierState]:
     """Return the breaker, 429 block and slots in use of every carrier."""
-    return [CarrierState(*r) for r in conn.execute(SELECT_STATE + " ORDER BY c.id").fetchall()]
+    return [CarrierState(*r) for r in conn.execute(SQL.states).fetchall()]
 
 
 def reset_carrier_state(conn: psycopg.Connection, ref: str) -> CarrierSettings:
     """Close the breaker and lift the 429 block of a carrier (a person decided it is fine)."""
     carrier = carrier_settings(conn, ref)
-    conn.execute(RESET_STATE, (carrier.id,))
+    conn.execute(SQL.reset_state, (carrier.id,))
     return carrier
 
 
@@ -294,13 +266,54 @@ def _apply_settings(conn: psycopg.Connection, carrier_id: int, name: str, curren
     pool_id = None
     if changes.get("pool"):
         check_pool_name(changes["pool"])
-        row = conn.execute(POOL_ID, (changes["pool"],)).fetchone()
+        row = conn.execute(SQL.pool_id, (changes["pool"],)).fetchone()
         if row is None:
             raise UnknownPool(f"unknown pool {changes['pool']!r}", hint="create it with 'trackctl pool create'")
         pool_id = row[0]
-    conn.execute(UPDATE_SETTINGS, {
+    conn.execute(SQL.update_settings, {
         "id": carrier_id, "adapter": adapter, "url": url, "token_env": token_env,
         "max_concurrency": max_concurrency, "timeout": timeout, "options": Jsonb(options),
         "poll_intervals": Jsonb(intervals), "stale_after": stale_after, "breaker_threshold": threshold,
         "breaker_cooldown": cooldown, "pool_id": pool_id,
     })
+
+
+# ---------------------------------------------------------------------------------------------
+# Removal
+
+
+@dataclass(frozen=True)
+class RemovedCarrier:
+    name: str
+    deleted: bool  # True: the row is gone; False: kept (removed) for its shipments' history
+    shipments: int  # shipments that keep naming it
+    cancelled: int  # open shipments cancelled by --force
+
+
+def remove_carrier(conn: psycopg.Connection, ref: str, *, force: bool = False) -> RemovedCarrier:
+    """Remove a carrier; return what happened.
+
+    Without shipments the carrier is deleted. With shipments it is refused (InUse) unless `force`:
+    then its open shipments are cancelled (each a `cancelled` event, delivered to webhooks like
+    `trackctl cancel`) and the carrier is marked removed: its row stays, because assigned codes are
+    never deleted and name it, but it is no longer listed, assigned, polled or changed, and its name
+    and id stay taken. All in one transaction: on any refusal nothing changes.
+    """
+    from ..shipments import cancel_open_of_carrier
+
+    carrier = get_carrier(conn, ref)
+    with conn.transaction():
+        row = conn.execute(SQL.lock_for_removal, (carrier.id,)).fetchone()
+        if row is None:  # removed by someone else meanwhile
+            raise unknown_carrier(ref, list_carriers(conn))
+        carrier_id, name, shipments, open_ = row
+        if shipments == 0:
+            conn.execute(SQL.delete_carrier, (carrier_id,))
+            return RemovedCarrier(name, True, 0, 0)
+        if not force:
+            raise InUse(f"carrier {name} has {shipments} shipment{'s' if shipments != 1 else ''}, {open_} of them open",
+                        hint=f"'trackctl carrier remove {name} --force' cancels the open ones and keeps the "
+                             "carrier only as their history")
+        cancelled = cancel_open_of_carrier(conn, carrier_id, f"carrier {name} removed with trackctl carrier remove")
+        conn.execute(SQL.retire_carrier, (carrier_id,))
+    return RemovedCarrier(name, False, shipments, sum(1 for c in cancelled if c.changed))

@@ -122,6 +122,12 @@ def _register() -> None:
 _register()
 
 
+def redact_text(text: str) -> str:
+    from ..logs import redact
+
+    return redact(text)
+
+
 def _command_named(argv: list[str]) -> Optional[str]:
     """Return the command the arguments name after the root options, or None (none, or help first)."""
     import inspect
@@ -212,7 +218,12 @@ def _run() -> object:
         code = app_for(sys.argv[1:])(standalone_mode=False)
         code = code if isinstance(code, int) else 0
     except SystemExit as exc:
-        code = exc.code
+        from ..errors import Interrupted
+
+        if isinstance(exc, Interrupted):  # SIGINT/SIGTERM (interrupts.py): one line, exit 130 or 143
+            code = _error_line(redact_text(str(exc)), exc.exit_code)
+        else:
+            code = exc.code
     except StdoutClosed:
         code = 0
     except KeyboardInterrupt:

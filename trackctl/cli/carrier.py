@@ -147,6 +147,8 @@ def show_cmd(
 
     Example: trackctl carrier show correios --format json
     """
+    from datetime import timedelta
+
     from ..carriers import carrier_settings, carrier_states
     from ..output import emit_one
 
@@ -154,6 +156,7 @@ def show_cmd(
         settings = carrier_settings(conn, name)
         state = next((s for s in carrier_states(conn) if s.carrier == settings.name), None)
     record = {c: getattr(settings, c) for c in SETTINGS_COLUMNS}
+    record["poll_intervals"] = {k: _duration(timedelta(seconds=v)) for k, v in settings.poll_intervals.items()}
     record["stale_after"] = _duration(settings.stale_after)
     record["breaker_cooldown"] = _duration(settings.breaker_cooldown)
     if state is not None:
@@ -172,6 +175,34 @@ def reset_cmd(ctx: typer.Context, name: str = typer.Argument(..., help="Carrier 
     with connection(ctx) as conn:
         carrier = reset_carrier_state(conn, name)
     say(f"carrier {carrier.name}: breaker closed, rate-limit block lifted")
+
+
+@carrier_app.command("remove")
+def remove_cmd(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Carrier name or id."),
+    force: bool = typer.Option(False, "--force",
+                               help="Also when it has shipments: cancel its open ones and keep it only as their history."),
+) -> None:
+    """Remove a carrier. One with shipments is refused (exit 1) unless --force.
+
+    Without shipments the carrier is deleted. With --force its open shipments are cancelled (a
+    `cancelled` event each, sent to webhooks) and the carrier is kept only as the history of its
+    shipments: no longer listed, assigned or polled; its name and id are not reused.
+
+    Example: trackctl carrier remove corrieos
+
+    Example: trackctl carrier remove jadlog --force
+    """
+    from ..carriers import remove_carrier
+
+    with connection(ctx) as conn:
+        removed = remove_carrier(conn, name, force=force)
+    if removed.deleted:
+        say(f"removed carrier {removed.name}")
+    else:
+        say(f"removed carrier {removed.name}: {removed.cancelled} open shipment{'s' if removed.cancelled != 1 else ''} "
+            f"cancelled; its {removed.shipments} shipment{'s' if removed.shipments != 1 else ''} keep it as their history")
 
 
 @carrier_app.command("list")

@@ -16,8 +16,8 @@ from . import app, say, settings, warn
 cron_app = typer.Typer(help="The cron schedule of trackctl's jobs, for this host.\n\nExample: trackctl cron print", no_args_is_help=True)
 app.add_typer(cron_app, name="cron")
 
-ENV_FILE_HELP = ("Dotenv file (mode 0600) holding TRACKCTL_DATABASE_URL; the jobs read it, "
-                 "so the password never appears in the crontab.")
+ENV_FILE_HELP = ("Dotenv file (mode 0600) the jobs read first, e.g. with TRACKCTL_DATABASE_URL (so its password "
+                 "never appears in the crontab) or carrier tokens; default $TRACKCTL_ENV_FILE.")
 LOG_FILE_HELP = "Where the jobs' log lines go (default: cron.log in the trackctl home directory)."
 SYSLOG_HELP = "Send the jobs' log lines to syslog/journald through logger(1) instead of a file."
 
@@ -33,47 +33,21 @@ def trackctl_executable() -> tuple[str, ...]:
     return (sys.executable, "-m", "trackctl")
 
 
-def _database_environment(conf, env_file: Optional[Path]) -> list[tuple[str, str]]:
-    """Return the variables that point the jobs at this installation's database, secrets excluded."""
-    if env_file is not None:
-        path = env_file.expanduser().resolve()
-        if not path.is_file():
-            raise UsageError(f"--env-file {str(env_file)!r} is not a file",
-                             hint="create it with a line TRACKCTL_DATABASE_URL=postgresql://...")
-        if path.stat().st_mode & 0o077:
-            warn(f"{path} can be read by other users: chmod 600 {path}")
-        return [("TRACKCTL_ENV_FILE", str(path))]
-    if conf.embedded:
-        return [("TRACKCTL_HOME", str(conf.home.resolve()))]
-    from psycopg.conninfo import conninfo_to_dict
-
-    try:
-        password = conninfo_to_dict(conf.database_url).get("password")
-    except Exception:
-        raise UsageError("the database URL is not a valid PostgreSQL connection string",
-                         hint="check TRACKCTL_DATABASE_URL or --database-url") from None
-    if not password:
-        return [("TRACKCTL_DATABASE_URL", conf.database_url)]
-    dotenv = Path(".env").resolve()
-    if dotenv.is_file():
-        from dotenv import dotenv_values
-
-        if dotenv_values(dotenv).get("TRACKCTL_DATABASE_URL") == conf.database_url:
-            if dotenv.stat().st_mode & 0o077:
-                warn(f"{dotenv} holds a password and can be read by other users: chmod 600 {dotenv}")
-            return [("TRACKCTL_ENV_FILE", str(dotenv))]
-    raise UsageError("the database URL holds a password, which does not belong in a crontab",
-                     hint="put TRACKCTL_DATABASE_URL=... in a file only you can read and pass --env-file FILE, "
-                          "or use a URL without password and ~/.pgpass")
-
-
 def installation(ctx: typer.Context, env_file: Optional[Path], log_file: Optional[Path], syslog: bool):
-    from ..cron import Installation
+    from ..config import ENV_FILE, ENV_HOME
+    from ..cron import Installation, database_environment
 
     conf = settings(ctx)
     if syslog and log_file is not None:
         raise UsageError("give --log-file or --syslog, not both")
-    env = _database_environment(conf, env_file) + [("TRACKCTL_LOG_FORMAT", "json")]
+    if env_file is None and os.environ.get(ENV_FILE):  # this shell reads one already: so do the lines
+        env_file = Path(os.environ[ENV_FILE])
+    home_given = bool(ctx.find_root().params.get("home") or os.environ.get(ENV_HOME))
+    planned = database_environment(database_url=conf.database_url, home=conf.home, home_given=home_given,
+                                   env_file=env_file, environ=os.environ, dotenv=Path(".env"))
+    for message in planned.warnings:
+        warn(message)
+    env = list(planned.variables) + [("TRACKCTL_LOG_FORMAT", "json")]
     timeout = shutil.which("timeout")
     if timeout is None:
         warn("coreutils 'timeout' is not installed: the jobs' hard time limits are left out")
@@ -91,8 +65,10 @@ def print_cmd(
 ) -> None:
     """Print the crontab block for this host: absolute paths, environment, log destination.
 
-    A database password is never printed: with one in the URL, name a file that holds it
-    (--env-file), or keep ./.env where it is (the jobs then read that file).
+    Each line names the database it runs against (the embedded home, or the URL), so cron's bare
+    environment reaches the same one as this shell. A database password is never printed: with
+    one in the URL, name a file that holds it (--env-file), or keep ./.env where it is (the jobs
+    then read that file).
 
     Example: trackctl cron print --env-file /etc/trackctl/env
     """

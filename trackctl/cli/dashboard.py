@@ -7,7 +7,6 @@ Terminal: rich tables, refreshed in place with --watch (rich Live). Pipes: plain
 from __future__ import annotations
 
 import sys
-import time
 from datetime import datetime
 from typing import Any
 
@@ -72,7 +71,8 @@ def _ago(at: datetime | None, now: datetime) -> str:
     return f"{seconds}s ago"
 
 
-OUTCOME_STYLE = {"ok": "green", "running": "cyan", "skipped": "yellow", "failed": "bold red", "died": "bold red",
+OUTCOME_STYLE = {"ok": "green", "running": "cyan", "skipped": "yellow", "partial": "yellow", "failed": "bold red",
+                 "died": "bold red",
                  "never": "dim"}
 
 
@@ -150,22 +150,29 @@ def show(d: Dashboard, fmt: str) -> None:
 
 
 def watch(conn, fmt: str, interval: float) -> None:
-    """Refresh the dashboard every `interval` seconds until Ctrl-C: live on a terminal, appended in a pipe."""
+    """Refresh the dashboard every `interval` seconds until Ctrl-C: live on a terminal, appended in a pipe.
+
+    Ctrl-C is how a watch ends: exit 0. SIGTERM ends it too, with exit 143 (trackctl/interrupts.py).
+    """
+    import signal
+
+    from .. import interrupts
     from ..dashboard import snapshot
 
-    try:
+    interrupts.install()
+    with interrupts.cooperative() as stop:
         if fmt == "table":
             from rich.console import Console
             from rich.live import Live
 
             with Live(renderable(snapshot(conn)), console=Console(file=sys.stdout), auto_refresh=False,
                       screen=False) as live:
-                while True:
-                    time.sleep(interval)
+                while not stop.wait(interval):
                     live.update(renderable(snapshot(conn)), refresh=True)
         else:
             while True:
                 show(snapshot(conn), fmt)
-                time.sleep(interval)
-    except KeyboardInterrupt:
-        return
+                if stop.wait(interval):
+                    break
+    if stop.signum not in (None, signal.SIGINT):
+        raise stop.interrupted()

@@ -25,7 +25,8 @@ def demo_cmd(
     The simulator moves each parcel one status further every second; poll and notify cycles run
     (and are recorded like cron's runs) until every demo shipment is delivered and its webhooks
     have reached a receiver the demo runs on 127.0.0.1. On a terminal the dashboard is shown as
-    it goes; a summary ends it.
+    it goes; a summary ends it. The demo uses its own carrier, pool and subscriber only: your
+    subscribers get none of its events and your deliveries are left alone.
 
     Example: pip install . && trackctl demo
     """
@@ -33,7 +34,7 @@ def demo_cmd(
 
     from ..demo import run_demo
     from ..output import emit_one
-    from .jobs import interactive
+    from .jobs import interactive, start_job
 
     if not settings(ctx).embedded and not yes:
         if not sys.stdin.isatty():
@@ -41,6 +42,7 @@ def demo_cmd(
                              hint="pass --yes to confirm, or unset TRACKCTL_DATABASE_URL to use the embedded one")
         typer.confirm("The demo writes a demo carrier, demo orders and their events to the configured database. "
                       "Go on?", abort=True, err=True)
+    start_job(ctx)
     with connection(ctx) as conn:
         if interactive():
             summary = _live(conn, orders)

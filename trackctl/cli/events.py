@@ -61,33 +61,43 @@ def events_cmd(
     from ..events import parse_cursor
     from ..outbox import parse_types
 
+    from .. import interrupts
+
     position = parse_cursor(after)
     type_list = parse_types(types)
+    # Ctrl-C and SIGTERM end a stream between two pages (a group's collector after acknowledging
+    # the batch it printed) within a second, exit 130 or 143 (trackctl/interrupts.py).
+    interrupts.install()
     if group is not None:
         _collect(ctx, group, position if after is not None else None, type_list, limit, follow, float(lease))
         return
     from ..events import stream
 
-    with connection(ctx) as conn, pipe_output():
+    with connection(ctx) as conn, pipe_output(), interrupts.cooperative() as stop:
         for page in stream(conn, after=position, types=type_list, limit=limit, follow=follow,
-                           keep_going=_reader_alive):
+                           keep_going=lambda: not stop.is_set() and _reader_alive()):
             sys.stdout.write("\n".join(line for _, line in page) + "\n")
             if follow:
                 sys.stdout.flush()
+            if stop.is_set():
+                break
+    if stop.is_set():
+        raise stop.interrupted()
 
 
 def _collect(ctx: typer.Context, group: str, after: Optional[int], types: Optional[list[str]],
              limit: Optional[int], follow: bool, lease: float) -> None:
+    from .. import interrupts
     from ..events import GROUP_BATCH, Collector
 
-    with connection(ctx) as conn, pipe_output():
+    with connection(ctx) as conn, pipe_output(), interrupts.cooperative() as stop:
         collector = Collector(conn, group, types=types, after=after, lease=lease)
         collector.join()
         taken = 0
-        while limit is None or taken < limit:
+        while (limit is None or taken < limit) and not stop.is_set():
             batch = collector.take(GROUP_BATCH if limit is None else min(GROUP_BATCH, limit - taken))
             if batch is None:
-                if not follow or not collector.wait(_reader_alive):
+                if not follow or not collector.wait(lambda: not stop.is_set() and _reader_alive()):
                     break
                 continue
             if batch.events:
@@ -98,6 +108,8 @@ def _collect(ctx: typer.Context, group: str, after: Optional[int], types: Option
                      "another collector may have printed it too (raise --lease)")
             taken += len(batch.events)
         collector.leave()
+    if stop.is_set():
+        raise stop.interrupted()
 
 
 @events_app.command("groups")

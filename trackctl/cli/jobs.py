@@ -1,11 +1,13 @@
-"""What every cron-able command shares: its run recorded, its logs bound to the run, a progress bar.
+"""What every cron-able command shares on the CLI side: logging and signals set up, a progress bar.
 
-A command becomes a recorded job with one `with`:
+The jobs themselves (their run records, outcomes, counts and exit codes) are library functions in
+trackctl/jobs.py. A command is:
 
-    with connection(ctx) as conn, recorded(ctx, conn, "refill") as run:
-        results = refill(conn, pool, progress=bar)
-        run.count(generated=...)
-        if nothing_could_be_done: run.skip("another host holds the lock")
+    start_job(ctx)
+    with connection(ctx) as conn, progress("refill", unit="codes") as bar:
+        result = jobs.refill(conn, pool, progress=bar)
+    emit(result.data, ...)
+    result.raise_problem()      # the error line and exit code of a partial or failed run
 
 `progress(...)` gives the callback domain functions accept: `callback(advanced, expected=None)`.
 On a terminal (stderr) it drives a rich progress bar; in a pipe, under cron or with JSON logs it
@@ -15,39 +17,28 @@ does nothing, so scripts and log files never see control characters.
 from __future__ import annotations
 
 import contextlib
-import signal
 import sys
 from collections.abc import Callable, Iterator
 from typing import Optional
 
 import typer
 
-from ..errors import Terminated
 from . import settings, setup_logging
 
 ProgressCallback = Callable[..., None]
 
 
-def _terminated(signum: int, frame: object) -> None:
-    raise Terminated("terminated by SIGTERM", hint="the job ran past its time limit, or was stopped")
+def start_job(ctx: typer.Context) -> None:
+    """Set up logging and route SIGINT/SIGTERM to the stop flag the jobs check (trackctl/interrupts.py).
 
-
-@contextlib.contextmanager
-def recorded(ctx: typer.Context, conn, job: str) -> Iterator:
-    """Record the run of `job` on `conn` around the block; yield the run's recorder.
-
-    SIGTERM (from `timeout` in the crontab, systemd, kill) ends the job through the usual error
-    path, so its run is stored as failed rather than left running.
+    SIGTERM (from `timeout` in the crontab, systemd, kill) and Ctrl-C then end the job promptly
+    with its run recorded (counts so far, partial or failed, "interrupted by SIGINT"), exit 130
+    or 143.
     """
-    from ..runs import recorded_run
+    from .. import interrupts
 
     setup_logging(settings(ctx))
-    previous = signal.signal(signal.SIGTERM, _terminated)
-    try:
-        with recorded_run(conn, job) as run:
-            yield run
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    interrupts.install()
 
 
 def interactive() -> bool:

@@ -28,8 +28,10 @@ def metrics_cmd(
 
     Example (cron): * * * * * trackctl metrics --textfile-dir /var/lib/node_exporter/textfile
     """
-    from ..metrics import exposition, read_metrics, write_textfile
+    from ..metrics import check_textfile_dir, exposition, read_metrics, write_textfile
 
+    if textfile_dir is not None:
+        check_textfile_dir(textfile_dir)  # before the database: a typo is refused, never created
     try:
         with connection(ctx) as conn:
             text = exposition(read_metrics(conn))

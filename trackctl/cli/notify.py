@@ -8,7 +8,7 @@ import typer
 
 from . import FORMAT_HELP, Format, app, connection, fmt_value
 
-REPORT_COLUMNS = ["delivered", "failed", "dead", "disabled", "lost_leases", "seconds"]
+REPORT_COLUMNS = ["delivered", "failed", "dead", "disabled", "lost_leases", "released", "breakers", "seconds"]
 
 
 @app.command("notify")
@@ -20,23 +20,28 @@ def notify_cmd(
              "without it, stop as soon as nothing is due."),
     follow: bool = typer.Option(False, "--follow", help="Keep running and deliver new events as they come "
                                                         "(until --budget or Ctrl-C)."),
-    concurrency: int = typer.Option(16, "--concurrency", min=1, max=512, help="Requests in flight at once."),
+    concurrency: int = typer.Option(16, "--concurrency", min=1, max=512,
+                                    help="Requests in flight at once to one subscriber (each has its own lane; "
+                                         "its --max-in-flight caps it too)."),
     timeout: str = typer.Option("10s", "--timeout", metavar="DURATION",
-                                help="Total time one request may take (connect, send, answer)."),
+                                help="Total time one request may take (connect, send, answer); "
+                                     "connecting gets at most 3 s of it."),
     fmt: Optional[Format] = typer.Option(None, "--format", help=FORMAT_HELP),
 ) -> None:
     """Deliver due webhook deliveries: signed POSTs, retried on each subscriber's schedule.
 
     A delivery is done only after a 2xx; after its last attempt it is dead (see 'trackctl webhook
-    replay'); 410 Gone disables the subscriber. Safe to run on several hosts at once.
+    replay'); 410 Gone disables the subscriber. Safe to run on several hosts at once. Each
+    subscriber has its own lane and breaker: one that never answers slows only itself. Ctrl-C or
+    SIGTERM ends the run within a second or two; unfinished deliveries stay pending.
 
     Example (cron): * * * * * trackctl notify --budget 30s
     """
+    from .. import jobs
     from ..logs import get_logger
     from ..names import parse_duration
-    from ..notify import deliver
     from ..output import emit_one
-    from .jobs import progress, recorded
+    from .jobs import progress, start_job
 
     budget_s = float(parse_duration(budget)) if budget is not None else None
     timeout_s = float(parse_duration(timeout))
@@ -53,17 +58,20 @@ def notify_cmd(
             log.debug("delivery %s (%s) to webhook %s failed (%s): %s", c.id, c.event_id, c.subscriber_id,
                       new_status, outcome.error)
 
-    with connection(ctx) as conn, recorded(ctx, conn, "notify") as run, \
-            progress("notify", unit="attempts") as bar:
+    start_job(ctx)
+    with connection(ctx) as conn, progress("notify", unit="attempts") as bar:
 
         def observe(outcome, new_status: str) -> None:
             bar(1)
             on_outcome(outcome, new_status)
 
-        report = deliver(conn, budget=budget_s, follow=follow, concurrency=concurrency, timeout=timeout_s,
-                         on_outcome=observe)
-        run.count(delivered=report.delivered, failed=report.failed, dead=report.dead, disabled=report.disabled)
-        for sub_id in report.disabled_ids:
-            log.warning("webhook %s is disabled: its endpoint answered 410 Gone (enable it again with "
-                        "'trackctl webhook enable %s')", sub_id, sub_id)
+        # SIGINT/SIGTERM set the stop flag the engine checks (trackctl/interrupts.py): it abandons
+        # its requests, releases its rows, and the run is recorded with its counts.
+        result = jobs.notify(conn, budget=budget_s, follow=follow, concurrency=concurrency, timeout=timeout_s,
+                             on_outcome=observe)
+    report = result.data
+    for sub_id in report.disabled_ids:
+        log.warning("webhook %s is disabled: its endpoint answered 410 Gone (enable it again with "
+                    "'trackctl webhook enable %s')", sub_id, sub_id)
     emit_one(report, REPORT_COLUMNS, fmt_value(fmt))
+    result.raise_problem()

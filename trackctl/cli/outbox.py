@@ -29,13 +29,14 @@ def prune_cmd(
     """
     from datetime import timedelta
 
+    from .. import jobs
     from ..names import parse_duration
-    from ..outbox import prune
     from ..output import emit_one
-    from .jobs import recorded
+    from .jobs import start_job
 
     age = timedelta(seconds=parse_duration(older_than))
-    with connection(ctx) as conn, recorded(ctx, conn, "outbox-prune") as run:
-        removed = prune(conn, age, include_dead=include_dead)
-        run.count(removed=removed)
-    emit_one({"removed": removed}, ["removed"], fmt_value(fmt))
+    start_job(ctx)
+    with connection(ctx) as conn:
+        result = jobs.outbox_prune(conn, age, include_dead=include_dead)
+    emit_one({"removed": result.data}, ["removed"], fmt_value(fmt))
+    result.raise_problem()

@@ -26,44 +26,31 @@ def poll_cmd(
     """Fetch every due, unfinished shipment from its carrier and record new events.
 
     Prints one summary line per carrier. Exits 6 when any request failed (failures are listed
-    on stderr); everything that succeeded is recorded either way. Several hosts may run it at
+    on stderr; the run is recorded as partial, or failed when no request succeeded); everything
+    that succeeded is recorded either way. Ctrl-C or SIGTERM abandons the requests under way and
+    gives their shipments back for the next run (exit 130 or 143). Several hosts may run it at
     once: they share the due shipments and each carrier's concurrency cap.
 
     Example (cron): * * * * * trackctl poll --budget 30s
 
     Example: trackctl poll --carrier correios --all --format json
     """
-    from ..errors import PartialFailure
+    from .. import jobs
     from ..names import parse_duration
     from ..output import emit
-    from ..poll import poll
-    from .jobs import progress, recorded
+    from .jobs import progress, start_job
 
     seconds = parse_duration(budget)
-    with connection(ctx) as conn, recorded(ctx, conn, "poll") as run:
-        with progress("poll", unit="requests") as bar:
-            report = poll(conn, carrier=carrier, budget=seconds, all_due=all_due, progress=bar)
-        run.count(carriers=len(report.carriers), polled=report.polled,
-                  ok=sum(c.ok for c in report.carriers), failed=sum(c.failed for c in report.carriers),
-                  rate_limited=sum(c.rate_limited for c in report.carriers),
-                  new_events=sum(c.new_events for c in report.carriers),
-                  changed=sum(c.changed for c in report.carriers), stale=sum(c.stale for c in report.carriers))
-        # per carrier, for `trackctl metrics` (trackctl_poll_failures_recent)
-        run.count(by_carrier={c.carrier: {"polled": c.polled, "failed": c.failed + c.rate_limited,
-                                          "rate_limited": c.rate_limited}
-                              for c in report.carriers})
+    start_job(ctx)
+    with connection(ctx) as conn, progress("poll", unit="requests") as bar:
+        result = jobs.poll(conn, carrier=carrier, budget=seconds, all_due=all_due, progress=bar)
+    report = result.data
     for f in report.failures[:FAILURES_SHOWN]:
         warn(f"poll: {f.carrier}{' ' + f.code if f.code else ''}: {f.reason}")
     if len(report.failures) > FAILURES_SHOWN:
         warn(f"poll: ... and {len(report.failures) - FAILURES_SHOWN} more failures")
     emit(report.carriers, SUMMARY_COLUMNS, fmt_value(fmt))
-    if report.failed:
-        what = [f"{report.failed_requests} of {report.polled} carrier requests failed"] if report.failed_requests else []
-        if report.unavailable:
-            what.append(f"{report.unavailable} carrier{'s' if report.unavailable > 1 else ''} could not be polled")
-        raise PartialFailure(" and ".join(what) + " (see above); everything else was recorded",
-                             hint="failed shipments back off and are retried by later runs; "
-                                  "see 'trackctl carrier show NAME'")
+    result.raise_problem()
 
 
 @app.command("sweep-stale")
@@ -78,11 +65,12 @@ def sweep_stale_cmd(
 
     Example (cron): 7 * * * * trackctl sweep-stale
     """
+    from .. import jobs
     from ..output import emit
-    from ..shipments import sweep_stale
-    from .jobs import recorded
+    from .jobs import start_job
 
-    with connection(ctx) as conn, recorded(ctx, conn, "sweep-stale") as run:
-        changes = sweep_stale(conn)
-        run.count(flagged=len(changes))
-    emit(changes, STALE_COLUMNS, fmt_value(fmt))
+    start_job(ctx)
+    with connection(ctx) as conn:
+        result = jobs.sweep_stale(conn)
+    emit(result.data, STALE_COLUMNS, fmt_value(fmt))
+    result.raise_problem()

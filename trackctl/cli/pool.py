@@ -18,7 +18,8 @@ LEVEL_COLUMNS = ["name", "kind", "target", "free", "assigned"]
 def create_cmd(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Lowercase pool name."),
-    target: int = typer.Option(200, "--target", help="Free codes refill keeps ready."),
+    target: Optional[int] = typer.Option(None, "--target", show_default=False,
+                                         help="Free codes refill keeps ready [default: 200; an S10 pool: at most its range]."),
     kind: str = typer.Option("uuid", "--kind", help="Kind of code: uuid, or s10 (UPU S10 from a carrier's range)."),
     prefix: Optional[str] = typer.Option(None, "--prefix", help="S10: the two service letters, e.g. AA."),
     country: Optional[str] = typer.Option(None, "--country", help="S10: the two-letter country code, e.g. BR."),
@@ -38,7 +39,9 @@ def create_cmd(
         s10 = parse_s10_range(prefix or "", country or "", serials or "")
     with connection(ctx) as conn:
         pool = create_pool(conn, name, target, kind, s10=s10)
-    say(f"created pool {pool.name} ({pool.kind}, target {pool.target}); fill it with 'trackctl refill --pool {pool.name}'")
+    capped = " (the whole S10 range)" if target is None and s10 is not None and pool.target == s10.last - s10.first + 1 else ""
+    say(f"created pool {pool.name} ({pool.kind}, target {pool.target}{capped}); "
+        f"fill it with 'trackctl refill --pool {pool.name}'")
 
 
 @pool_app.command("set")
@@ -56,6 +59,21 @@ def set_cmd(
     with connection(ctx) as conn:
         pool = set_target(conn, name, target)
     say(f"pool {pool.name} target is now {pool.target}")
+
+
+@pool_app.command("remove")
+def remove_cmd(ctx: typer.Context, name: str = typer.Argument(..., help="Pool name.")) -> None:
+    """Remove a pool nobody uses: no carrier draws from it and none of its codes is assigned.
+
+    Its free codes are deleted with it. A pool in use is refused (exit 1) and left as it was.
+
+    Example: trackctl pool remove express
+    """
+    from ..pools import remove_pool
+
+    with connection(ctx) as conn:
+        removed = remove_pool(conn, name)
+    say(f"removed pool {removed.name} ({removed.free_codes} free code{'s' if removed.free_codes != 1 else ''} deleted)")
 
 
 @pool_app.command("list")
@@ -102,25 +120,16 @@ def refill_cmd(
 
     Example (cron): */5 * * * * trackctl refill
     """
+    from .. import jobs
     from ..logs import get_logger
     from ..output import emit
-    from ..pools import refill
-    from .jobs import progress, recorded
+    from .jobs import progress, start_job
 
-    with connection(ctx) as conn, recorded(ctx, conn, "refill") as run:
-        with progress("refill", unit="codes") as bar:
-            results = refill(conn, pool, progress=bar)
-        skipped = [r.pool for r in results if r.skipped]
-        for name in skipped:
-            get_logger("refill").info(f"pool {name}: skipped, another refill is filling it")
-        run.count(pools=len(results), generated=sum(r.generated for r in results), skipped=len(skipped))
-        if results and len(skipped) == len(results):
-            run.skip("another refill held the lock of every pool")
-    emit([r for r in results if not r.skipped], ["pool", "target", "free_before", "generated"], fmt_value(fmt))
-    exhausted = [r.pool for r in results if r.exhausted]
-    if exhausted:
-        from ..errors import PoolExhausted
-
-        raise PoolExhausted(f"S10 serial range used up before reaching the target: {', '.join(exhausted)}",
-                            hint="ask the carrier for a new range, create a pool with it and point the carrier "
-                                 "at it ('trackctl carrier set CARRIER --pool NAME')")
+    start_job(ctx)
+    with connection(ctx) as conn, progress("refill", unit="codes") as bar:
+        result = jobs.refill(conn, pool, progress=bar)
+    for r in result.data:
+        if r.skipped:
+            get_logger("refill").info(f"pool {r.pool}: skipped, another refill is filling it")
+    emit([r for r in result.data if not r.skipped], ["pool", "target", "free_before", "generated"], fmt_value(fmt))
+    result.raise_problem()

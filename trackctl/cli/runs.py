@@ -14,6 +14,14 @@ app.add_typer(runs_app, name="runs")
 COLUMNS = ["id", "job", "host", "pid", "started_at", "finished_at", "seconds", "outcome", "counts", "error"]
 
 
+def table_layout():
+    """On a terminal: run ids by their first 8 characters; on a narrow one, what ran, when, how it ended."""
+    from ..output import TableLayout
+
+    return TableLayout(drop=("finished_at", "pid", "host", "id", "counts"), short=("id",),
+                       labels={"started_at": "started", "finished_at": "finished", "seconds": "secs"})
+
+
 @runs_app.callback()
 def runs_cmd(
     ctx: typer.Context,
@@ -40,7 +48,7 @@ def runs_cmd(
         return
     records = [{**{c: getattr(r, c) for c in COLUMNS}, "counts": counts_text(r.counts)} for r in runs]
     with pipe_output():
-        emit(records, COLUMNS, fmt_name)
+        emit(records, COLUMNS, fmt_name, layout=table_layout())
 
 
 @runs_app.command("prune")
@@ -54,10 +62,12 @@ def prune_cmd(
     """
     from datetime import timedelta
 
+    from .. import jobs
     from ..names import parse_duration
-    from ..runs import prune_runs
-    from .jobs import recorded
+    from .jobs import start_job
 
     age = timedelta(seconds=parse_duration(older_than))
-    with connection(ctx) as conn, recorded(ctx, conn, "runs-prune") as run:
-        run.count(deleted=prune_runs(conn, age))
+    start_job(ctx)
+    with connection(ctx) as conn:
+        result = jobs.runs_prune(conn, age)
+    result.raise_problem()

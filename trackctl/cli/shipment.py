@@ -16,19 +16,23 @@ def cancel_cmd(
     ctx: typer.Context,
     ref: str = typer.Argument(..., metavar="ORDER|CODE", help="A tracking code, or an order id (all its shipments)."),
     note: Optional[str] = typer.Option(None, "--note", help="Why; stored as the event's description."),
+    carrier: Optional[str] = typer.Option(None, "--carrier", help="Only this carrier's shipments of the order (name or id)."),
     fmt: Optional[Format] = typer.Option(None, "--format", help=FORMAT_HELP),
 ) -> None:
     """Cancel a shipment, or every shipment of an order; refused for delivered or returned ones.
 
-    All or nothing for an order. Cancelled shipments are no longer polled.
+    All or nothing for an order. Cancelled shipments are no longer polled, and their code is
+    not handed out again ('trackctl assign ORDER CARRIER --next-parcel' takes a new one).
 
     Example: trackctl cancel 42 --note "customer cancelled"
+
+    Example: trackctl cancel 42 --carrier jadlog
     """
     from ..output import emit
     from ..shipments import cancel
 
     with connection(ctx) as conn:
-        changes = cancel(conn, ref, note)
+        changes = cancel(conn, ref, note, carrier=carrier)
     done = [c for c in changes if c.changed]
     already = len(changes) - len(done)
     say(f"cancelled {len(done)} shipment{'s' if len(done) != 1 else ''}"

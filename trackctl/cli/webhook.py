@@ -15,6 +15,25 @@ app.add_typer(webhook_app, name="webhook")
 SHOWN_COLUMNS = ["id", "url", "types", "retry_schedule", "max_in_flight", "secret"]
 
 
+def list_layout():
+    """`webhook list` on a terminal: id, URL, types and state first; the rest as the width allows."""
+    from ..output import TableLayout
+
+    return TableLayout(drop=("created_at", "rotating_until", "secret", "retry_schedule", "disabled_reason",
+                             "max_in_flight"),
+                       labels={"retry_schedule": "retries", "max_in_flight": "max", "disabled_reason": "disabled",
+                               "rotating_until": "rotating"})
+
+
+def deliveries_layout():
+    """`webhook deliveries` on a terminal: what failed and when it is tried next, before the ids."""
+    from ..output import TableLayout
+
+    return TableLayout(drop=("event_id", "delivered_at", "last_attempt_at", "subscriber_id", "type"),
+                       labels={"subscriber_id": "sub", "attempts": "tries", "next_attempt_at": "next",
+                               "last_attempt_at": "last", "last_status": "http", "delivered_at": "delivered"})
+
+
 @webhook_app.command("add")
 def add_cmd(
     ctx: typer.Context,
@@ -70,7 +89,7 @@ def list_cmd(ctx: typer.Context, fmt: Optional[Format] = typer.Option(None, "--f
 
     with connection(ctx) as conn:
         subs = list_subscribers(conn)
-    emit([s.listing() for s in subs], LISTING_COLUMNS, fmt_value(fmt))
+    emit([s.listing() for s in subs], LISTING_COLUMNS, fmt_value(fmt), layout=list_layout())
 
 
 @webhook_app.command("remove")
@@ -112,6 +131,65 @@ def rotate_cmd(
         + f"; the old one also signs until {sub.previous_until:%Y-%m-%d %H:%M:%S %Z}")
 
 
+@webhook_app.command("set")
+def set_cmd(
+    ctx: typer.Context,
+    subscriber: int = typer.Argument(..., metavar="ID", help="Subscriber id."),
+    url: Optional[str] = typer.Option(None, "--url", help="New http:// or https:// URL."),
+    types: Optional[str] = typer.Option(None, "--types", metavar="TYPE,...|*",
+                                        help="Only these event types from now on ('*': all types)."),
+    max_in_flight: Optional[int] = typer.Option(None, "--max-in-flight", min=1, max=256,
+                                                help="Concurrent requests to this endpoint per notify process."),
+    fmt: Optional[Format] = typer.Option(None, "--format", help=FORMAT_HELP),
+) -> None:
+    """Change a subscriber's URL, event types or in-flight cap; its secret and deliveries stay.
+
+      trackctl webhook set 3 --url https://example.com/new-hooks
+
+      trackctl webhook set 3 --types '*' --max-in-flight 4
+    """
+    from ..outbox import parse_types
+    from ..webhooks import ALL_TYPES, update_subscriber
+
+    chosen = None
+    if types is not None:
+        chosen = ALL_TYPES if types.strip() in ("*", "") else parse_types(types)
+    with connection(ctx) as conn:
+        sub = update_subscriber(conn, subscriber, url=url, types=chosen, max_in_flight=max_in_flight)
+    _show(sub, reveal=False, fmt=fmt)
+    say(f"webhook {sub.id} is updated")
+
+
+PING_COLUMNS = ["subscriber_id", "url", "event_id", "status", "error", "seconds"]
+
+
+@webhook_app.command("test")
+def test_cmd(
+    ctx: typer.Context,
+    subscriber: int = typer.Argument(..., metavar="ID", help="Subscriber id."),
+    timeout: str = typer.Option("10s", "--timeout", metavar="DURATION", help="Total time the request may take."),
+    fmt: Optional[Format] = typer.Option(None, "--format", help=FORMAT_HELP),
+) -> None:
+    """Send one signed 'webhook.test' event to a subscriber and print how it answered.
+
+    Signed and sent exactly like a delivery (same headers, same client), but nothing is queued
+    or recorded. Exit status 0 for a 2xx answer, 1 for any other answer or none.
+
+      trackctl webhook test 3
+    """
+    from ..errors import TrackctlError
+    from ..lanes import ping_subscriber
+    from ..names import parse_duration
+    from ..output import emit_one
+
+    with connection(ctx) as conn:
+        result = ping_subscriber(conn, subscriber, timeout=float(parse_duration(timeout)))
+    emit_one(result, PING_COLUMNS, fmt_value(fmt))
+    if not result.ok:
+        raise TrackctlError(f"webhook {subscriber} did not accept the test event: {result.error}",
+                            hint="check the URL with 'trackctl webhook list' and the receiver's logs")
+
+
 @webhook_app.command("enable")
 def enable_cmd(ctx: typer.Context, subscriber: int = typer.Argument(..., metavar="ID", help="Subscriber id.")) -> None:
     """Enable a subscriber again after a 410 Gone disabled it; its pending deliveries resume.
@@ -142,7 +220,7 @@ def deliveries_cmd(
 
     with connection(ctx) as conn:
         rows = list_deliveries(conn, status=status, subscriber_id=subscriber, limit=limit)
-    emit(rows, DELIVERY_COLUMNS, fmt_value(fmt))
+    emit(rows, DELIVERY_COLUMNS, fmt_value(fmt), layout=deliveries_layout())
 
 
 @webhook_app.command("replay")
