@@ -23,6 +23,7 @@ Setup (pre-filling pools, bulk history with INSERT ... SELECT generate_series, a
 VACUUM ANALYZE after each bulk change, standing in for autovacuum) is never timed.
 
     /tmp/dev/bin/python bench/bench_foundation.py [--rows N] [--history N] [--database-url URL]
+                                                  [--only claims,single,refill,batch]
 
 Without --database-url an embedded PostgreSQL is started in a temporary directory and stopped
 and removed at the end. A URL must name a scratch database: the benchmark migrates it and
@@ -46,7 +47,7 @@ from pathlib import Path
 import psycopg
 
 from scratch import say, scratch_database, trackctl_command
-from trackctl.assign import ASSIGN_ONE, assign
+from trackctl.assign import SQL, assign
 from trackctl.carriers import add_carrier
 from trackctl.pools import create_pool, refill
 
@@ -199,7 +200,7 @@ def bench_claims(conn: psycopg.Connection, url: str, claims: int, history: int) 
         for i in range(count):
             params = {"order_id": f"explain-{tag}-{i}", "carrier": carrier.name, "carrier_id": None,
                       "parcel": 1, "next_parcel": False}
-            plan = claim_conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + ASSIGN_ONE, params).fetchone()[0][0]
+            plan = claim_conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + SQL.assign_one, params).fetchone()[0][0]
             touched.append(plan["Plan"]["Shared Hit Blocks"] + plan["Plan"]["Shared Read Blocks"])
             planning.append(plan["Planning Time"])
             execution.append(plan["Execution Time"])
@@ -238,7 +239,7 @@ def bench_single(conn: psycopg.Connection, url: str, runs: int, work: Path) -> t
     pool, carrier = make_carrier(conn, "single")
     conn.execute(PREFILL, (pool.id, 2 * runs + 10))
     vacuum(conn)
-    bare_code = BARE_CLAIM.format(sql=ASSIGN_ONE)
+    bare_code = BARE_CLAIM.format(sql=SQL.assign_one)
     product, bare, empty = [], [], []
 
     def product_run(order: str) -> float:
@@ -403,20 +404,31 @@ def main() -> int:
     parser.add_argument("--claims", type=int, default=2_000, help="claims timed per history size")
     parser.add_argument("--runs", type=int, default=30, help="single-assign processes per side")
     parser.add_argument("--database-url", help="a scratch database (default: a temporary embedded server)")
+    parser.add_argument("--only", default="claims,single,refill,batch",
+                        help="comma-separated parts to run: claims, single, refill, batch (default: all)")
     opts = parser.parse_args()
-    if opts.history <= 2 * SMALL_HISTORY + opts.claims + 50:
+    parts = set(opts.only.split(","))
+    if parts - {"claims", "single", "refill", "batch"}:
+        parser.error(f"unknown parts in --only: {', '.join(sorted(parts - {'claims', 'single', 'refill', 'batch'}))}")
+    if "claims" in parts and opts.history <= 2 * SMALL_HISTORY + opts.claims + 50:
         parser.error(f"--history must be well above {SMALL_HISTORY} plus the claims")
 
     with scratch_database(opts.database_url, "trackctl-bench-") as scratch:
         conn, url, work = scratch.conn, scratch.url, scratch.work
-        claimed, durable = bench_claims(conn, url, opts.claims, opts.history)
-        results = [claimed]
-        single, empty = bench_single(conn, url, opts.runs, work)
-        results.append(single)
-        refilled, refill_extra = bench_refill(conn, url, opts.rows, work)
-        results.append(refilled)
-        batched, raw_events = bench_batch(conn, url, opts.rows, work)
-        results.append(batched)
+        results = []
+        durable = empty = refill_extra = raw_events = batched = refilled = None
+        if "claims" in parts:
+            claimed, durable = bench_claims(conn, url, opts.claims, opts.history)
+            results.append(claimed)
+        if "single" in parts:
+            single, empty = bench_single(conn, url, opts.runs, work)
+            results.append(single)
+        if "refill" in parts:
+            refilled, refill_extra = bench_refill(conn, url, opts.rows, work)
+            results.append(refilled)
+        if "batch" in parts:
+            batched, raw_events = bench_batch(conn, url, opts.rows, work)
+            results.append(batched)
         offenders = import_offenders(url, work)
 
     results.sort(key=lambda r: r.label)
@@ -425,7 +437,7 @@ def main() -> int:
     print(f"  {scratch.where}, PostgreSQL {scratch.server_version}; "
           f"Python {platform.python_version()}, psycopg {psycopg.__version__}")
     print(f"  {os.cpu_count()} CPUs, load average at end {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"  --rows {opts.rows} --history {opts.history} --claims {opts.claims} --runs {opts.runs}")
+    print(f"  --rows {opts.rows} --history {opts.history} --claims {opts.claims} --runs {opts.runs} --only {opts.only}")
     print()
     width = max(len(r.label) for r in results)
     print(f"{'measure':<{width}}  {'trackctl':>20}  {'raw / bare':>20}  {'ratio':>6}  {'target':>7}  result")
@@ -434,23 +446,26 @@ def main() -> int:
               f"{'PASS' if r.ok else 'FAIL'}")
     print()
     print("for information:")
-    if raw_events is not None:
+    if batched is not None and raw_events is not None:
         product_s = float(batched.product.split()[0])
         print(f"  batch, raw SQL that also writes the outbox events trackctl writes (same work): {raw_events:.3f} s "
               f"({opts.rows / raw_events:,.0f}/s), ratio raw-with-events/trackctl {raw_events / product_s:.2f}")
-    print(f"  refill, raw side split: uuid4 generation {refill_extra['raw_generate']:.3f} s, "
-          f"COPY {refill_extra['raw_copy_only']:.3f} s; ratio COPY-only/trackctl "
-          f"{refill_extra['raw_copy_only'] / float(refilled.product.split()[0]):.2f}")
-    print(f"  refill through the library (trackctl.pools.refill, in process): {refill_extra['library']:.3f} s, "
-          f"ratio raw/library {refill_extra['raw'] / refill_extra['library']:.2f}")
-    print(f"  claim latency with synchronous_commit on (durable commit, median of {max(opts.claims // 4, 50)}): "
-          f"{durable[0] * 1e3:.3f} ms with the large history, {durable[1] * 1e3:.3f} ms with the small one, "
-          f"ratio {durable[0] / durable[1]:.2f}")
-    (large_pages, large_plan, large_exec), (small_pages, small_plan, small_exec) = durable[2], durable[3]
-    print(f"  one claim as the server sees it (EXPLAIN ANALYZE BUFFERS, median of 21), large / small history: "
-          f"pages {large_pages} / {small_pages}, planning {large_plan:.3f} / {small_plan:.3f} ms, "
-          f"execution {large_exec:.3f} / {small_exec:.3f} ms")
-    print(f"  python -c pass: {empty * 1e3:.0f} ms (median)")
+    if refilled is not None:
+        print(f"  refill, raw side split: uuid4 generation {refill_extra['raw_generate']:.3f} s, "
+              f"COPY {refill_extra['raw_copy_only']:.3f} s; ratio COPY-only/trackctl "
+              f"{refill_extra['raw_copy_only'] / float(refilled.product.split()[0]):.2f}")
+        print(f"  refill through the library (trackctl.pools.refill, in process): {refill_extra['library']:.3f} s, "
+              f"ratio raw/library {refill_extra['raw'] / refill_extra['library']:.2f}")
+    if durable is not None:
+        print(f"  claim latency with synchronous_commit on (durable commit, median of {max(opts.claims // 4, 50)}): "
+              f"{durable[0] * 1e3:.3f} ms with the large history, {durable[1] * 1e3:.3f} ms with the small one, "
+              f"ratio {durable[0] / durable[1]:.2f}")
+        (large_pages, large_plan, large_exec), (small_pages, small_plan, small_exec) = durable[2], durable[3]
+        print(f"  one claim as the server sees it (EXPLAIN ANALYZE BUFFERS, median of 21), large / small history: "
+              f"pages {large_pages} / {small_pages}, planning {large_plan:.3f} / {small_plan:.3f} ms, "
+              f"execution {large_exec:.3f} / {small_exec:.3f} ms")
+    if empty is not None:
+        print(f"  python -c pass: {empty * 1e3:.0f} ms (median)")
     print("  costliest imports of one `trackctl assign` (python -X importtime, cumulative):")
     for name, importer, cum_us in offenders:
         print(f"    {name:<28} {cum_us / 1e3:7.1f} ms  {'(top level)' if not importer else 'imported by ' + importer}")

@@ -114,13 +114,13 @@ def test_claims_do_not_step_over_assigned_history_to_find_free_codes(conn):
 
     rows = "".join(f"{i}\to{i}\t{carrier.id}\t{pool.id}\t1\n" for i in range(500))
     with conn.transaction(force_rollback=True):
-        conn.execute(claims.BATCH_TABLE)
-        with conn.cursor() as cur, cur.copy(claims.BATCH_COPY) as copy:
+        conn.execute(claims.SQL.batch_table)
+        with conn.cursor() as cur, cur.copy(claims.SQL.batch_copy) as copy:
             copy.write(rows)
-        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN (ANALYZE, FORMAT TEXT) " + claims.BATCH_CLAIM))
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN (ANALYZE, FORMAT TEXT) " + claims.SQL.batch_claim))
     assert "rows=500" in plan and stepped_over(plan) < 500, f"{stepped_over(plan)} rows stepped over:\n{plan}"
 
     params = {"order_id": "single", "carrier": "c-fresh", "carrier_id": None, "parcel": 1, "next_parcel": False}
     with conn.transaction(force_rollback=True):
-        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN (ANALYZE, FORMAT TEXT) " + claims.ASSIGN_ONE, params))
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN (ANALYZE, FORMAT TEXT) " + claims.SQL.assign_one, params))
     assert "LockRows" in plan and stepped_over(plan) < 10, f"{stepped_over(plan)} rows stepped over:\n{plan}"

@@ -1,14 +1,19 @@
-"""A run builds only the command it names (start-up cost), with the same options and help as the whole app."""
+"""Start-up cost: the plain `assign ORDER CARRIER` runs without typer (trackctl.entry), and any other
+run builds only the command it names, with the same options and help as the whole app."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 import typer
 import typer.main
 
 from trackctl.cli import app, app_for
+from trackctl.entry import AssignCall, plain_assign
 
 
 def names(typer_app) -> set[str]:
@@ -81,5 +86,124 @@ def test_rich_is_never_imported_when_output_goes_to_a_pipe(cli, stocked):
     for args, stdin in runs:
         proc = subprocess.run(command + args, input=stdin, capture_output=True, text=True, env=cli.env, timeout=60)
         modules = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
-        assert "trackctl.cli" in modules, proc.stderr[-2000:]  # the measurement itself works
+        assert "trackctl.console" in modules, proc.stderr[-2000:]  # the measurement itself works
         assert not {m for m in modules if m == "rich" or m.startswith("rich.")}, args
+
+
+# -- the lean single assign (issue 14.2) -------------------------------------------------------
+
+@pytest.mark.parametrize("argv, expected", [
+    (["assign", "42", "correios"], AssignCall("42", "correios")),
+    (["assign", "42", "3", "--parcel", "2"], AssignCall("42", "3", parcel=2)),
+    (["assign", "--parcel=999", "42", "correios"], AssignCall("42", "correios", parcel=999)),
+    (["assign", "42", "correios", "--next-parcel", "--format", "jsonl"],
+     AssignCall("42", "correios", next_parcel=True, fmt="jsonl")),
+    (["--database-url", "postgresql:///x", "--home=/tmp/h", "--debug", "--log-format", "JSON", "assign", "a b", "c",
+      "--format=csv"],
+     AssignCall("a b", "c", fmt="csv", database_url="postgresql:///x", home="/tmp/h", debug=True, log_format="json")),
+    (["--home", "assign", "assign", "42", "correios"], AssignCall("42", "correios", home="assign")),
+])
+def test_the_plain_single_assign_is_read_by_the_lean_path(argv, expected):
+    assert plain_assign(argv) == expected
+
+
+@pytest.mark.parametrize("argv", [
+    [], ["assign"], ["assign", "42"], ["assign", "42", "correios", "extra"], ["assign", "--batch"],
+    ["assign", "42", "correios", "--help"], ["-h", "assign", "42", "correios"], ["--version", "assign", "1", "c"],
+    ["assign", "42", "correios", "--parcel", "0"], ["assign", "42", "correios", "--parcel", "abc"],
+    ["assign", "42", "correios", "--parcel", "1000"], ["assign", "42", "correios", "--parcel"],
+    ["assign", "42", "correios", "--parcel", "1", "--parcel", "2"], ["assign", "42", "correios", "--format", "xml"],
+    ["assign", "42", "correios", "--format", "CSV"], ["assign", "42", "correios", "--parcel", "2", "--next-parcel"],
+    ["assign", "-5", "correios"], ["assign", "--", "42", "correios"], ["assign", "42", "correios", "--input", "f"],
+    ["--log-format", "xml", "assign", "42", "correios"], ["--home", "a", "--home", "b", "assign", "42", "c"],
+    ["--database-url=", "assign", "42", "c"], ["--debug", "--debug", "assign", "42", "c"],
+    ["pool", "list"], ["status", "assign", "42"], ["--no-such-option", "assign", "42", "c"],
+])
+def test_anything_else_goes_to_the_typer_app(argv):
+    assert plain_assign(argv) is None
+
+
+def test_shell_completion_goes_to_the_typer_app(monkeypatch):
+    monkeypatch.setenv("_TRACKCTL_COMPLETE", "bash_complete")
+    assert plain_assign(["assign", "42", "correios"]) is None
+
+
+# typer and what it brings (its vendored click is typer._click); typing_extensions is psycopg's own.
+HEAVY = ("typer", "click", "rich", "pydantic", "pydantic_core", "annotated_types", "shellingham")
+
+
+def _imported(proc) -> set[str]:
+    return {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+
+
+@pytest.mark.parametrize("args", [
+    ["assign", "42", "correios"],
+    ["assign", "43", "3", "--parcel", "2", "--format", "jsonl"],
+    ["--debug", "assign", "44", "correios", "--next-parcel", "--format", "csv"],
+])
+def test_the_plain_assign_imports_no_typer_click_rich_or_pydantic(cli, stocked, args):
+    """python -X importtime lists every module a run imports: the lean path imports none of the
+    command-line frameworks, and still claims its code."""
+    from conftest import trackctl_command
+
+    command = trackctl_command()
+    runner = [sys.executable, "-X", "importtime", *(command[1:] if command[0] == sys.executable else command)]
+    proc = subprocess.run(runner + args, capture_output=True, text=True, env=cli.env, timeout=60)
+    modules = _imported(proc)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert {"trackctl.entry", "trackctl.assign", "psycopg"} <= modules, sorted(modules)
+    heavy = sorted(m for m in modules if m.split(".")[0] in HEAVY)
+    assert heavy == [], heavy
+    assert proc.stdout.strip(), proc.stderr[-2000:]
+    (row,) = stocked.execute("SELECT count(*) FROM sequencing.tracking WHERE order_id = %s", (args[args.index("assign") + 1],)).fetchone()
+    assert row == 1
+
+
+def test_commands_other_than_the_plain_assign_still_build_the_typer_app(cli, stocked):
+    from conftest import trackctl_command
+
+    command = trackctl_command()
+    runner = [sys.executable, "-X", "importtime", *(command[1:] if command[0] == sys.executable else command)]
+    proc = subprocess.run(runner + ["assign", "42", "correios", "--parcel", "0"], capture_output=True, text=True,
+                          env=cli.env, timeout=60)
+    assert proc.returncode == 2 and "'--parcel'" in proc.stderr, proc.stderr[-2000:]
+    assert "typer" in _imported(proc)
+
+
+# The same command lines through the lean path and through the typer app must give the same
+# stdout, stderr and exit code.
+SAME_ON_BOTH_PATHS = [
+    ["assign", "50", "correios"],
+    ["assign", "50", "correios"],  # again: the same code back
+    ["assign", "50", "3", "--format", "jsonl"],
+    ["assign", "50", "correios", "--parcel", "2", "--format", "csv"],
+    ["assign", "52", "nope"],  # unknown carrier: exit 1, one line naming the known ones
+    ["assign", "x" * 65, "correios"],  # order id too long: exit 2
+    ["assign", " 53", "correios"],  # leading space
+    ["--database-url", "postgresql://u:secret@127.0.0.1:1/none", "assign", "54", "correios"],  # exit 4, no password
+    ["--database-url", "postgresql://u@h:port/x", "assign", "54", "correios"],  # bad port: exit 2
+    ["--log-format", "json", "assign", "55", "nope"],  # the error as one JSON record
+]
+
+
+def test_the_lean_path_and_the_typer_app_answer_alike(cli, stocked):
+    import json
+
+    from conftest import trackctl_command
+
+    typer_app = [sys.executable, "-c", "import sys; from trackctl.cli import main; sys.argv[0] = 'trackctl'; main()"]
+    lean = trackctl_command()
+    for args in SAME_ON_BOTH_PATHS:
+        got = []
+        for command in (typer_app, lean):
+            proc = subprocess.run(command + args, capture_output=True, text=True, env=cli.env, timeout=60)
+            err = proc.stderr
+            if args[:2] == ["--log-format", "json"]:
+                err = [{k: v for k, v in json.loads(line).items() if k not in ("ts", "time", "timestamp", "pid")}
+                       for line in err.splitlines()]
+            got.append((proc.returncode, proc.stdout, err))
+        assert got[0] == got[1], (args, got)
+        assert "secret" not in got[1][2]
+    codes = [subprocess.run(lean + a, capture_output=True, env=cli.env, timeout=60).returncode
+             for a in (["assign", "52", "nope"], ["assign", "x" * 65, "correios"])]
+    assert codes == [1, 2]

@@ -2,12 +2,19 @@
 
 Every line is judged on its own, so one bad line never stops the others, and lines are read
 with a length cap, so a hostile input cannot make trackctl hold more than one capped line.
+
+Read from a file descriptor (`follow`), the records also say when the input pauses: once every
+line that had arrived has been handed over and no more bytes are ready, an IDLE record comes
+before the read that waits. The batch ends its chunk there, so a program that writes one line to
+a running `trackctl assign --batch` (or `tail -f`) gets its answer without closing the input.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
+import select
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -17,6 +24,62 @@ from .names import check_order_id, check_parcel
 MAX_LINE_BYTES = 8192
 FORMATS = ("auto", "csv", "jsonl")
 HEADER_ORDER = {"order", "order_id"}
+READ_SIZE = 1 << 16
+# The record that says "no more input is ready now": (0, {}) compared by identity, never a line.
+IDLE: tuple[int, dict] = (0, {})
+
+
+def _ready(fd: int) -> bool:
+    """True when a read of `fd` would not wait (data, end of input, or an error to report)."""
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLPRI)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return True  # let the read itself say what is wrong
+
+
+def _line(body: bytes, limit: int) -> bytes | None:
+    """A line's text without its end, or None when it is over the limit (a CR before LF is the end's)."""
+    if len(body) - body.endswith(b"\r") > limit:
+        return None
+    return body.rstrip(b"\r\n")
+
+
+def read_fd_lines(fd: int, limit: int = MAX_LINE_BYTES) -> Iterator[tuple[int, bytes | None] | tuple[int, dict]]:
+    """Yield what read_lines yields, from a file descriptor, with IDLE when the input pauses.
+
+    Reads go straight to the descriptor (os.read), never through a buffered reader that could hold
+    lines back while it waits to fill its buffer; at most one capped line is held.
+    """
+    number = 0
+    partial = b""
+    skipping = False  # inside a line already known to be over the limit: drop its bytes
+    handed = False  # a line went out since the last IDLE
+    while True:
+        if handed and not _ready(fd):
+            handed = False
+            yield IDLE
+        data = os.read(fd, READ_SIZE)
+        if not data:
+            break
+        parts = data.split(b"\n")
+        last = parts.pop()  # the bytes after the last end of line (b"" if the data ended with one)
+        for part in parts:
+            number += 1
+            handed = True
+            if skipping:
+                skipping, partial = False, b""
+                yield number, None
+            else:
+                body, partial = partial + part, b""
+                yield number, _line(body, limit)
+        if not skipping:
+            partial += last
+            if len(partial) > limit + 1:  # over the limit even if a CR ends it: stop keeping it
+                skipping, partial = True, b""
+    if skipping or partial:
+        yield number + 1, None if skipping else _line(partial, limit)
 
 
 def read_lines(stream: BinaryIO, limit: int = MAX_LINE_BYTES) -> Iterator[tuple[int, bytes | None]]:
@@ -94,16 +157,23 @@ def _is_header(text: str) -> bool:
     return len(head) in (2, 3) and head[0] in HEADER_ORDER and head[1] in ("carrier", "carrier_id")
 
 
-def parse_records(stream: BinaryIO, input_format: str = "auto") -> Iterator[tuple[int, dict]]:
+def parse_records(stream: BinaryIO, input_format: str = "auto", *,
+                  follow: bool = False) -> Iterator[tuple[int, dict]]:
     """Yield (line number, record) for every non-blank line; a bad line's record is {"error": reason}.
 
     In `auto` format a line that starts with `{` is JSON and any other is CSV. A first CSV
     line that reads `order,carrier` (or `order_id,carrier`) is a header and is skipped.
+    With `follow` the stream's file descriptor is read directly and IDLE is yielded whenever the
+    input pauses (see the module's docstring).
     """
     if input_format not in FORMATS:
         raise InvalidValue(f"unknown input format {input_format!r}", hint="use auto, csv or jsonl")
     seen_data = False
-    for number, raw in read_lines(stream):
+    for item in read_fd_lines(stream.fileno()) if follow else read_lines(stream):
+        if item is IDLE:
+            yield IDLE
+            continue
+        number, raw = item
         if raw is None:
             yield number, {"error": f"line is longer than {MAX_LINE_BYTES} bytes"}
             continue

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -41,6 +40,8 @@ class Migration:
 
     @cached_property
     def checksum(self) -> str:
+        import hashlib  # not at import: `trackctl assign` never checksums a migration
+
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
 
 

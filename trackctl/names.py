@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import unicodedata
 
 from .errors import InvalidValue
 
@@ -14,6 +13,8 @@ PARCEL_MAX = 999
 
 
 def _has_control(value: str) -> bool:
+    import unicodedata  # only for the rare id that is not printable ASCII
+
     return any(unicodedata.category(ch) == "Cc" for ch in value)
 
 

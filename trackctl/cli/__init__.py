@@ -12,7 +12,11 @@ from typing import Optional
 import typer
 
 from .. import __version__
-from ..errors import EXIT_DATABASE, EXIT_ERROR, EXIT_USAGE, TrackctlError
+# stderr lines and the error boundary live in trackctl.console, shared with the lean assign path
+# (trackctl.entry); the commands import say, warn and setup_logging from here.
+from ..console import describe as _describe, error_line as _error_line, report as _report  # noqa: F401
+from ..console import (StdoutClosed, end_output, guard_stdout, interrupted, say, set_log_format as _set_log_format,  # noqa: F401
+                       setup_logging, stdout_gone, warn)
 
 APP_SETTINGS = dict(
     name="trackctl",
@@ -47,32 +51,6 @@ class LogFormat(str, Enum):
     json = "json"
 
 
-# Set by the root callback: with json, every stderr line (messages, warnings, errors) is a JSON record.
-_log_format = "text"
-_log_format_chosen = False  # False until the root callback has read the option and the environment
-
-
-def _log(level: int, message: str) -> None:
-    from ..logs import get_logger
-
-    get_logger("cli").log(level, message)
-
-
-def say(message: str) -> None:
-    """Write an informational message to stderr."""
-    if _log_format == "json":
-        _log(20, message)
-        return
-    sys.stderr.write(f"trackctl: {message}\n")
-
-
-def warn(message: str) -> None:
-    if _log_format == "json":
-        _log(30, message)
-        return
-    sys.stderr.write(f"trackctl: warning: {message}\n")
-
-
 def _version(value: bool) -> None:
     if value:
         sys.stdout.write(f"trackctl {__version__}\n")
@@ -105,30 +83,6 @@ def root(
     _set_log_format(log_format.value if log_format else os.environ.get("TRACKCTL_LOG_FORMAT"), ctx.obj)
 
 
-def _set_log_format(value: Optional[str], conf) -> None:
-    global _log_format, _log_format_chosen
-    value = (value or "text").strip().lower()
-    if value not in ("text", "json"):
-        from ..errors import UsageError
-
-        raise UsageError(f"unknown log format {value[:20]!r} in TRACKCTL_LOG_FORMAT", hint="use text or json")
-    _log_format, _log_format_chosen = value, True
-    if value == "json":  # text logging is set up lazily, by the commands that log
-        setup_logging(conf)
-
-
-def setup_logging(conf=None) -> None:
-    """Send log records to stderr in the chosen format; the database password is never shown."""
-    from ..logs import configure, register_secret
-
-    if conf is not None and conf.database_url:
-        from psycopg.conninfo import conninfo_to_dict
-
-        with contextlib.suppress(Exception):
-            register_secret(conninfo_to_dict(conf.database_url).get("password"))
-    configure(_log_format, debug=bool(conf and conf.debug))
-
-
 def settings(ctx: typer.Context):
     return ctx.find_root().obj
 
@@ -147,13 +101,15 @@ def connection(ctx: typer.Context, *, check_schema: bool = True) -> Iterator:
 
 @contextlib.contextmanager
 def pipe_output() -> Iterator[None]:
-    """End quietly (exit 0) when the reader of stdout goes away, as `| head` does."""
+    """End quietly (exit 0) when the reader of stdout goes away, as `| head` does.
+
+    main() does the same for every command; this keeps a command's own cleanup (a batch's chunk in
+    flight, a connection) on the ordinary exit path."""
     try:
         yield
         sys.stdout.flush()
-    except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # so the flush at interpreter exit cannot fail again
+    except (BrokenPipeError, StdoutClosed):
+        stdout_gone()
         raise typer.Exit(0)
 
 
@@ -171,54 +127,6 @@ def redact_text(text: str) -> str:
     from ..logs import redact
 
     return redact(text)
-
-
-def _report(exc: BaseException, debug: bool) -> int:
-    from ..logs import redact
-
-    if debug:
-        import traceback
-
-        # A chained psycopg error can quote the connection string back, password and all.
-        sys.stderr.write(redact("".join(traceback.format_exception(exc))))
-    message, code = _describe(exc)
-    return _error_line(redact(message), code)  # psycopg's part of a message is not ours to trust
-
-
-def _error_line(message: str, code: int) -> int:
-    """Write the one error line (a JSON record with JSON logs) and return the exit code."""
-    # Before the root callback has run (a bad root option) the environment decides.
-    chosen = _log_format if _log_format_chosen else os.environ.get("TRACKCTL_LOG_FORMAT", "").strip().lower()
-    if chosen == "json":
-        from ..logs import configure, get_logger
-
-        configure("json")
-        get_logger("cli").error(message, extra={"exit_code": code})
-    else:
-        sys.stderr.write(f"trackctl: error: {message}\n")
-    return code
-
-
-def _describe(exc: BaseException) -> tuple[str, int]:
-    """Return the one line and the exit code for a failure that reached the top."""
-    if isinstance(exc, TrackctlError):
-        return str(exc), exc.exit_code
-    import psycopg
-
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    if isinstance(exc, psycopg.OperationalError):
-        return (f"lost the database connection: {first} "
-                "(check the server and retry; work already committed is kept)"), EXIT_DATABASE
-    if isinstance(exc, (psycopg.errors.InvalidSqlStatementName, psycopg.errors.DuplicatePreparedStatement)):
-        # psycopg prepares statements it runs often; a pooler in transaction mode that does not
-        # keep them hands the next execution to a server connection that never saw them.
-        return (f"the database connection lost a prepared statement ({first}): a connection pooler in "
-                "transaction mode? (set TRACKCTL_PREPARED_STATEMENTS=off, see docs/SCALING.md)"), EXIT_ERROR
-    if isinstance(exc, psycopg.errors.NumericValueOutOfRange):
-        # A number from the command line that the database cannot hold (ids and limits are checked
-        # where they are known; this catches the rest).
-        return f"a number is out of range: {first} (check the numbers given)", EXIT_USAGE
-    return f"unexpected {type(exc).__name__}: {first} (rerun with --debug for details)", EXIT_ERROR
 
 
 def _command_named(argv: list[str]) -> Optional[str]:
@@ -278,7 +186,8 @@ def _report_usage(exc: Exception) -> int:
 
 
 def main() -> None:
-    """Console entry point: run the app and turn every failure into one line and an exit code."""
+    """Run the app and turn every failure into one line and an exit code (trackctl.entry calls it
+    for every command line but the plain `assign ORDER CARRIER`)."""
     from .. import telemetry
 
     if telemetry.wanted():  # issue 15: one trace per command, flushed within a bound at exit
@@ -297,26 +206,36 @@ def main() -> None:
 
 
 def _run() -> object:
-    """Run the app; return the exit code (each failure reported as one line)."""
+    """Run the app; return the exit code (each failure reported as one line).
+
+    A reader of stdout that goes away (`trackctl carrier list | head -1`) ends the run with exit 0
+    and nothing on stderr, whenever it happens: during a write, a flush, or the final flush.
+    """
     debug = "--debug" in sys.argv[1:]
+    guard_stdout()
     try:
         # Not standalone: click's own reports of unparsable command lines (a usage block, a blank
         # line and an `Error:` line) come here and leave as one line like every other error.
         code = app_for(sys.argv[1:])(standalone_mode=False)
+        code = code if isinstance(code, int) else 0
     except SystemExit as exc:
         from ..errors import Interrupted
 
         if isinstance(exc, Interrupted):  # SIGINT/SIGTERM (interrupts.py): one line, exit 130 or 143
-            return _error_line(redact_text(str(exc)), exc.exit_code)
-        raise
+            code = _error_line(redact_text(str(exc)), exc.exit_code)
+        else:
+            code = exc.code
+    except StdoutClosed:
+        code = 0
     except KeyboardInterrupt:
-        sys.stderr.write("trackctl: interrupted\n")
-        return 130
+        code = interrupted()
     except typer.Abort:
         sys.stderr.write("trackctl: aborted\n")
-        return 1
+        code = 1
     except _CLICK_ERROR as exc:
-        return _report_usage(exc)
+        code = _report_usage(exc)
     except Exception as exc:  # the error boundary: nothing below prints its own failure
-        return _report(exc, debug)
-    return code if isinstance(code, int) else 0
+        code = _report(exc, debug)
+    if not end_output():
+        code = 0 if code in (0, None) else code
+    return code

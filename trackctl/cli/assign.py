@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from ..errors import InputRejected, UsageError
-from . import app, connection, pipe_output, warn
+from . import app, connection, pipe_output, settings, warn
 
 
 class BatchFormat(str, Enum):
@@ -65,44 +65,28 @@ def assign_cmd(
         raise UsageError("give ORDER and CARRIER, or --batch", hint="e.g. trackctl assign 42 correios")
     if next_parcel and parcel is not None:
         raise UsageError("give --parcel N or --next-parcel, not both")
-    from ..assign import assign
+    from ..entry import run_assign  # the lean path runs the same function (trackctl/entry.py)
 
-    with connection(ctx) as conn:
-        result = assign(conn, order, carrier, parcel=parcel or 1, next_parcel=next_parcel)
-    if result.generated_inline:
-        warn(f"the pool for {result.carrier} had no free code to claim: generated a code inline; "
-             "run 'trackctl refill' or raise the pool's target")
-    if fmt is None:
-        sys.stdout.write(result.code + "\n")
-    else:
-        _write_assignment(fmt.value, result)
-
-
-def _write_assignment(fmt: str, a, writer=None) -> None:
-    """Write one assignment as a CSV row (order,carrier,code) or a JSON line."""
-    if fmt == "jsonl":
-        from ..output import json_line
-
-        sys.stdout.write(json_line({"order_id": a.order_id, "carrier": a.carrier, "code": a.code,
-                                    "new": a.new, "parcel": a.parcel}) + "\n")
-    else:
-        import csv
-
-        (writer or csv.writer(sys.stdout, lineterminator="\n")).writerow((a.order_id, a.carrier, a.code))
+    run_assign(settings(ctx), order, carrier, parcel=parcel, next_parcel=next_parcel,
+               fmt=fmt.value if fmt else None)
 
 
 def _flushing(records: Iterator[tuple[int, dict]]) -> Iterator[tuple[int, dict]]:
-    """Pass the input records through, flushing stdout before each read of input: the lines of a
-    finished chunk reach the reader downstream at once, even while the input pauses."""
+    """Pass the input records through, flushing stdout when the input pauses: by the time the
+    batch asks for the record after an IDLE, it has written the answers of every line before it,
+    so they reach the reader (a co-process, `tail -f | ... | consumer`) before the read that waits."""
+    from ..batch_input import IDLE
+
     for record in records:
         yield record
-        sys.stdout.flush()
+        if record is IDLE:
+            sys.stdout.flush()
 
 
 def _batch(ctx: typer.Context, input_file: Optional[Path], input_format: str, fmt: str) -> None:
     import csv
 
-    from ..assign import assign_lines
+    from ..assign_batch import assign_lines
     from ..batch_input import parse_records
     from .jobs import progress
 
@@ -113,10 +97,12 @@ def _batch(ctx: typer.Context, input_file: Optional[Path], input_format: str, fm
         stream = open(input_file, "rb") if input_file else sys.stdin.buffer
     except OSError as exc:
         raise UsageError(f"cannot read {input_file}: {exc.strerror}") from exc
+    from ..entry import write_assignment
+
     rejected = assigned = inline = 0
     writer = csv.writer(sys.stdout, lineterminator="\n")
     with stream, connection(ctx) as conn, pipe_output(), progress("assign", unit="lines") as bar:
-        records = _flushing(parse_records(stream, input_format))
+        records = _flushing(parse_records(stream, input_format, follow=True))
         for n, outcome in enumerate(assign_lines(conn, records, overlap=True), 1):
             if n % 1000 == 0:  # the bar redraws ten times a second; per-line updates would only cost
                 bar(1000)
@@ -127,7 +113,7 @@ def _batch(ctx: typer.Context, input_file: Optional[Path], input_format: str, fm
             a = outcome.assignment
             assigned += 1
             inline += a.generated_inline
-            _write_assignment(fmt, a, writer)
+            write_assignment(fmt, a, writer)
     if inline:
         warn(f"pools ran dry: generated {inline} codes inline; run 'trackctl refill' or raise the targets")
     if assigned == 0 and rejected == 0:

@@ -43,10 +43,10 @@ def start_job(ctx: typer.Context) -> None:
 
 def interactive() -> bool:
     """True when stderr is a terminal and logs are text: the place for bars and live views."""
-    from . import _log_format
+    from ..console import log_format
 
     try:
-        return sys.stderr.isatty() and _log_format == "text"
+        return sys.stderr.isatty() and log_format() == "text"
     except (AttributeError, ValueError):
         return False
 

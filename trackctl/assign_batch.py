@@ -1,0 +1,336 @@
+"""Assigning a stream of input lines, a chunk at a time: set-based SQL, one transaction per chunk.
+
+Lines are validated by trackctl.batch_input; each chunk goes to the database as COPY into a
+temporary table followed by a few set-based statements (sql/queries/assign.sql). A chunk ends at
+CHUNK lines or when the input pauses (an IDLE record), so a co-process gets its answers at once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import psycopg
+
+from .assign import RETRIES, SQL, Assignment
+from .batch_input import IDLE
+from .carriers import Carrier, list_carriers, unknown_carrier
+from .errors import PoolExhausted, TrackctlError
+from .names import CARRIER_NAME, carrier_ref_id
+from .pools import Pool, generate_codes
+
+CANCEL_TIMEOUT = 10.0  # seconds to wait for a cancelled chunk of an abandoned batch
+# A chunk ended by a pause in the input with at most this many distinct keys (a co-process's line
+# or few) runs the single claim statement per key in its transaction instead of the set-based path,
+# whose temporary table, COPY and extra statements cost several times one claim.
+FEW = 16
+
+CHUNK = 5_000
+
+
+@dataclass(frozen=True)
+class BatchLine:
+    line: int
+    order_id: str
+    carrier: Carrier
+    parcel: int = 1
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """One input line's fate: an assignment, or a rejection with its reason."""
+
+    line: int
+    assignment: Assignment | None = None
+    error: str | None = None
+
+
+def _copy_text(value: str) -> str:
+    # Order ids never hold control characters, but backslash must be escaped for COPY text format.
+    return value.replace("\\", "\\\\")
+
+
+Codes = dict[int, tuple[str, bool]]  # seq of a chunk's first line of a key -> (code, new)
+
+
+def _claim(conn: psycopg.Connection, copy_text: str, keys: int) -> tuple[Codes, set[int], dict[int, str]]:
+    """The database work of one chunk, in one transaction: its codes, the seqs made inline, and
+    the seqs refused because their pool can make no more codes (with the reason)."""
+    codes: Codes = {}
+    inline: set[int] = set()
+    refused: dict[int, str] = {}
+    with conn.transaction():
+        conn.execute(SQL.batch_table)
+        with conn.cursor() as cur, cur.copy(SQL.batch_copy) as copy:
+            copy.write(copy_text)
+        codes.update((seq, (code, False)) for seq, code in conn.execute(SQL.batch_existing))
+        claimed = conn.execute(SQL.batch_claim).fetchall()
+        codes.update((seq, (code, True)) for seq, code in claimed)
+        if len(codes) < keys:
+            # Some codes were locked by other claimers: one more pass takes what became free.
+            if claimed:
+                conn.execute(SQL.batch_set_codes, ([r[0] for r in claimed], [r[1] for r in claimed]))
+            codes.update((seq, (code, True)) for seq, code in conn.execute(SQL.batch_claim))
+        if len(codes) < keys:
+            short = [row for row in conn.execute(SQL.batch_short) if row[0] not in codes]
+            made, refused = _generate_for(conn, short)
+            codes.update((seq, (code, True)) for seq, code in made.items())
+            inline = set(made)
+    return codes, inline, refused
+
+
+def _claim_few(conn: psycopg.Connection, rows: list[tuple[int, BatchLine]]) -> tuple[Codes, set[int], dict[int, str]]:
+    """The database work of a small chunk (a co-process's line or few) in one transaction: the single
+    claim statement per key, which skips the temporary table, COPY and catalog work of `_claim`."""
+    codes: Codes = {}
+    short = []
+    with conn.transaction():
+        for seq, item in rows:
+            row = conn.execute(SQL.assign_one, {"order_id": item.order_id, "carrier": item.carrier.name,
+                                                "carrier_id": item.carrier.id, "parcel": item.parcel,
+                                                "next_parcel": False}).fetchone()
+            if row is None:  # the carrier was removed while the batch ran
+                raise unknown_carrier(item.carrier.name, list_carriers(conn))
+            carrier_id, _, pool_id, _, parcel, existing, claimed = row
+            if existing or claimed:
+                codes[seq] = (existing or claimed, existing is None)
+            else:
+                short.append((seq, item.order_id, carrier_id, pool_id, parcel))
+        made, refused = _generate_for(conn, short) if short else ({}, {})
+    codes.update((seq, (code, True)) for seq, code in made.items())
+    return codes, set(made), refused
+
+
+def _claim_with_retries(conn: psycopg.Connection, claim, keys: int,
+                        lines: str) -> tuple[Codes, set[int], dict[int, str]]:
+    # A unique violation means another process committed one of this chunk's keys, which the next
+    # pass finds as existing: every retry has one key fewer to claim, so the number of keys bounds
+    # the retries (a fixed few ran out while single assigns kept taking keys of the same chunk).
+    # Two batches claiming overlapping keys in different orders can deadlock: the loser retries.
+    attempts = RETRIES + keys
+    for _ in range(attempts):
+        try:
+            return claim()
+        except (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected):
+            continue  # another process assigned some of these orders meanwhile: look again
+    raise TrackctlError(f"could not assign lines {lines} after {attempts} attempts",
+                        hint="the database is under heavy contention; rerun the same input (it is idempotent)")
+
+
+def _generate_for(conn: psycopg.Connection, short: list[tuple]) -> tuple[dict[int, str], dict[int, str]]:
+    """Make codes for rows whose pool ran dry and insert them assigned.
+
+    Return ({seq: code}, {seq: reason}): a pool that can make no more codes (an S10 range used
+    up) refuses the rows beyond what it could make, and only those; the rest of the chunk goes on.
+    """
+    pools = {r[0]: Pool(*r) for r in conn.execute(SQL.batch_pools, ([r[3] for r in short],))}
+    by_pool: dict[int, list[tuple]] = {}
+    for row in short:
+        by_pool.setdefault(row[3], []).append(row)
+    made: dict[int, str] = {}
+    refused: dict[int, str] = {}
+    pool_ids, orders, carriers, parcels = [], [], [], []
+    for pool_id, rows in by_pool.items():
+        codes, reason = _codes_while_they_last(conn, pools[pool_id], len(rows))
+        for (seq, order_id, carrier_id, _, parcel), code in zip(rows, codes):
+            made[seq] = code
+            pool_ids.append(pool_id)
+            orders.append(order_id)
+            carriers.append(carrier_id)
+            parcels.append(parcel)
+        refused.update((row[0], reason) for row in rows[len(codes):])
+    if made:
+        conn.execute(SQL.insert_assigned, (list(made.values()), pool_ids, orders, carriers, parcels))
+    return made, refused
+
+
+def _codes_while_they_last(conn: psycopg.Connection, pool: Pool, count: int) -> tuple[list[str], str]:
+    """Return up to `count` new codes of the pool, and why there are fewer (the pool's own error)."""
+    codes: list[str] = []
+    try:
+        while len(codes) < count:  # an S10 range gives what is left of it, then refuses
+            codes += generate_codes(conn, pool, count - len(codes))
+    except PoolExhausted as exc:
+        return codes, str(exc)
+    return codes, ""
+
+
+class _Chunk:
+    """One chunk of a batch: its lines, the held outcomes in input order, and its database work.
+
+    The COPY text is made and the assignments are built by the caller's thread; only `run`, the
+    database work, may go to a background thread.
+    """
+
+    def __init__(self, lines: list[BatchLine], held: list[BatchOutcome | BatchLine], paused: bool = False) -> None:
+        self.lines, self.held = lines, held
+        # The same (order, carrier, parcel) may appear twice in a chunk: only its first line claims.
+        self.first: dict[tuple[str, int, int], int] = {}
+        self.keys: list[tuple[int, BatchLine]] = []  # the first line of each key, with its seq
+        for seq, item in enumerate(lines):
+            key = (item.order_id, item.carrier.id, item.parcel)
+            if key not in self.first:
+                self.first[key] = seq
+                self.keys.append((seq, item))
+        self.few = paused and len(self.keys) <= FEW  # ended by a pause in the input, and small
+        self.copy_text = "" if self.few else "".join(
+            f"{seq}\t{_copy_text(i.order_id)}\t{i.carrier.id}\t{i.carrier.pool_id}\t{i.parcel}\n" for seq, i in self.keys)
+        self.codes: Codes = {}
+        self.inline: set[int] = set()
+        self.refused: dict[int, str] = {}
+        self.error: BaseException | None = None
+        self.thread: threading.Thread | None = None
+
+    def run(self, conn: psycopg.Connection) -> None:
+        try:
+            if self.lines:
+                if self.few:
+                    claim = lambda: _claim_few(conn, self.keys)  # noqa: E731
+                else:
+                    claim = lambda: _claim(conn, self.copy_text, len(self.keys))  # noqa: E731
+                self.codes, self.inline, self.refused = _claim_with_retries(
+                    conn, claim, len(self.keys), f"{self.lines[0].line}-{self.lines[-1].line}")
+        except BaseException as exc:  # handed to the reader of the outcomes, in whichever thread
+            self.error = exc
+
+    def start(self, conn: psycopg.Connection) -> None:
+        self.thread = threading.Thread(target=self.run, args=(conn,), name="trackctl-assign-chunk", daemon=True)
+        self.thread.start()
+
+    def wait(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def abandon(self, conn: psycopg.Connection) -> None:
+        """Stop the chunk's statement (its transaction rolls back, as if never sent) and wait for it."""
+        if self.thread is not None and self.thread.is_alive():
+            try:
+                conn.cancel_safe(timeout=CANCEL_TIMEOUT)
+            except Exception:  # a lost server: the transaction is gone with the connection anyway
+                pass
+            self.thread.join(CANCEL_TIMEOUT)
+
+    def assignments(self) -> list[Assignment | str]:
+        """One assignment per line, in order, or the reason its pool refused it."""
+        self.wait()
+        out: list[Assignment | str] = []
+        for seq, item in enumerate(self.lines):
+            first = self.first[(item.order_id, item.carrier.id, item.parcel)]
+            if first in self.refused:
+                out.append(self.refused[first])
+                continue
+            code, new = self.codes[first]
+            is_first = first == seq
+            out.append(Assignment(item.order_id, item.carrier.name, code, new=new and is_first,
+                                  parcel=item.parcel, generated_inline=is_first and seq in self.inline))
+        return out
+
+    def outcomes(self) -> Iterator[BatchOutcome]:
+        by_line = {item.line: a for item, a in zip(self.lines, self.assignments())}
+        for item in self.held:
+            if isinstance(item, BatchOutcome):
+                yield item
+            elif isinstance(result := by_line[item.line], str):
+                yield BatchOutcome(item.line, error=result)
+            else:
+                yield BatchOutcome(item.line, result)
+
+
+def assign_lines(conn: psycopg.Connection, records: Iterable[tuple[int, dict]],
+                 chunk_size: int = CHUNK, *, overlap: bool = False) -> Iterator[BatchOutcome]:
+    """Yield one outcome per parsed input record, in input order, assigning a chunk at a time.
+
+    `records` are (line number, fields) pairs from `trackctl.batch_input`; fields hold
+    `order_id`, `carrier` and optionally `parcel`, or `error` for a line that did not parse.
+    Memory stays bounded by the chunk size whatever the length of the input. A chunk ends at
+    `chunk_size` lines or at an IDLE record (the input paused), whichever comes first: every line
+    before an IDLE is committed and its outcome yielded before the next record is asked for.
+
+    With `overlap` each chunk's database work runs in a background thread while the next chunk
+    is read and the previous one's outcomes are consumed, so parsing and printing cost no
+    wall-clock time on a second core. `records` must then not use `conn` itself. At most two
+    chunks are held; each is still one transaction, and an interrupted or failing run cancels
+    the chunk in flight (it rolls back) before the exception leaves this generator.
+    """
+    carriers: dict[str, Carrier] = {}
+    # A reference not known yet sends one look-up per chunk at most: a carrier added while the
+    # batch runs is welcome, and a million distinct unknown names cost neither memory nor a
+    # million round trips.
+    looked_up = False
+
+    def learn_carriers() -> list[Carrier]:
+        nonlocal looked_up
+        looked_up = True
+        found = list_carriers(conn)
+        for c in found:
+            carriers[c.name] = carriers[str(c.id)] = c
+        return found
+
+    learn_carriers()
+    pending: list[BatchLine] = []
+    held: list[BatchOutcome | BatchLine] = []  # rejections and lines, in input order
+    running: _Chunk | None = None  # the chunk whose database work is in flight (overlap only)
+
+    def settle() -> Iterator[BatchOutcome]:
+        nonlocal running
+        if running is not None:
+            running.wait()  # interrupted here, `running` is still set for the cleanup below
+            done, running = running, None
+            yield from done.outcomes()
+
+    def flush(paused: bool = False) -> Iterator[BatchOutcome]:
+        nonlocal pending, held, running, looked_up
+        chunk, pending, held = _Chunk(pending, held, paused), [], []
+        looked_up = False
+        previous = running
+        if previous is not None:
+            previous.wait()  # one transaction at a time on the connection
+        running = None
+        if overlap:
+            chunk.start(conn)
+            running = chunk
+        else:
+            chunk.run(conn)
+        if previous is not None:
+            yield from previous.outcomes()  # consumed while the new chunk is in the database
+        if not overlap:
+            yield from chunk.outcomes()
+
+    try:
+        for record in records:
+            if record is IDLE:  # the input paused: answer every line that arrived, then wait for more
+                if held:
+                    yield from flush(paused=True)
+                yield from settle()
+                continue
+            line, fields = record
+            if "error" in fields:
+                held.append(BatchOutcome(line, error=fields["error"]))
+            else:
+                ref = fields["carrier"]
+                number = carrier_ref_id(ref)
+                if number is not None:
+                    ref = str(number)  # '03' names carrier 3, as it does for a single assign
+                carrier = carriers.get(ref)
+                if carrier is None and not looked_up and (number is not None or CARRIER_NAME.fullmatch(ref)):
+                    yield from settle()  # the connection must be idle to ask it
+                    learn_carriers()
+                    carrier = carriers.get(ref)
+                if carrier is None:
+                    known = sorted({c.name: c for c in carriers.values()}.values(), key=lambda c: c.id)
+                    held.append(BatchOutcome(line, error=str(unknown_carrier(ref, known))))
+                else:
+                    item = BatchLine(line, fields["order_id"], carrier, fields.get("parcel", 1))
+                    pending.append(item)
+                    held.append(item)
+            if len(held) >= chunk_size:
+                yield from flush()
+        if held:
+            yield from flush()
+        yield from settle()
+    finally:
+        if running is not None:  # an exception or a consumer that stopped reading: nothing half-done
+            running.abandon(conn)

@@ -1,0 +1,172 @@
+"""The `trackctl` console script: the plain `assign ORDER CARRIER` on a lean path, all else to typer.
+
+Order systems run `trackctl assign ORDER CARRIER` once per order, so its start-up is most of its
+cost. Building the typer app (typer, its vendored click, the parameter conversion machinery) costs
+more than the claim itself; this path reads that one command line by hand and imports only the
+library: psycopg, the settings, the claim. Anything it does not recognise exactly (--help, --batch,
+a flag it does not know, a value that needs converting or refusing, a repeated option, shell
+completion, tracing asked for by OTEL_EXPORTER_OTLP_ENDPOINT) goes to the typer app unchanged, so help, errors and exit codes stay the app's own.
+Both paths share `run_assign` and the error boundary of trackctl.console.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+
+from . import console
+
+# Root options before the command, as the typer app declares them (trackctl/cli/__init__.py `root`).
+_ROOT_VALUED = ("--database-url", "--home", "--log-format")
+_FORMATS = ("csv", "jsonl")
+_PARCEL_MAX = 999  # the range typer checks for --parcel (cli/assign.py), here only to fall back
+
+
+@dataclass(frozen=True)
+class AssignCall:
+    """A plain `[root options] assign ORDER CARRIER [--parcel N | --next-parcel] [--format F]`."""
+
+    order: str
+    carrier: str
+    parcel: int | None = None
+    next_parcel: bool = False
+    fmt: str | None = None
+    database_url: str | None = None
+    home: str | None = None
+    debug: bool = False
+    log_format: str | None = None
+
+
+def _option(arg: str, names: tuple[str, ...], rest: list[str]) -> tuple[str, str] | None:
+    """(name, value) of `--name value` (taking the value from `rest`) or `--name=value`, else None."""
+    name, eq, value = arg.partition("=")
+    if name not in names:
+        return None
+    if not eq:
+        if not rest:
+            return None
+        value = rest.pop(0)
+    if not value or value.startswith("-"):
+        return None  # for typer to judge
+    return name, value
+
+
+def plain_assign(argv: list[str]) -> AssignCall | None:
+    """Return the call `argv` spells if it is the plain single assign, else None (typer's to handle)."""
+    if "_TRACKCTL_COMPLETE" in os.environ:  # shell completion asks the typer app
+        return None
+    from . import telemetry
+
+    if telemetry.wanted():  # a traced run (issue 15) goes where the trace is started and flushed
+        return None
+    rest = list(argv)
+    root: dict[str, object] = {}
+    while rest and rest[0] != "assign":
+        arg = rest.pop(0)
+        if arg == "--debug" and "debug" not in root:
+            root["debug"] = True
+            continue
+        found = _option(arg, _ROOT_VALUED, rest)
+        if found is None:
+            return None
+        key = found[0][2:].replace("-", "_")
+        if key in root:
+            return None  # a repeated option: typer decides which one wins
+        root[key] = found[1]
+    if not rest:
+        return None
+    rest.pop(0)  # "assign"
+    if "log_format" in root:
+        root["log_format"] = str(root["log_format"]).lower()
+        if root["log_format"] not in ("text", "json"):
+            return None
+    positional: list[str] = []
+    own: dict[str, object] = {}
+    while rest:
+        arg = rest.pop(0)
+        if not arg.startswith("-"):
+            positional.append(arg)
+            continue
+        if arg == "--next-parcel" and "next_parcel" not in own:
+            own["next_parcel"] = True
+            continue
+        found = _option(arg, ("--parcel", "--format"), rest)
+        if found is None or found[0][2:] in own:
+            return None
+        name, value = found
+        if name == "--parcel":
+            if not (value.isascii() and value.isdigit() and len(value) <= 9 and 1 <= int(value) <= _PARCEL_MAX):
+                return None
+            own["parcel"] = int(value)
+        elif value in _FORMATS:
+            own["fmt"] = value
+        else:
+            return None
+    if len(positional) != 2 or ("parcel" in own and own.get("next_parcel")):
+        return None  # missing or extra arguments, or both parcel options: typer's own messages
+    return AssignCall(positional[0], positional[1], **own, **root)  # type: ignore[arg-type]
+
+
+def write_assignment(fmt: str, a, writer=None) -> None:
+    """Write one assignment as a CSV row (order,carrier,code) or a JSON line."""
+    if fmt == "jsonl":
+        from .output import json_line
+
+        sys.stdout.write(json_line({"order_id": a.order_id, "carrier": a.carrier, "code": a.code,
+                                    "new": a.new, "parcel": a.parcel}) + "\n")
+    else:
+        import csv
+
+        (writer or csv.writer(sys.stdout, lineterminator="\n")).writerow((a.order_id, a.carrier, a.code))
+
+
+def run_assign(conf, order: str, carrier: str, *, parcel: int | None = None, next_parcel: bool = False,
+               fmt: str | None = None) -> None:
+    """Claim (or find) the code of one order and print it: the work of `trackctl assign ORDER CARRIER`."""
+    from .assign import assign
+    from .db import connect
+
+    conn = connect(conf)
+    try:
+        result = assign(conn, order, carrier, parcel=parcel or 1, next_parcel=next_parcel)
+    finally:
+        conn.close()
+    if result.generated_inline:
+        console.warn(f"the pool for {result.carrier} had no free code to claim: generated a code inline; "
+                     "run 'trackctl refill' or raise the pool's target")
+    if fmt is None:
+        sys.stdout.write(result.code + "\n")
+    else:
+        write_assignment(fmt, result)
+
+
+def _lean(call: AssignCall) -> int:
+    try:
+        from .config import load_settings
+
+        conf = load_settings(call.database_url, call.home, call.debug)
+        console.set_log_format(call.log_format or os.environ.get("TRACKCTL_LOG_FORMAT"), conf)
+        run_assign(conf, call.order, call.carrier, parcel=call.parcel, next_parcel=call.next_parcel, fmt=call.fmt)
+        code = 0
+    except BrokenPipeError:
+        console.stdout_gone()
+        code = 0
+    except KeyboardInterrupt:
+        code = console.interrupted()
+    except Exception as exc:  # the error boundary, as in trackctl.cli.main
+        code = console.report(exc, call.debug)
+    if not console.end_output():
+        code = 0 if code == 0 else code
+    return code
+
+
+def main() -> None:
+    """Console entry point (`trackctl`)."""
+    call = plain_assign(sys.argv[1:])
+    if call is None:
+        from .cli import main as app_main
+
+        app_main()
+        return
+    sys.exit(_lean(call))
