@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from . import db
+from . import db, queries
 from .errors import TrackctlError
 from .pools import pool_levels
 
@@ -60,7 +60,7 @@ LATE_INTERVALS = 3
 OVERDUE_POLLS_MAX = 0  # shipments past their poll time by more than the slack of dashboard.overdue_polls
 OUTBOX_LAG_MAX = 15 * 60  # seconds a due delivery may wait for `trackctl notify`
 OUTBOX_AGE_MAX = 60 * 60  # seconds an event may stay undelivered (retries included)
-RUNS_INSTALLED = "SELECT applied_at FROM sequencing.schema_migration WHERE version = 4"
+SQL = queries.load("health")
 
 
 class Skipped(Exception):
@@ -79,7 +79,7 @@ def check_jobs(conn: psycopg.Connection) -> list[Problem]:
 
     if not table_exists(conn, "sequencing.run"):
         raise Skipped("no run records yet (sequencing.run is missing)")
-    row = conn.execute("SELECT now(), (" + RUNS_INSTALLED + ")").fetchone()
+    row = conn.execute(SQL.now_and_runs_installed).fetchone()
     now, installed = row[0], row[1] or row[0]
     problems = []
     for line in job_lines(conn):
@@ -149,16 +149,9 @@ def _ago(seconds: float) -> str:
     return f"{seconds} s"
 
 
-STALE_SHIPMENTS = """
-SELECT c.name, count(*) FROM sequencing.tracking t JOIN sequencing.carrier c ON c.id = t.freightcarrier_id
-WHERE t.stale_at IS NOT NULL AND t.status NOT IN ('delivered', 'returned', 'cancelled')
-GROUP BY c.name ORDER BY c.name
-"""
-
-
 def check_stale(conn: psycopg.Connection) -> list[Problem]:
     """Open shipments flagged stale (no news for too long) need a person: mark, cancel or chase them."""
-    rows = conn.execute(STALE_SHIPMENTS).fetchall()
+    rows = conn.execute(SQL.stale_shipments).fetchall()
     if not rows:
         return []
     total = sum(n for _, n in rows)

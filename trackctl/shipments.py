@@ -49,76 +49,6 @@ class StatusChange:
         return self.status != self.previous_status
 
 
-LOCK_SHIPMENT = """
-SELECT t.tracking_id, t.order_id, c.name, t.status, t.stale_at IS NOT NULL,
-       coalesce(t.last_event_at, t.assigned_at),
-       %(stale_after)s::interval IS NOT NULL AND coalesce(t.last_event_at, t.assigned_at) < now() - %(stale_after)s::interval
-FROM sequencing.tracking t JOIN sequencing.carrier c ON c.id = t.freightcarrier_id
-WHERE t.id = %(id)s AND t.freightcarrier_id IS NOT NULL
-FOR UPDATE OF t
-"""
-# Manual events happen "now", but never before the newest event already known, so that a
-# manual change is always the newest one even when a carrier's clock runs ahead.
-MANUAL_TIME = """
-SELECT greatest(now(), max(occurred_at) + interval '1 millisecond')
-FROM sequencing.tracking_event WHERE shipment_id = %s
-"""
-# One statement under the row lock: insert the events once each (the per-shipment dedupe key),
-# find the newest known-status event by the carrier's time among the stored and the new ones
-# (ties go to the status further along, delivered over out_for_delivery), and move the
-# shipment to it; any new event is news (last_event_at, stale flag cleared).
-APPLY_EVENTS = """
-WITH ins AS (
-    INSERT INTO sequencing.tracking_event
-        (shipment_id, dedupe_key, source, occurred_at, status, raw_status, description, location)
-    SELECT %(id)s, u.key, %(source)s, u.occurred_at, u.status, u.raw_status, u.description, u.location
-    FROM unnest(%(keys)s::text[], %(times)s::timestamptz[], %(statuses)s::text[], %(raws)s::text[],
-                %(descriptions)s::text[], %(locations)s::text[])
-         WITH ORDINALITY AS u(key, occurred_at, status, raw_status, description, location, n)
-    ORDER BY u.occurred_at, u.n
-    ON CONFLICT (shipment_id, dedupe_key) DO NOTHING
-    RETURNING id, occurred_at, status, description, location
-), newest AS (
-    SELECT x.status, x.occurred_at, x.description, x.location
-    FROM (SELECT e.id, e.occurred_at, e.status, e.description, e.location
-          FROM sequencing.tracking_event e WHERE e.shipment_id = %(id)s AND e.status IS NOT NULL
-          UNION ALL
-          SELECT i.id, i.occurred_at, i.status, i.description, i.location FROM ins i WHERE i.status IS NOT NULL) x
-    JOIN sequencing.status s ON s.key = x.status
-    ORDER BY x.occurred_at DESC, s.position DESC, x.id DESC
-    LIMIT 1
-), moved AS (
-    UPDATE sequencing.tracking t
-    SET status = coalesce((SELECT status FROM newest), t.status), last_event_at = now(), stale_at = NULL
-    WHERE t.id = %(id)s AND EXISTS (SELECT 1 FROM ins)
-    RETURNING t.last_event_at
-)
-SELECT (SELECT count(*) FROM ins)::int, n.status, n.occurred_at, n.description, n.location,
-       (SELECT last_event_at FROM moved)
-FROM (SELECT 1) AS one LEFT JOIN newest n ON true
-"""
-UPDATE_SHIPMENT = """
-UPDATE sequencing.tracking SET
-    status = %(status)s,
-    last_event_at = CASE WHEN %(news)s THEN now() ELSE last_event_at END,
-    stale_at = CASE WHEN %(news)s THEN NULL WHEN %(stale)s THEN coalesce(stale_at, now()) ELSE stale_at END
-WHERE id = %(id)s
-RETURNING coalesce(last_event_at, assigned_at)
-"""
-# Open shipments quiet for longer than their carrier's stale_after (walks tracking_quiet).
-QUIET_SHIPMENTS = """
-SELECT q.id, c.stale_after FROM sequencing.carrier c
-CROSS JOIN LATERAL (
-    SELECT t.id FROM sequencing.tracking t
-    WHERE t.freightcarrier_id = c.id
-      AND t.status NOT IN ('delivered', 'returned', 'cancelled') AND t.stale_at IS NULL
-      AND coalesce(t.last_event_at, t.assigned_at) < now() - c.stale_after
-    ORDER BY coalesce(t.last_event_at, t.assigned_at)
-    LIMIT %(limit)s
-) q
-"""
-
-
 @contextlib.contextmanager
 def _transaction(conn: psycopg.Connection) -> Iterator[None]:
     """Join the caller's transaction if there is one (the poller's), else open one."""
@@ -169,7 +99,7 @@ def apply_status_change(conn: psycopg.Connection, shipment_id: int, events: Sequ
     if source not in ("carrier", "manual"):
         raise ValueError(f"unknown event source {source!r}")
     with _transaction(conn):
-        row = conn.execute(LOCK_SHIPMENT, {"id": shipment_id, "stale_after": stale_after}).fetchone()
+        row = conn.execute(SQL.lock_shipment, {"id": shipment_id, "stale_after": stale_after}).fetchone()
         if row is None:
             raise NotFound(f"no assigned shipment with id {shipment_id}")
         code, order_id, carrier, previous, was_stale, quiet_since, quiet_too_long = row
@@ -179,13 +109,13 @@ def apply_status_change(conn: psycopg.Connection, shipment_id: int, events: Sequ
             if not check_manual_transition(code, previous, events[0].status):
                 return StatusChange(shipment_id, code, order_id, carrier, previous, previous, 0,
                                     stale=was_stale, last_event_at=quiet_since)
-            at = conn.execute(MANUAL_TIME, (shipment_id,)).fetchone()[0]
+            at = conn.execute(SQL.manual_time, (shipment_id,)).fetchone()[0]
             events = [CarrierEvent(events[0].key, at, events[0].status, events[0].raw_status,
                                    events[0].description, events[0].location)]
         new_events = 0
         status, occurred_at, description, location = previous, None, None, None
         if events:
-            applied = conn.execute(APPLY_EVENTS, {
+            applied = conn.execute(SQL.apply_events, {
                 "id": shipment_id, "source": source,
                 "keys": [e.key for e in events],
                 "times": [e.occurred_at for e in events],
@@ -201,7 +131,7 @@ def apply_status_change(conn: psycopg.Connection, shipment_id: int, events: Sequ
                     status, occurred_at, description, location = applied[1:5]
         flag = not new_events and not was_stale and bool(quiet_too_long) and previous not in TERMINAL
         if flag:
-            quiet_since = conn.execute(UPDATE_SHIPMENT, {
+            quiet_since = conn.execute(SQL.update_shipment, {
                 "id": shipment_id, "status": status, "news": False, "stale": True,
             }).fetchone()[0]
         change = StatusChange(
@@ -297,7 +227,7 @@ def sweep_stale(conn: psycopg.Connection, batch: int = 500, stop=None) -> list[S
     """
     flagged: list[StatusChange] = []
     while True:
-        rows = conn.execute(QUIET_SHIPMENTS, {"limit": batch}).fetchall()
+        rows = conn.execute(SQL.quiet_shipments, {"limit": batch}).fetchall()
         done = 0
         for shipment_id, stale_after in rows:
             if stop is not None and stop.is_set():
