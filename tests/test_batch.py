@@ -472,3 +472,18 @@ def test_control_characters_at_the_edge_of_a_csv_field_are_not_trimmed_away(batc
     assert r.returncode == 3, r
     assert [line.split(",")[0] for line in r.stdout.splitlines()] == ["44"], r
     assert [e.split(":")[0] for e in r.stderr.splitlines()[:2]] == ["line 1", "line 2"], r
+
+
+@pytest.mark.parametrize("lines", ["42,correios\n43,correios\n", "42,correios\n"])  # a big chunk and a paused one
+def test_a_cancelled_orders_line_is_refused_in_a_batch_as_in_a_single_assign(batch, stocked, lines):
+    from trackctl.shipments import cancel
+
+    old = assign(stocked, "42", "correios").code
+    cancel(stocked, "42")
+    r = batch(lines)
+    assert r.returncode == 3, r
+    assert old not in r.stdout  # a cancelled code is never handed out again
+    assert stderr_lines(r)[0] == (f"line 1: order 42 with correios was cancelled: its code {old} is not handed "
+                                  "out again (a new parcel number gets a new code)")
+    r = batch("42,correios,2\n")
+    assert r.returncode == 0 and old not in r.stdout, r

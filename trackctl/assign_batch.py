@@ -191,8 +191,22 @@ class _Chunk:
                     claim = lambda: _claim(conn, self.copy_text, len(self.keys))  # noqa: E731
                 self.codes, self.inline, self.refused = _claim_with_retries(
                     conn, claim, len(self.keys), f"{self.lines[0].line}-{self.lines[-1].line}")
+                self._refuse_cancelled(conn)
         except BaseException as exc:  # handed to the reader of the outcomes, in whichever thread
             self.error = exc
+
+    def _refuse_cancelled(self, conn: psycopg.Connection) -> None:
+        """Refuse the lines whose order already had a code that was cancelled, as a single assign does."""
+        existing = {seq: code for seq, (code, new) in self.codes.items() if not new}
+        if not existing:
+            return
+        cancelled = {code for (code,) in conn.execute(SQL.batch_cancelled, (list(existing.values()),)).fetchall()}
+        items = dict(self.keys)
+        for seq, code in existing.items():
+            if code in cancelled:
+                item = items[seq]
+                self.refused[seq] = (f"order {item.order_id} with {item.carrier.name} was cancelled: its code {code} "
+                                     "is not handed out again (a new parcel number gets a new code)")
 
     def start(self, conn: psycopg.Connection) -> None:
         self.thread = threading.Thread(target=self.run, args=(conn,), name="trackctl-assign-chunk", daemon=True)

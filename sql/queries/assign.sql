@@ -138,3 +138,7 @@ SELECT id, name, kind, target FROM sequencing.pool WHERE id = ANY(%s);
 -- name: batch_set_codes
 UPDATE batch_in b SET code = u.code
 FROM unnest(%s::int[], %s::text[]) AS u(seq, code) WHERE b.seq = u.seq;
+
+-- name: batch_cancelled
+-- Of a chunk's existing codes, the cancelled ones: never handed out again (the line is refused).
+SELECT tracking_id FROM sequencing.tracking WHERE tracking_id = ANY (%s) AND status = 'cancelled';
