@@ -15,7 +15,7 @@ import csv
 import json
 import os
 import select
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
 
 from .errors import InvalidValue
@@ -168,8 +168,21 @@ def parse_records(stream: BinaryIO, input_format: str = "auto", *,
     """
     if input_format not in FORMATS:
         raise InvalidValue(f"unknown input format {input_format!r}", hint="use auto, csv or jsonl")
+    items = read_fd_lines(stream.fileno()) if follow else read_lines(stream)
+    yield from decode_records(items, input_format, parse_csv, parse_json, _is_header)
+
+
+def decode_records(items: Iterable, input_format: str, csv_record: Callable[[str], dict],
+                   json_record: Callable[[str], dict], is_header: Callable[[str], bool]) -> Iterator:
+    """Turn (line number, raw bytes) items into (line number, record) by the given line grammar.
+
+    The rules every batch input shares (`assign --batch`, `track --batch`): the length cap and
+    UTF-8, a byte-order mark on line 1, blank lines skipped, `auto` reading a line that starts with
+    `{` as JSON, a header only as the first CSV line; a bad line's record is {"error": reason}.
+    IDLE items pass through.
+    """
     seen_data = False
-    for item in read_fd_lines(stream.fileno()) if follow else read_lines(stream):
+    for item in items:
         if item is IDLE:
             yield IDLE
             continue
@@ -187,12 +200,12 @@ def parse_records(stream: BinaryIO, input_format: str = "auto", *,
         if not text.strip():
             continue
         as_json = input_format == "jsonl" or (input_format == "auto" and text.lstrip().startswith("{"))
-        if not seen_data and not as_json and _is_header(text):
+        if not seen_data and not as_json and is_header(text):
             seen_data = True
             continue
         seen_data = True
         try:
-            yield number, parse_json(text) if as_json else parse_csv(text)
+            yield number, json_record(text) if as_json else csv_record(text)
         except InvalidValue as exc:
             yield number, {"error": exc.message}
         except csv.Error as exc:

@@ -156,35 +156,11 @@ def parse_records(stream: BinaryIO, input_format: str = "auto") -> Iterator[tupl
     takes a line starting with `{` as JSON, any other as CSV; a first CSV line `code,carrier`
     is a header.
     """
-    from .batch_input import MAX_LINE_BYTES, read_lines
+    from .batch_input import decode_records, read_lines
 
     if input_format not in FORMATS:
         raise InvalidValue(f"unknown input format {input_format!r}", hint="use auto, csv or jsonl")
-    seen_data = False
-    for number, raw in read_lines(stream):
-        if raw is None:
-            yield number, {"error": f"line is longer than {MAX_LINE_BYTES} bytes"}
-            continue
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            yield number, {"error": "not valid UTF-8"}
-            continue
-        if number == 1:
-            text = text.removeprefix("\ufeff")
-        if not text.strip():
-            continue
-        as_json = input_format == "jsonl" or (input_format == "auto" and text.lstrip().startswith("{"))
-        if not seen_data and not as_json and _is_header(text):
-            seen_data = True
-            continue
-        seen_data = True
-        try:
-            yield number, parse_json(text) if as_json else parse_csv(text)
-        except InvalidValue as exc:
-            yield number, {"error": exc.message}
-        except csv.Error as exc:
-            yield number, {"error": f"malformed CSV ({exc})"}
+    yield from decode_records(read_lines(stream), input_format, parse_csv, parse_json, _is_header)
 
 
 def track_lines(conn: psycopg.Connection, records: Iterable[tuple[int, dict]]) -> Iterator[TrackOutcome]:
