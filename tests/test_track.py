@@ -7,6 +7,7 @@ import subprocess
 
 import psycopg
 import pytest
+from conftest import trackctl_command
 
 from trackctl.assign import assign
 from trackctl.carriers import add_carrier
@@ -111,7 +112,7 @@ def test_pool_codes_keep_working_and_cannot_be_retracked_elsewhere(carriers):
 
 
 def test_concurrent_track_processes_make_one_shipment(carriers, cli):
-    procs = [subprocess.Popen([*__import__("tests.conftest", fromlist=["x"]).trackctl_command(), "track", UPS,
+    procs = [subprocess.Popen([*trackctl_command(), "track", UPS,
                                "--carrier", "ups"], env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
              for _ in range(4)]
     outs = [p.communicate(timeout=120) for p in procs]
@@ -158,7 +159,6 @@ def test_cli_track_batch(carriers, cli):
 
 
 def test_cli_track_batch_answers_each_line_while_input_pauses(carriers, cli, tmp_path):
-    from tests.conftest import trackctl_command
 
     p = subprocess.Popen([*trackctl_command(), "track", "--batch"], env=cli.env, stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
