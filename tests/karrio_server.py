@@ -13,6 +13,8 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from local_server import LocalServer
+
 
 def dhl_universal_shipment(code: str, status_code: str = "transit", events: list[dict] | None = None) -> dict:
     """A DHL Shipment Tracking - Unified API shipment (GET /track/shipments?trackingNumber=...)."""
@@ -42,7 +44,9 @@ def laposte_shipment(code: str, events: list[tuple[str, str, str]] | None = None
                          "timeline": [{"shortLabel": "Pris en charge", "status": True, "type": 1}]}}
 
 
-class KarrioServer:
+class KarrioServer(LocalServer):
+    METHOD, QUEUE = "GET", 512
+
     def __init__(self, latency: float = 0.0) -> None:
         self.latency = latency
         self.shipments: dict[str, dict] = {}  # code -> body to answer
@@ -59,41 +63,6 @@ class KarrioServer:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> "KarrioServer":
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def setup(self) -> None:
-                super().setup()
-                with owner.lock:
-                    owner.connections += 1
-
-            def do_GET(self) -> None:  # noqa: N802
-                owner._handle(self)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-            request_queue_size = 512
-
-        self._server = Server(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-
-    def __enter__(self) -> "KarrioServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
         parts = urllib.parse.urlsplit(handler.path)

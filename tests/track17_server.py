@@ -16,6 +16,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from local_server import LocalServer
+
 ACTIONS = ("register", "gettrackinfo", "stoptrack")
 
 
@@ -28,7 +30,9 @@ class Call:
 
 
 @dataclass
-class Track17Server:
+class Track17Server(LocalServer):
+    METHOD, QUEUE = "POST", 256
+
     key: str = "k-17"
     per_call: int = 40
     per_second: int = 3
@@ -57,41 +61,6 @@ class Track17Server:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> "Track17Server":
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive
-
-            def setup(self) -> None:
-                super().setup()
-                with owner.lock:
-                    owner.connections += 1
-
-            def do_POST(self) -> None:  # noqa: N802
-                owner._handle(self)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-            request_queue_size = 256
-
-        self._server = Server(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-
-    def __enter__(self) -> "Track17Server":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     # -- helpers for tests ----------------------------------------------------------------------
 
