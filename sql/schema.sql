@@ -73,7 +73,7 @@ SET default_table_access_method = heap;
 
 CREATE TABLE sequencing.outbox (
     id bigint NOT NULL,
-    event_id text DEFAULT sequencing.new_event_id() NOT NULL,
+    event_id text DEFAULT sequencing.new_event_id() NOT NULL COLLATE pg_catalog."C",
     type text NOT NULL,
     shipment_id bigint,
     payload jsonb NOT NULL,
@@ -113,9 +113,20 @@ $$;
 CREATE FUNCTION sequencing.outbox_after_insert() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
+DECLARE
+    v_missing bigint;
 BEGIN
     IF NOT EXISTS (SELECT FROM inserted) THEN
         RETURN NULL;  -- an INSERT that matched nothing (an idempotent re-assign) is no event
+    END IF;
+    SELECT n.shipment_id INTO v_missing FROM inserted n
+    WHERE n.shipment_id IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM sequencing.tracking t
+                      WHERE t.id = n.shipment_id AND t.freightcarrier_id IS NOT NULL)
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'outbox event names shipment %, which does not exist or is not assigned', v_missing
+            USING ERRCODE = 'foreign_key_violation';
     END IF;
     INSERT INTO sequencing.webhook_delivery (outbox_id, subscriber_id, shipment_id, next_attempt_at)
     SELECT n.id, s.id, n.shipment_id, now() + make_interval(secs => s.retry_schedule[1])
@@ -127,6 +138,19 @@ BEGIN
     -- Sent at commit, never for a rolled-back change; one per transaction whatever its size.
     PERFORM pg_notify('trackctl_outbox', '');
     RETURN NULL;
+END
+$$;
+
+--
+-- Name: outbox_shipment_fixed(); Type: FUNCTION; Schema: sequencing; Owner: -
+--
+
+CREATE FUNCTION sequencing.outbox_shipment_fixed() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    RAISE EXCEPTION 'the shipment of outbox event % cannot change', OLD.event_id
+        USING ERRCODE = 'integrity_constraint_violation';
 END
 $$;
 
@@ -360,6 +384,30 @@ END
 $$;
 
 --
+-- Name: pool_keep_codes(); Type: FUNCTION; Schema: sequencing; Owner: -
+--
+
+CREATE FUNCTION sequencing.pool_keep_codes() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.id = OLD.id THEN
+        RETURN NEW;
+    END IF;
+    -- Runs once the pool row is locked, on a snapshot taken now: codes committed by a refill that
+    -- held the pool (FOR KEY SHARE) until its commit are seen.
+    IF EXISTS (SELECT 1 FROM sequencing.tracking t WHERE t.pool_id = OLD.id) THEN
+        RAISE EXCEPTION 'pool % still has codes and cannot be deleted', OLD.name
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    IF TG_OP = 'UPDATE' THEN
+        RETURN NEW;
+    END IF;
+    RETURN OLD;
+END
+$$;
+
+--
 -- Name: pool_s10_guard(); Type: FUNCTION; Schema: sequencing; Owner: -
 --
 
@@ -539,6 +587,44 @@ BEGIN
             OLD.tracking_id, coalesce(OLD.order_id, '-') USING ERRCODE = 'integrity_constraint_violation';
     END IF;
     RETURN NEW;
+END
+$$;
+
+--
+-- Name: tracking_pool_exists(); Type: FUNCTION; Schema: sequencing; Owner: -
+--
+
+CREATE FUNCTION sequencing.tracking_pool_exists() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_missing integer;
+BEGIN
+    PERFORM 1 FROM sequencing.pool p
+    WHERE p.id IN (SELECT DISTINCT n.pool_id FROM inserted n WHERE n.pool_id IS NOT NULL)
+    FOR KEY SHARE OF p;
+    SELECT n.pool_id INTO v_missing FROM inserted n
+    WHERE n.pool_id IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM sequencing.pool p WHERE p.id = n.pool_id)
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'insert into tracking names pool %, which does not exist', v_missing
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+--
+-- Name: tracking_pool_fixed(); Type: FUNCTION; Schema: sequencing; Owner: -
+--
+
+CREATE FUNCTION sequencing.tracking_pool_fixed() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    RAISE EXCEPTION 'the pool of tracking code % cannot change', OLD.tracking_id
+        USING ERRCODE = 'integrity_constraint_violation';
 END
 $$;
 
@@ -812,9 +898,9 @@ CREATE TABLE sequencing.status (
 
 CREATE TABLE sequencing.tracking (
     id bigint NOT NULL,
-    tracking_id text NOT NULL,
+    tracking_id text NOT NULL COLLATE pg_catalog."C",
     pool_id integer,
-    order_id text,
+    order_id text COLLATE pg_catalog."C",
     freightcarrier_id integer,
     parcel integer,
     status text,
@@ -834,7 +920,7 @@ CREATE TABLE sequencing.tracking (
     remote_stopped_at timestamp with time zone,
     CONSTRAINT tracking_assignment_complete CHECK ((((source = 'pool'::text) AND (pool_id IS NOT NULL) AND (((order_id IS NULL) AND (freightcarrier_id IS NULL) AND (parcel IS NULL) AND (status IS NULL) AND (assigned_at IS NULL)) OR ((order_id IS NOT NULL) AND (freightcarrier_id IS NOT NULL) AND (parcel IS NOT NULL) AND (status IS NOT NULL) AND (assigned_at IS NOT NULL)))) OR ((source = 'external'::text) AND (pool_id IS NULL) AND (parcel IS NULL) AND (freightcarrier_id IS NOT NULL) AND (status IS NOT NULL) AND (assigned_at IS NOT NULL)))),
     CONSTRAINT tracking_external_code_format CHECK (((source = 'pool'::text) OR (tracking_id ~ '^[A-Za-z0-9-]{5,50}$'::text))),
-    CONSTRAINT tracking_order_id_format CHECK (((order_id IS NULL) OR (((length(order_id) >= 1) AND (length(order_id) <= 64)) AND (order_id !~ '[[:cntrl:]]'::text)))),
+    CONSTRAINT tracking_order_id_format CHECK (((order_id IS NULL) OR ((length(order_id) >= 1) AND (length(order_id) <= 64) AND (order_id !~ '[[:cntrl:]]'::text)))),
     CONSTRAINT tracking_parcel_range CHECK (((parcel IS NULL) OR ((parcel >= 1) AND (parcel <= 999)))),
     CONSTRAINT tracking_poll_counts CHECK (((poll_count >= 0) AND (poll_failures >= 0))),
     CONSTRAINT tracking_poll_error_length CHECK ((length(last_poll_error) <= 500)),
@@ -1227,12 +1313,6 @@ CREATE INDEX tracking_free ON sequencing.tracking USING btree (pool_id, id) WHER
 CREATE UNIQUE INDEX tracking_one_code_per_parcel ON sequencing.tracking USING btree (order_id, freightcarrier_id, parcel) WHERE (order_id IS NOT NULL);
 
 --
--- Name: tracking_order; Type: INDEX; Schema: sequencing; Owner: -
---
-
-CREATE INDEX tracking_order ON sequencing.tracking USING btree (order_id) WHERE (order_id IS NOT NULL);
-
---
 -- Name: tracking_poll_due; Type: INDEX; Schema: sequencing; Owner: -
 --
 
@@ -1287,6 +1367,18 @@ CREATE TRIGGER carrier_sync_slots AFTER INSERT OR UPDATE OF max_concurrency ON s
 CREATE TRIGGER outbox_after_insert AFTER INSERT ON sequencing.outbox REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION sequencing.outbox_after_insert();
 
 --
+-- Name: outbox outbox_shipment_fixed; Type: TRIGGER; Schema: sequencing; Owner: -
+--
+
+CREATE TRIGGER outbox_shipment_fixed BEFORE UPDATE OF shipment_id ON sequencing.outbox FOR EACH ROW WHEN ((new.shipment_id IS DISTINCT FROM old.shipment_id)) EXECUTE FUNCTION sequencing.outbox_shipment_fixed();
+
+--
+-- Name: pool pool_keep_codes; Type: TRIGGER; Schema: sequencing; Owner: -
+--
+
+CREATE TRIGGER pool_keep_codes BEFORE DELETE OR UPDATE OF id ON sequencing.pool FOR EACH ROW EXECUTE FUNCTION sequencing.pool_keep_codes();
+
+--
 -- Name: pool pool_s10_guard; Type: TRIGGER; Schema: sequencing; Owner: -
 --
 
@@ -1309,6 +1401,18 @@ CREATE TRIGGER tracking_keep_assignment_delete BEFORE DELETE ON sequencing.track
 --
 
 CREATE TRIGGER tracking_keep_assignment_update BEFORE UPDATE ON sequencing.tracking FOR EACH ROW WHEN ((old.freightcarrier_id IS NOT NULL)) EXECUTE FUNCTION sequencing.tracking_keep_assignment();
+
+--
+-- Name: tracking tracking_pool_exists; Type: TRIGGER; Schema: sequencing; Owner: -
+--
+
+CREATE TRIGGER tracking_pool_exists AFTER INSERT ON sequencing.tracking REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION sequencing.tracking_pool_exists();
+
+--
+-- Name: tracking tracking_pool_fixed; Type: TRIGGER; Schema: sequencing; Owner: -
+--
+
+CREATE TRIGGER tracking_pool_fixed BEFORE UPDATE OF pool_id ON sequencing.tracking FOR EACH ROW WHEN ((new.pool_id IS DISTINCT FROM old.pool_id)) EXECUTE FUNCTION sequencing.tracking_pool_fixed();
 
 --
 -- Name: carrier_call carrier_call_carrier_id_fkey; Type: FK CONSTRAINT; Schema: sequencing; Owner: -
@@ -1353,13 +1457,6 @@ ALTER TABLE ONLY sequencing.event_group_member
     ADD CONSTRAINT event_group_member_group_id_fkey FOREIGN KEY (group_id) REFERENCES sequencing.event_group(id) ON DELETE CASCADE;
 
 --
--- Name: outbox outbox_shipment_id_fkey; Type: FK CONSTRAINT; Schema: sequencing; Owner: -
---
-
-ALTER TABLE ONLY sequencing.outbox
-    ADD CONSTRAINT outbox_shipment_id_fkey FOREIGN KEY (shipment_id) REFERENCES sequencing.tracking(id);
-
---
 -- Name: tracking_event tracking_event_shipment_id_fkey; Type: FK CONSTRAINT; Schema: sequencing; Owner: -
 --
 
@@ -1379,13 +1476,6 @@ ALTER TABLE ONLY sequencing.tracking_event
 
 ALTER TABLE ONLY sequencing.tracking
     ADD CONSTRAINT tracking_freightcarrier_id_fkey FOREIGN KEY (freightcarrier_id) REFERENCES sequencing.carrier(id);
-
---
--- Name: tracking tracking_pool_id_fkey; Type: FK CONSTRAINT; Schema: sequencing; Owner: -
---
-
-ALTER TABLE ONLY sequencing.tracking
-    ADD CONSTRAINT tracking_pool_id_fkey FOREIGN KEY (pool_id) REFERENCES sequencing.pool(id);
 
 --
 -- Name: tracking tracking_status_fkey; Type: FK CONSTRAINT; Schema: sequencing; Owner: -
