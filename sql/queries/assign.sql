@@ -66,11 +66,13 @@ ORDER BY a.input_order;
 
 -- name: batch_table
 -- Batch: each chunk of input lines goes to the database in one transaction, as COPY into this
--- temporary table followed by a few set-based statements.
-CREATE TEMPORARY TABLE batch_in (
-    seq integer PRIMARY KEY, order_id text NOT NULL, carrier_id integer NOT NULL,
-    pool_id integer NOT NULL, parcel integer NOT NULL, code text
-) ON COMMIT DROP;
+-- temporary table followed by a few set-based statements. The table is made once per session
+-- (trackctl/assign_batch.py remembers it) and emptied at every commit: creating and dropping it
+-- for every chunk cost catalog writes each time.
+CREATE TEMPORARY TABLE IF NOT EXISTS batch_in (
+    seq integer PRIMARY KEY, order_id text COLLATE "C" NOT NULL, carrier_id integer NOT NULL,
+    pool_id integer NOT NULL, parcel integer NOT NULL, code text COLLATE "C"
+) ON COMMIT DELETE ROWS;
 
 -- name: batch_copy
 COPY batch_in (seq, order_id, carrier_id, pool_id, parcel) FROM STDIN;
@@ -102,9 +104,9 @@ WITH need AS (
 ), per_pool AS (
     SELECT pool_id, count(*) AS n, min(rn) - 1 AS start FROM need GROUP BY pool_id
 ), free AS (
-    SELECT f.id, p.start + row_number() OVER (PARTITION BY p.pool_id ORDER BY f.id) AS rn
+    SELECT f.id, f.tid, p.start + row_number() OVER (PARTITION BY p.pool_id ORDER BY f.id) AS rn
     FROM per_pool p CROSS JOIN LATERAL (
-        SELECT t.id FROM sequencing.tracking t
+        SELECT t.id, t.ctid AS tid FROM sequencing.tracking t
         WHERE t.pool_id = p.pool_id AND t.order_id IS NULL
           AND t.id >= (SELECT min(m.id) FROM sequencing.tracking m WHERE m.pool_id = p.pool_id AND m.order_id IS NULL)
         ORDER BY t.id LIMIT p.n
@@ -115,7 +117,7 @@ WITH need AS (
     SET order_id = need.order_id, freightcarrier_id = need.carrier_id, parcel = need.parcel,
         status = 'pending', assigned_at = now()
     FROM need JOIN free USING (rn)
-    WHERE t.id = free.id
+    WHERE t.ctid = free.tid AND t.id = free.id
     RETURNING need.seq, need.seq AS input_order, t.id, t.tracking_id, t.pool_id, t.order_id,
               t.freightcarrier_id, t.assigned_at
 ), event AS (
