@@ -85,6 +85,32 @@ CREATE TRIGGER pool_keep_codes
     BEFORE DELETE OR UPDATE OF id ON sequencing.pool
     FOR EACH ROW EXECUTE FUNCTION sequencing.pool_keep_codes();
 
+-- A shipment's status is one of the status model's keys: a CHECK on the column instead of a
+-- foreign key, whose look-up and row lock on sequencing.status ran for every assignment (NULL to
+-- 'pending') and every status change. The keys are the model (trackctl/statuses.py mirrors
+-- them); status_keys_fixed keeps them from changing or going, so the list below stays the
+-- table's. A migration that adds a status replaces both.
+ALTER TABLE sequencing.tracking
+    DROP CONSTRAINT tracking_status_fkey,
+    ADD CONSTRAINT tracking_status_known CHECK (status IN (
+        'pending', 'in_transit', 'out_for_delivery', 'failed_attempt', 'available_for_pickup',
+        'exception', 'delivered', 'returned', 'cancelled'));
+
+CREATE FUNCTION sequencing.status_keys_fixed() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.key = OLD.key THEN
+        RETURN NEW;  -- labels, order and flags may change; keys may not
+    END IF;
+    RAISE EXCEPTION 'status % is part of the status model and cannot be removed or renamed', OLD.key
+        USING ERRCODE = 'integrity_constraint_violation';
+END
+$$;
+
+CREATE TRIGGER status_keys_fixed
+    BEFORE DELETE OR UPDATE OF key ON sequencing.status
+    FOR EACH ROW EXECUTE FUNCTION sequencing.status_keys_fixed();
+
 -- An event's shipment, checked once per statement in the outbox's own statement trigger instead
 -- of a foreign-key look-up and row lock per event (each assignment writes one). An event names
 -- an assigned shipment (or none); an assigned shipment can never be deleted or unassigned

@@ -554,6 +554,22 @@ CREATE FUNCTION sequencing.run_outcome(r sequencing.run) RETURNS text
 $$;
 
 --
+-- Name: status_keys_fixed(); Type: FUNCTION; Schema: sequencing; Owner: -
+--
+
+CREATE FUNCTION sequencing.status_keys_fixed() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.key = OLD.key THEN
+        RETURN NEW;  -- labels, order and flags may change; keys may not
+    END IF;
+    RAISE EXCEPTION 'status % is part of the status model and cannot be removed or renamed', OLD.key
+        USING ERRCODE = 'integrity_constraint_violation';
+END
+$$;
+
+--
 -- Name: tracking_event_immutable(); Type: FUNCTION; Schema: sequencing; Owner: -
 --
 
@@ -926,7 +942,8 @@ CREATE TABLE sequencing.tracking (
     CONSTRAINT tracking_poll_error_length CHECK ((length(last_poll_error) <= 500)),
     CONSTRAINT tracking_poll_state_assigned CHECK (((freightcarrier_id IS NOT NULL) OR ((claimed_until IS NULL) AND (last_polled_at IS NULL) AND (last_event_at IS NULL) AND (stale_at IS NULL) AND (remote_registered_at IS NULL)))),
     CONSTRAINT tracking_remote_stop_after_register CHECK (((remote_stopped_at IS NULL) OR (remote_registered_at IS NOT NULL))),
-    CONSTRAINT tracking_source_known CHECK ((source = ANY (ARRAY['pool'::text, 'external'::text])))
+    CONSTRAINT tracking_source_known CHECK ((source = ANY (ARRAY['pool'::text, 'external'::text]))),
+    CONSTRAINT tracking_status_known CHECK ((status = ANY (ARRAY['pending'::text, 'in_transit'::text, 'out_for_delivery'::text, 'failed_attempt'::text, 'available_for_pickup'::text, 'exception'::text, 'delivered'::text, 'returned'::text, 'cancelled'::text])))
 );
 
 --
@@ -1385,6 +1402,12 @@ CREATE TRIGGER pool_keep_codes BEFORE DELETE OR UPDATE OF id ON sequencing.pool 
 CREATE TRIGGER pool_s10_guard BEFORE INSERT OR UPDATE ON sequencing.pool FOR EACH ROW EXECUTE FUNCTION sequencing.pool_s10_guard();
 
 --
+-- Name: status status_keys_fixed; Type: TRIGGER; Schema: sequencing; Owner: -
+--
+
+CREATE TRIGGER status_keys_fixed BEFORE DELETE OR UPDATE OF key ON sequencing.status FOR EACH ROW EXECUTE FUNCTION sequencing.status_keys_fixed();
+
+--
 -- Name: tracking_event tracking_event_immutable; Type: TRIGGER; Schema: sequencing; Owner: -
 --
 
@@ -1476,13 +1499,6 @@ ALTER TABLE ONLY sequencing.tracking_event
 
 ALTER TABLE ONLY sequencing.tracking
     ADD CONSTRAINT tracking_freightcarrier_id_fkey FOREIGN KEY (freightcarrier_id) REFERENCES sequencing.carrier(id);
-
---
--- Name: tracking tracking_status_fkey; Type: FK CONSTRAINT; Schema: sequencing; Owner: -
---
-
-ALTER TABLE ONLY sequencing.tracking
-    ADD CONSTRAINT tracking_status_fkey FOREIGN KEY (status) REFERENCES sequencing.status(key);
 
 --
 -- Name: webhook_delivery webhook_delivery_outbox_id_fkey; Type: FK CONSTRAINT; Schema: sequencing; Owner: -
