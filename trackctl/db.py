@@ -14,7 +14,7 @@ from . import queries
 from .config import Settings
 from .errors import DatabaseUnavailable, InvalidValue, MigrationEdited, SchemaOutOfDate
 
-MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+MIGRATION_FILE = queries.MIGRATION_FILE
 # Key of the session advisory lock that serialises `db migrate` across processes and hosts.
 MIGRATE_LOCK = 7_262_001
 
@@ -36,7 +36,7 @@ class Migration:
 
     @cached_property
     def text(self) -> str:
-        return self.path.read_text(encoding="utf-8")
+        return queries.migration_script(self.path)
 
     @cached_property
     def checksum(self) -> str:
@@ -265,7 +265,7 @@ def migrate(conn: psycopg.Connection) -> list[Migration]:
             if m.version in applied:
                 continue
             with conn.transaction():
-                conn.execute(m.text)
+                conn.execute(queries.migration_script(m.path))
                 conn.execute(SQL.record, (m.version, m.name, m.checksum))
             done.append(m)
         return done
