@@ -36,7 +36,7 @@ import psycopg
 from . import __version__, queries, telemetry
 from .carriers import CarrierSettings, carrier_settings, list_carrier_settings
 from .carriers.base import AdapterConfig, Calls
-from .errors import InvalidValue, NotPollable, TrackctlError
+from .errors import InvalidValue, NotPollable, TrackctlError, param
 from .poll_policy import (BACKOFF_BASE, BACKOFF_CAP, DEFAULT_BUDGET, DEFAULT_INTERVALS, INTERVAL_JITTER,  # noqa: F401
                           LEASE_MARGIN, MAX_CONNECTIONS, MAX_WORKERS_PER_CARRIER, WORKERS_PER_SLOT, CarrierSummary,
                           PollFailure, PollReport, normalise_events, redact)
@@ -100,7 +100,7 @@ def poll(conn: psycopg.Connection, *, carrier: str | None = None, budget: float 
     from .poll_worker import CarrierRun, Run
 
     if budget < 0:
-        raise InvalidValue("--budget must be zero or more")
+        raise InvalidValue(f"{param('budget')} must be zero or more", value=budget)
     started = time.monotonic()
     environ = os.environ if environ is None else environ
     if carrier is not None:
