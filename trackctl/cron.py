@@ -182,7 +182,8 @@ def database_environment(*, database_url: str | None, home: Path, home_given: bo
     else:
         where = f"{env_file} has no {ENV_DATABASE_URL} line" if env_file else "no file holds it"
         raise UsageError(f"the database URL holds a password, which does not belong in a crontab, and {where}",
-                         hint=f"put {ENV_DATABASE_URL}=... in a file only you can read and pass {param('env_file')} FILE, "
+                         hint=f"put {ENV_DATABASE_URL}=... in a file only you can read and pass "
+                              f"{param('env_file')} FILE, "
                               "or use a URL without password and ~/.pgpass")
     for name in LIBPQ_VARIABLES:
         if environ.get(name) and name not in from_file:
@@ -190,7 +191,7 @@ def database_environment(*, database_url: str | None, home: Path, home_given: bo
     if environ.get("PGPASSWORD") and not info.get("password") and not (file_url and _conninfo(file_url).get("password")) \
             and "PGPASSWORD" not in from_file:
         warnings.append("PGPASSWORD is set in this shell, but cron will not have it: put the password in "
-                        f"~/.pgpass (or PGPASSWORD=... in the {param('env_file')})")
+                        "~/.pgpass (or PGPASSWORD=... in the --env-file)")
     return CronEnvironment(tuple(variables), tuple(warnings), describe_target(url))
 
 

@@ -81,9 +81,11 @@ def create_pool(conn: psycopg.Connection, name: str, target: int | None = None, 
         raise InvalidValue(f"unsupported pool kind {kind!r}", hint=f"use {param('kind')} uuid or {param('kind')} s10")
     if kind == "s10" and s10 is None:
         raise InvalidValue("an S10 pool needs its prefix, country and serial range",
-                           hint=f"e.g. {param('kind')} s10 {param('prefix')} AA {param('country')} BR {param('range')} 10000000-10999999")
+                           hint=f"e.g. {param('kind')} s10 {param('prefix')} AA {param('country')} BR "
+                                f"{param('range')} 10000000-10999999")
     if kind == "uuid" and s10 is not None:
-        raise InvalidValue(f"{param('prefix')}, {param('country')} and {param('range')} are for S10 pools", hint=f"add {param('kind')} s10")
+        raise InvalidValue(f"{param('prefix')}, {param('country')} and {param('range')} are for S10 pools",
+                           hint=f"add {param('kind')} s10")
     if s10 is not None:
         check_s10_target(target, s10.last - s10.first + 1)
     try:
@@ -320,11 +322,13 @@ def parse_s10_range(prefix: str, country: str, text: str) -> S10Range:
     if not re.fullmatch(r"[A-Z]{2}", prefix):
         raise InvalidValue(f"invalid S10 prefix {prefix[:10]!r}", hint=f"two letters, e.g. {param('prefix')} AA")
     if not re.fullmatch(r"[A-Z]{2}", country):
-        raise InvalidValue(f"invalid S10 country {country[:10]!r}", hint=f"an ISO 3166 alpha-2 code, e.g. {param('country')} BR")
+        raise InvalidValue(f"invalid S10 country {country[:10]!r}",
+                           hint=f"an ISO 3166 alpha-2 code, e.g. {param('country')} BR")
     match = S10_RANGE.match(text or "")
     if not match:
         raise InvalidValue(f"invalid S10 range {(text or '')[:30]!r}",
-                           hint=f"FIRST-LAST with serials of up to eight digits, e.g. {param('range')} 10000000-10999999")
+                           hint="FIRST-LAST with serials of up to eight digits, "
+                                f"e.g. {param('range')} 10000000-10999999")
     first, last = int(match.group(1)), int(match.group(2))
     if first > last:
         raise InvalidValue(f"the S10 range {first}-{last} ends before it starts")

@@ -238,8 +238,8 @@ def _apply_settings(conn: psycopg.Connection, carrier_id: int, name: str, curren
 
     rate_limit = (changes["rate_limit"] or None) if "rate_limit" in changes else cur.rate_limit  # 0 removes it
     if rate_limit is not None and not 0 < float(rate_limit) <= MAX_RATE_LIMIT:
-        raise InvalidValue(f"{param('rate_limit')} must be more than 0 and at most {MAX_RATE_LIMIT:g} requests per second",
-                           value=rate_limit)
+        raise InvalidValue(f"{param('rate_limit')} must be more than 0 and at most {MAX_RATE_LIMIT:g} "
+                           "requests per second", value=rate_limit)
     credentials = dict(cur.credentials) if adapter == cur.adapter else {}
     for setting, var in (changes.get("credentials") or {}).items():
         if not SETTING_NAME.fullmatch(setting):
@@ -247,7 +247,8 @@ def _apply_settings(conn: psycopg.Connection, carrier_id: int, name: str, curren
         if not var:
             credentials.pop(setting, None)
         elif not TOKEN_ENV.fullmatch(var):
-            raise InvalidValue(f"invalid environment variable name {var[:40]!r} for {param('credentials')} {setting}",
+            raise InvalidValue(f"invalid environment variable name {var[:40]!r} for "
+                               f"{param('credentials')} {setting}",
                                hint="give SETTING=VARIABLE_NAME, e.g. consumer_key=DHL_KEY, not the secret itself")
         else:
             credentials[setting] = var

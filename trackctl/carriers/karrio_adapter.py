@@ -162,7 +162,8 @@ class KarrioAdapter:
             from ..errors import param  # the error names fields; the CLI shows them as flags
 
             raise ValueError(f"provider {cls.provider} needs {', '.join(missing)}: give secrets with "
-                             f"{param('credentials')} SETTING=ENVVAR and the others with {param('options')} SETTING=VALUE")
+                             f"{param('credentials')} SETTING=ENVVAR and the others with "
+                             f"{param('options')} SETTING=VALUE")
 
     def __init__(self, config: AdapterConfig) -> None:
         sdk = quiet_karrio()
