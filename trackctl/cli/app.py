@@ -1,4 +1,7 @@
-"""The trackctl command line: thin typer functions over the library, and the error boundary."""
+"""The typer app: its root options, what every command shares (settings, a connection, quiet
+exit on a closed stdout), the registration of the command modules, and building only the command
+a run names (`app_for`). Running it, and its error boundary, is `boundary.py`.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +15,8 @@ from typing import Optional
 import typer
 
 from .. import __version__
-# stderr lines and the error boundary live in trackctl.console, shared with the lean assign path
-# (trackctl.entry); the commands import say, warn and setup_logging from here.
-from ..console import describe as _describe, error_line as _error_line, report as _report  # noqa: F401
-from ..console import (StdoutClosed, end_output, guard_stdout, interrupted, say, set_log_format as _set_log_format,  # noqa: F401
-                       setup_logging, stdout_gone, warn)
+from ..console import StdoutClosed, say, stdout_gone, warn  # noqa: F401  (the commands' stderr lines)
+from .logsetup import set_log_format, setup_logging  # noqa: F401  (setup_logging: for the commands that log)
 
 APP_SETTINGS = dict(
     name="trackctl",
@@ -80,7 +80,7 @@ def root(
     from ..config import load_settings
 
     ctx.obj = load_settings(database_url, home, debug)
-    _set_log_format(log_format.value if log_format else os.environ.get("TRACKCTL_LOG_FORMAT"), ctx.obj)
+    set_log_format(log_format.value if log_format else os.environ.get("TRACKCTL_LOG_FORMAT"), ctx.obj)
 
 
 def settings(ctx: typer.Context):
@@ -123,13 +123,7 @@ def _register() -> None:
 _register()
 
 
-def redact_text(text: str) -> str:
-    from ..logs import redact
-
-    return redact(text)
-
-
-def _command_named(argv: list[str]) -> Optional[str]:
+def command_named(argv: list[str]) -> Optional[str]:
     """Return the command the arguments name after the root options, or None (none, or help first)."""
     import inspect
 
@@ -156,7 +150,7 @@ def app_for(argv: list[str]) -> typer.Typer:
     with each command added; `trackctl assign` runs once per order from scripts, so a run builds
     just its own command. Options, help and errors are the same: it is the same registration.
     """
-    name = _command_named(argv)
+    name = command_named(argv)
     commands = [c for c in app.registered_commands if c.name == name]
     groups = [g for g in app.registered_groups if g.name == name]
     if name is None or not (commands or groups) or any(c.name is None for c in app.registered_commands):
@@ -166,76 +160,3 @@ def app_for(argv: list[str]) -> typer.Typer:
     one.registered_commands = commands
     one.registered_groups = groups
     return one
-
-
-# click's exception classes, wherever this typer takes click from (vendored since typer 0.22).
-_CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
-
-
-def _report_usage(exc: Exception) -> int:
-    """One line for a command line click could not parse, naming the --help to read."""
-    if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help is the answer
-        sys.stderr.write(exc.format_message().rstrip("\n") + "\n")
-        return exc.exit_code
-    # pydantic's wording ("Value error, ...") is typer's, not ours; the hint follows the sentence.
-    message = " ".join(exc.format_message().split()).replace("Value error, ", "").rstrip(".")
-    ctx = getattr(exc, "ctx", None)
-    command = _command_named(sys.argv[1:])
-    path = ctx.command_path if ctx is not None else f"trackctl {command}" if command else "trackctl"
-    return _error_line(f"{message} (see '{path} --help')", exc.exit_code)
-
-
-def main() -> None:
-    """Run the app and turn every failure into one line and an exit code (trackctl.entry calls it
-    for every command line but the plain `assign ORDER CARRIER`)."""
-    from .. import telemetry
-
-    if telemetry.wanted():  # issue 15: one trace per command, flushed within a bound at exit
-        telemetry.start(_command_named(sys.argv[1:]))
-    code: object = 1
-    try:
-        code = _run()
-    except SystemExit as exc:
-        code = exc.code
-    finally:
-        warning = telemetry.finish(code)
-        if warning:
-            with contextlib.suppress(Exception):
-                warn(warning)
-    sys.exit(code)
-
-
-def _run() -> object:
-    """Run the app; return the exit code (each failure reported as one line).
-
-    A reader of stdout that goes away (`trackctl carrier list | head -1`) ends the run with exit 0
-    and nothing on stderr, whenever it happens: during a write, a flush, or the final flush.
-    """
-    debug = "--debug" in sys.argv[1:]
-    guard_stdout()
-    try:
-        # Not standalone: click's own reports of unparsable command lines (a usage block, a blank
-        # line and an `Error:` line) come here and leave as one line like every other error.
-        code = app_for(sys.argv[1:])(standalone_mode=False)
-        code = code if isinstance(code, int) else 0
-    except SystemExit as exc:
-        from ..errors import Interrupted
-
-        if isinstance(exc, Interrupted):  # SIGINT/SIGTERM (interrupts.py): one line, exit 130 or 143
-            code = _error_line(redact_text(str(exc)), exc.exit_code)
-        else:
-            code = exc.code
-    except StdoutClosed:
-        code = 0
-    except KeyboardInterrupt:
-        code = interrupted()
-    except typer.Abort:
-        sys.stderr.write("trackctl: aborted\n")
-        code = 1
-    except _CLICK_ERROR as exc:
-        code = _report_usage(exc)
-    except Exception as exc:  # the error boundary: nothing below prints its own failure
-        code = _report(exc, debug)
-    if not end_output():
-        code = 0 if code in (0, None) else code
-    return code

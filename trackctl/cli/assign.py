@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from ..errors import InputRejected, UsageError
-from . import app, connection, pipe_output, settings, warn
+from .app import app, connection, pipe_output, settings, warn
 
 
 class BatchFormat(str, Enum):

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from ..errors import InvalidValue
-from . import FORMAT_HELP, Format, app, connection, fmt_value, say
+from .app import FORMAT_HELP, Format, app, connection, fmt_value, say
 
 carrier_app = typer.Typer(help="Freight carriers (referenced by name or numeric id).\n\nExample: trackctl carrier add correios --id 3", no_args_is_help=True)
 app.add_typer(carrier_app, name="carrier")
@@ -174,7 +174,7 @@ def show_cmd(
     from datetime import timedelta
 
     from ..carriers import carrier_settings, carrier_states
-    from ..output import emit_one
+    from .output import emit_one
 
     with connection(ctx) as conn:
         settings = carrier_settings(conn, name)
@@ -236,7 +236,7 @@ def list_cmd(ctx: typer.Context, fmt: Optional[Format] = typer.Option(None, "--f
     Example: trackctl carrier list --format json
     """
     from ..carriers import list_carrier_settings
-    from ..output import emit
+    from .output import emit
 
     with connection(ctx) as conn:
         emit(list_carrier_settings(conn), COLUMNS, fmt_value(fmt))
@@ -253,6 +253,6 @@ def adapters_cmd(fmt: Optional[Format] = typer.Option(None, "--format", help=FOR
     Example: trackctl carrier adapters --format json
     """
     from ..carriers.registry import adapter_rows
-    from ..output import emit
+    from .output import emit
 
     emit(adapter_rows(), ["adapter", "package", "required", "optional"], fmt_value(fmt))

@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from ..errors import UsageError
-from . import app, say, settings, warn
+from .app import app, say, settings, warn
 
 cron_app = typer.Typer(help="The cron schedule of trackctl's jobs, for this host.\n\nExample: trackctl cron print", no_args_is_help=True)
 app.add_typer(cron_app, name="cron")

@@ -130,7 +130,7 @@ def renderable(d: Dashboard):
 
 def show(d: Dashboard, fmt: str) -> None:
     """Write one dashboard to stdout in `fmt` (table, plain, json, jsonl; csv is plain here)."""
-    from ..output import json_line
+    from .output import json_line
 
     if fmt == "table":
         from rich.console import Console
@@ -139,7 +139,7 @@ def show(d: Dashboard, fmt: str) -> None:
     elif fmt == "json":
         import json
 
-        from ..output import _json_default
+        from .output import _json_default
 
         sys.stdout.write(json.dumps(as_json(d), default=_json_default, ensure_ascii=False, indent=2) + "\n")
     elif fmt == "jsonl":

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from . import FORMAT_HELP, Format, app, connection, fmt_value, pipe_output, say
+from .app import FORMAT_HELP, Format, app, connection, fmt_value, pipe_output, say
 
 pool_app = typer.Typer(help="Pools of pre-generated tracking codes.\n\nExample: trackctl pool list", no_args_is_help=True)
 app.add_typer(pool_app, name="pool")
@@ -82,7 +82,7 @@ def list_cmd(ctx: typer.Context, fmt: Optional[Format] = typer.Option(None, "--f
 
     Example: trackctl pool list --format json
     """
-    from ..output import emit
+    from .output import emit
     from ..pools import pool_levels
 
     with connection(ctx) as conn:
@@ -122,7 +122,7 @@ def refill_cmd(
     """
     from .. import jobs
     from ..logs import get_logger
-    from ..output import emit
+    from .output import emit
     from .jobs import progress, start_job
 
     start_job(ctx)

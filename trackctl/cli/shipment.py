@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from . import FORMAT_HELP, Format, app, connection, fmt_value, say
+from .app import FORMAT_HELP, Format, app, connection, fmt_value, say
 
 COLUMNS = ["code", "order_id", "carrier", "previous_status", "status"]
 
@@ -28,7 +28,7 @@ def cancel_cmd(
 
     Example: trackctl cancel 42 --carrier jadlog
     """
-    from ..output import emit
+    from .output import emit
     from ..shipments import cancel
 
     with connection(ctx) as conn:
@@ -56,7 +56,7 @@ def mark_cmd(
 
     Example: trackctl mark AA123456785BR delivered --note "signed by J. Silva"
     """
-    from ..output import emit
+    from .output import emit
     from ..shipments import mark
 
     with connection(ctx) as conn:

@@ -9,13 +9,13 @@ from typing import Optional
 import typer
 
 from ..errors import InputRejected, UsageError
-from . import app, connection, pipe_output, warn
+from .app import app, connection, pipe_output, warn
 from .assign import BatchFormat, InputFormat
 
 
 def _write(fmt: str, t, writer=None) -> None:
     if fmt == "jsonl":
-        from ..output import json_line
+        from .output import json_line
 
         sys.stdout.write(json_line({"code": t.code, "carrier": t.carrier, "order_id": t.order_id,
                                     "new": t.new, "source": t.source}) + "\n")

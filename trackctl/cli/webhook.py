@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from ..errors import UsageError
-from . import FORMAT_HELP, Format, app, connection, fmt_value, say
+from .app import FORMAT_HELP, Format, app, connection, fmt_value, say
 
 webhook_app = typer.Typer(help="Webhook subscribers (Standard Webhooks) and their deliveries.\n\nExample: trackctl webhook list", no_args_is_help=True)
 app.add_typer(webhook_app, name="webhook")
@@ -17,7 +17,7 @@ SHOWN_COLUMNS = ["id", "url", "types", "retry_schedule", "max_in_flight", "secre
 
 def list_layout():
     """`webhook list` on a terminal: id, URL, types and state first; the rest as the width allows."""
-    from ..output import TableLayout
+    from .output import TableLayout
 
     return TableLayout(drop=("created_at", "rotating_until", "secret", "retry_schedule", "disabled_reason",
                              "max_in_flight"),
@@ -27,7 +27,7 @@ def list_layout():
 
 def deliveries_layout():
     """`webhook deliveries` on a terminal: what failed and when it is tried next, before the ids."""
-    from ..output import TableLayout
+    from .output import TableLayout
 
     return TableLayout(drop=("event_id", "delivered_at", "last_attempt_at", "subscriber_id", "type"),
                        labels={"subscriber_id": "sub", "attempts": "tries", "next_attempt_at": "next",
@@ -70,7 +70,7 @@ def add_cmd(
 
 
 def _show(sub, *, reveal: bool, fmt: Optional[Format]) -> None:
-    from ..output import emit_one
+    from .output import emit_one
 
     record = {k: v for k, v in sub.listing().items() if k in SHOWN_COLUMNS}
     if reveal:
@@ -84,7 +84,7 @@ def list_cmd(ctx: typer.Context, fmt: Optional[Format] = typer.Option(None, "--f
 
     Example: trackctl webhook list --format json
     """
-    from ..output import emit
+    from .output import emit
     from ..webhooks import LISTING_COLUMNS, list_subscribers
 
     with connection(ctx) as conn:
@@ -180,7 +180,7 @@ def test_cmd(
     from ..errors import TrackctlError
     from ..lanes import ping_subscriber
     from ..names import parse_duration
-    from ..output import emit_one
+    from .output import emit_one
 
     with connection(ctx) as conn:
         result = ping_subscriber(conn, subscriber, timeout=float(parse_duration(timeout)))
@@ -215,7 +215,7 @@ def deliveries_cmd(
 
     Example: trackctl webhook deliveries --status dead --subscriber 3
     """
-    from ..output import emit
+    from .output import emit
     from ..webhooks import DELIVERY_COLUMNS, list_deliveries
 
     with connection(ctx) as conn:
