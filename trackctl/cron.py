@@ -39,7 +39,6 @@ class CronJob:
     limit: int  # hard time limit in seconds (timeout), below the interval
     args: tuple[str, ...]  # trackctl arguments
     purpose: str
-    requires: str | None = None  # a table the job works on: no table, no job to watch (health)
 
     @property
     def command(self) -> str:
@@ -52,17 +51,13 @@ JOBS: tuple[CronJob, ...] = (
     CronJob("refill", "*/5 * * * *", 300, 240, ("refill",),
             "keep every pool topped up to its target (a pool another host is filling is skipped)"),
     CronJob("poll", "* * * * *", 60, 50, ("poll", "--budget", "30s"),
-            "refresh due shipments from their carriers; hosts share the due rows by claims",
-            requires="sequencing.carrier_state"),
+            "refresh due shipments from their carriers; hosts share the due rows by claims"),
     CronJob("notify", "* * * * *", 60, 50, ("notify", "--budget", "30s"),
-            "deliver outbox events to webhook subscribers; hosts share the rows by claims",
-            requires="sequencing.webhook_delivery"),
+            "deliver outbox events to webhook subscribers; hosts share the rows by claims"),
     CronJob("sweep-stale", "7 * * * *", 3600, 900, ("sweep-stale",),
-            "flag shipments with no news for too long and stop polling them",
-            requires="sequencing.carrier_state"),
+            "flag shipments with no news for too long and stop polling them"),
     CronJob("outbox-prune", "23 3 * * *", 86400, 1800, ("outbox", "prune", "--older-than", "30d"),
-            "delete delivered outbox rows older than 30 days",
-            requires="sequencing.outbox"),
+            "delete delivered outbox rows older than 30 days"),
     CronJob("runs-prune", "43 3 * * *", 86400, 600, ("runs", "prune", "--older-than", "90d"),
             "delete run records older than 90 days"),
 )
