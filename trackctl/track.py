@@ -34,9 +34,9 @@ SQL = queries.load("track")
 
 @dataclass(frozen=True)
 class Tracked:
-    code: str
-    carrier: str
-    order_id: str | None
+    code: str  # the carrier's tracking number
+    carrier: str  # the carrier's name
+    order_id: str | None  # None for a number tracked without an order
     new: bool  # this call started tracking it
     source: str  # external (a carrier's number) or pool (a code trackctl issued)
 
@@ -45,9 +45,9 @@ class Tracked:
 class TrackOutcome:
     """One input line's fate in a batch: a tracked shipment, or a rejection with its reason."""
 
-    line: int
-    tracked: Tracked | None = None
-    error: str | None = None
+    line: int  # the input line number, from 1 (blank lines counted)
+    tracked: Tracked | None = None  # None when the line was rejected
+    error: str | None = None  # why, in one line (shown as `line N: ...` on stderr)
 
 
 def check_code(code: str) -> str:
