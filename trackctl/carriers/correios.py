@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 
-from .base import MAX_DESCRIPTION, MAX_LOCATION, CarrierEvent, FetchFailed, clip, event_key
+from .base import MAX_DESCRIPTION, MAX_LOCATION, CarrierEvent, FetchFailed, clip, event_key, event_objects
 from .http_json import JsonGetAdapter, iso_time
 
 DEFAULT_URL = "https://api.correios.com.br"
@@ -112,9 +112,7 @@ def parse_objects(doc: Any, code: str) -> list[CarrierEvent]:
     if not isinstance(events, list):
         raise FetchFailed("invalid body: 'eventos' is not a list")
     out: dict[str, CarrierEvent] = {}
-    for event in events:
-        if not isinstance(event, dict):
-            raise FetchFailed("invalid body: an event is not an object")
+    for event in event_objects(events):
         codigo = event.get("codigo")
         if not isinstance(codigo, str) or not codigo.strip() or len(codigo) > 20:
             raise FetchFailed("invalid body: an event has no codigo")

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 from . import transport
 from .base import (MAX_DESCRIPTION, MAX_LOCATION, MAX_RAW_STATUS, STATUSES, AdapterConfig, CarrierEvent,
-                   FetchFailed, ShipmentRef, clip, event_key, parse_options_none)
+                   FetchFailed, ShipmentRef, clip, event_key, event_objects, parse_options_none)
 
 
 class JsonGetAdapter:
@@ -97,9 +97,7 @@ def parse_trackings(doc: Any, code: str) -> list[CarrierEvent]:
     if not isinstance(events, list):
         raise FetchFailed("invalid body: 'events' is missing or not a list")
     out: dict[str, CarrierEvent] = {}
-    for event in events:
-        if not isinstance(event, dict):
-            raise FetchFailed("invalid body: an event is not an object")
+    for event in event_objects(events):
         ident = event.get("id")
         if isinstance(ident, bool) or not isinstance(ident, (str, int)) or str(ident) == "":
             raise FetchFailed("invalid body: an event has no id")

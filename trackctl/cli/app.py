@@ -8,9 +8,9 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from enum import Enum
-from typing import Optional
+from typing import Any, Optional, TypeVar
 
 import typer
 
@@ -29,6 +29,7 @@ APP_SETTINGS = dict(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app = typer.Typer(**APP_SETTINGS)
+T = TypeVar("T")
 
 
 class Format(str, Enum):
@@ -97,6 +98,13 @@ def connection(ctx: typer.Context, *, check_schema: bool = True) -> Iterator:
         yield conn
     finally:
         conn.close()
+
+
+def call(ctx: typer.Context, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Return `function(conn, *args, **kwargs)` over a connection opened for it and closed after:
+    most commands are one such call between reading their options and showing the result."""
+    with connection(ctx) as conn:
+        return function(conn, *args, **kwargs)
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ import typer
 
 from ..errors import UsageError
 from .app import app, connection, pipe_output, settings, warn
-from .batch import BatchFormat, InputFormat
+from .batch import BatchFormat, InputFile, InputFormat, InputFormatOption
 
 
 @app.command("assign")
@@ -24,9 +24,8 @@ def assign_cmd(
     next_parcel: bool = typer.Option(False, "--next-parcel",
                                      help="Take a code for a new parcel (highest parcel number + 1). Not idempotent."),
     batch: bool = typer.Option(False, "--batch", help="Read order,carrier lines from stdin (or --input)."),
-    input_file: Optional[Path] = typer.Option(None, "--input", help="Batch input file instead of stdin."),
-    input_format: InputFormat = typer.Option(InputFormat.auto, "--input-format",
-                                             help="Batch input: csv, jsonl, or auto (per line)."),
+    input_file: InputFile = None,
+    input_format: InputFormatOption = InputFormat.auto,
     fmt: Optional[BatchFormat] = typer.Option(
         None, "--format", show_default=False,
         help="csv (order,carrier,code) or jsonl (order_id, carrier, code, new, parcel); default: csv for a "

@@ -7,7 +7,9 @@ import sys
 from collections.abc import Callable, Iterable
 from enum import Enum
 from pathlib import Path
-from typing import Any, BinaryIO, Optional
+from typing import Annotated, Any, BinaryIO, Optional
+
+import typer
 
 from ..errors import InputRejected, UsageError
 
@@ -21,6 +23,11 @@ class InputFormat(str, Enum):
     auto = "auto"
     csv = "csv"
     jsonl = "jsonl"
+
+
+# The options both batch commands take alike.
+InputFile = Annotated[Optional[Path], typer.Option("--input", help="Batch input file instead of stdin.")]
+InputFormatOption = Annotated[InputFormat, typer.Option("--input-format", help="Batch input: csv, jsonl, or auto (per line).")]
 
 
 def open_input(input_file: Optional[Path]) -> BinaryIO:

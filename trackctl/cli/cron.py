@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -14,10 +14,14 @@ from .app import app, say, settings, warn
 cron_app = typer.Typer(help="The cron schedule of trackctl's jobs, for this host.\n\nExample: trackctl cron print", no_args_is_help=True)
 app.add_typer(cron_app, name="cron")
 
-ENV_FILE_HELP = ("Dotenv file (mode 0600) the jobs read first, e.g. with TRACKCTL_DATABASE_URL (so its password "
-                 "never appears in the crontab) or carrier tokens; default $TRACKCTL_ENV_FILE.")
-LOG_FILE_HELP = "Where the jobs' log lines go (default: cron.log in the trackctl home directory)."
-SYSLOG_HELP = "Send the jobs' log lines to syslog/journald through logger(1) instead of a file."
+# The options `cron print` and `cron install` share (both plan the same lines).
+EnvFile = Annotated[Optional[Path], typer.Option(
+    "--env-file", help="Dotenv file (mode 0600) the jobs read first, e.g. with TRACKCTL_DATABASE_URL (so its password "
+                       "never appears in the crontab) or carrier tokens; default $TRACKCTL_ENV_FILE.")]
+LogFile = Annotated[Optional[Path], typer.Option(
+    "--log-file", help="Where the jobs' log lines go (default: cron.log in the trackctl home directory).")]
+Syslog = Annotated[bool, typer.Option(
+    "--syslog", help="Send the jobs' log lines to syslog/journald through logger(1) instead of a file.")]
 
 
 def installation(ctx: typer.Context, env_file: Optional[Path], log_file: Optional[Path], syslog: bool):
@@ -34,12 +38,7 @@ def installation(ctx: typer.Context, env_file: Optional[Path], log_file: Optiona
 
 
 @cron_app.command("print")
-def print_cmd(
-    ctx: typer.Context,
-    env_file: Optional[Path] = typer.Option(None, "--env-file", help=ENV_FILE_HELP),
-    log_file: Optional[Path] = typer.Option(None, "--log-file", help=LOG_FILE_HELP),
-    syslog: bool = typer.Option(False, "--syslog", help=SYSLOG_HELP),
-) -> None:
+def print_cmd(ctx: typer.Context, env_file: EnvFile = None, log_file: LogFile = None, syslog: Syslog = False) -> None:
     """Print the crontab block for this host: absolute paths, environment, log destination.
 
     Each line names the database it runs against (the embedded home, or the URL), so cron's bare
@@ -55,12 +54,7 @@ def print_cmd(
 
 
 @cron_app.command("install")
-def install_cmd(
-    ctx: typer.Context,
-    env_file: Optional[Path] = typer.Option(None, "--env-file", help=ENV_FILE_HELP),
-    log_file: Optional[Path] = typer.Option(None, "--log-file", help=LOG_FILE_HELP),
-    syslog: bool = typer.Option(False, "--syslog", help=SYSLOG_HELP),
-) -> None:
+def install_cmd(ctx: typer.Context, env_file: EnvFile = None, log_file: LogFile = None, syslog: Syslog = False) -> None:
     """Add the block to your crontab, or replace it; your other entries are left as they are.
 
     Running it again changes nothing ($TRACKCTL_CRONTAB_CMD names another crontab program).

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .app import FORMAT_HELP, Format, app, connection, fmt_value, say
+from .app import FORMAT_HELP, Format, app, call, fmt_value, say
 
 COLUMNS = ["code", "order_id", "carrier", "previous_status", "status"]
 
@@ -31,8 +31,7 @@ def cancel_cmd(
     from .output import emit
     from ..shipments import cancel
 
-    with connection(ctx) as conn:
-        changes = cancel(conn, ref, note, carrier=carrier)
+    changes = call(ctx, cancel, ref, note, carrier=carrier)
     done = [c for c in changes if c.changed]
     already = len(changes) - len(done)
     say(f"cancelled {len(done)} shipment{'s' if len(done) != 1 else ''}"
@@ -59,8 +58,7 @@ def mark_cmd(
     from .output import emit
     from ..shipments import mark
 
-    with connection(ctx) as conn:
-        change = mark(conn, code, status, note)
+    change = call(ctx, mark, code, status, note)
     if not change.new_events:
         say(f"shipment {change.code} is already {change.status}")
     emit([change], COLUMNS, fmt_value(fmt))

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .app import FORMAT_HELP, Format, app, connection, fmt_value
+from .app import FORMAT_HELP, Format, app, call, connection, fmt_value
 from .carrier import carrier_app
 
 STATS_COLUMNS = ["carrier", "requests", "failed", "rate_limited", "numbers", "latency_p50_ms", "latency_p95_ms",
@@ -34,8 +34,7 @@ def stats_cmd(
     from .output import emit
 
     window = timedelta(seconds=parse_duration(since))
-    with connection(ctx) as conn:
-        emit(carrier_stats(conn, window), STATS_COLUMNS, fmt_value(fmt))
+    emit(call(ctx, carrier_stats, window), STATS_COLUMNS, fmt_value(fmt))
 
 
 @app.command("shipments")

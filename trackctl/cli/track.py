@@ -10,7 +10,7 @@ import typer
 
 from ..errors import UsageError
 from .app import app, connection, pipe_output
-from .batch import BatchFormat, InputFormat
+from .batch import BatchFormat, InputFile, InputFormat, InputFormatOption
 
 
 def _write(fmt: str, t, writer=None) -> None:
@@ -32,9 +32,8 @@ def track_cmd(
     carrier: Optional[str] = typer.Option(None, "--carrier", help="Carrier name or numeric id."),
     order: Optional[str] = typer.Option(None, "--order", help="Order id the number belongs to (optional)."),
     batch: bool = typer.Option(False, "--batch", help="Read code,carrier[,order] lines from stdin (or --input)."),
-    input_file: Optional[Path] = typer.Option(None, "--input", help="Batch input file instead of stdin."),
-    input_format: InputFormat = typer.Option(InputFormat.auto, "--input-format",
-                                             help="Batch input: csv, jsonl, or auto (per line)."),
+    input_file: InputFile = None,
+    input_format: InputFormatOption = InputFormat.auto,
     fmt: Optional[BatchFormat] = typer.Option(
         None, "--format", show_default=False,
         help="csv (code,carrier,order) or jsonl (code, carrier, order_id, new, source); default: csv for a "

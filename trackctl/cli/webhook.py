@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from ..errors import UsageError
-from .app import FORMAT_HELP, Format, app, connection, fmt_value, say
+from .app import FORMAT_HELP, Format, app, call, connection, fmt_value, say
 
 webhook_app = typer.Typer(help="Webhook subscribers (Standard Webhooks) and their deliveries.\n\nExample: trackctl webhook list", no_args_is_help=True)
 app.add_typer(webhook_app, name="webhook")
@@ -87,8 +87,7 @@ def list_cmd(ctx: typer.Context, fmt: Optional[Format] = typer.Option(None, "--f
     from .output import emit
     from ..webhooks import LISTING_COLUMNS, list_subscribers
 
-    with connection(ctx) as conn:
-        subs = list_subscribers(conn)
+    subs = call(ctx, list_subscribers)
     emit([s.listing() for s in subs], LISTING_COLUMNS, fmt_value(fmt), layout=list_layout())
 
 
@@ -100,8 +99,7 @@ def remove_cmd(ctx: typer.Context, subscriber: int = typer.Argument(..., metavar
     """
     from ..webhooks import remove_subscriber, shown_url
 
-    with connection(ctx) as conn:
-        url = remove_subscriber(conn, subscriber)
+    url = call(ctx, remove_subscriber, subscriber)
     say(f"removed webhook {subscriber} ({shown_url(url)})")
 
 
@@ -123,8 +121,7 @@ def rotate_cmd(
     from ..names import parse_duration
     from ..webhooks import rotate_secret
 
-    with connection(ctx) as conn:
-        sub = rotate_secret(conn, subscriber, secret=secret, overlap=timedelta(seconds=parse_duration(overlap)))
+    sub = call(ctx, rotate_secret, subscriber, secret=secret, overlap=timedelta(seconds=parse_duration(overlap)))
     _show(sub, reveal=secret is None, fmt=fmt)
     say(f"webhook {sub.id} signs with the new secret"
         + (" (shown above this once: store it now)" if secret is None else "")
@@ -154,8 +151,7 @@ def set_cmd(
     chosen = None
     if types is not None:
         chosen = ALL_TYPES if types.strip() in ("*", "") else parse_types(types)
-    with connection(ctx) as conn:
-        sub = update_subscriber(conn, subscriber, url=url, types=chosen, max_in_flight=max_in_flight)
+    sub = call(ctx, update_subscriber, subscriber, url=url, types=chosen, max_in_flight=max_in_flight)
     _show(sub, reveal=False, fmt=fmt)
     say(f"webhook {sub.id} is updated")
 
@@ -182,8 +178,7 @@ def test_cmd(
     from ..names import parse_duration
     from .output import emit_one
 
-    with connection(ctx) as conn:
-        result = ping_subscriber(conn, subscriber, timeout=float(parse_duration(timeout)))
+    result = call(ctx, ping_subscriber, subscriber, timeout=float(parse_duration(timeout)))
     emit_one(result, PING_COLUMNS, fmt_value(fmt))
     if not result.ok:
         raise TrackctlError(f"webhook {subscriber} did not accept the test event: {result.error}",
@@ -198,8 +193,7 @@ def enable_cmd(ctx: typer.Context, subscriber: int = typer.Argument(..., metavar
     """
     from ..webhooks import enable_subscriber
 
-    with connection(ctx) as conn:
-        enable_subscriber(conn, subscriber)
+    call(ctx, enable_subscriber, subscriber)
     say(f"webhook {subscriber} is enabled")
 
 
@@ -218,8 +212,7 @@ def deliveries_cmd(
     from .output import emit
     from ..webhooks import DELIVERY_COLUMNS, list_deliveries
 
-    with connection(ctx) as conn:
-        rows = list_deliveries(conn, status=status, subscriber_id=subscriber, limit=limit)
+    rows = call(ctx, list_deliveries, status=status, subscriber_id=subscriber, limit=limit)
     emit(rows, DELIVERY_COLUMNS, fmt_value(fmt), layout=deliveries_layout())
 
 
