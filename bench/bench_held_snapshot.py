@@ -70,8 +70,12 @@ def main() -> int:
             say(f"claims for {opts.seconds:g} s without a held snapshot")
             free_rate, _ = claim_rate(claimer, carrier.name, "free", opts.seconds)
             vacuum(conn)  # both windows start from a vacuumed table
-            holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            # psycopg opens the transaction itself (BEGIN ISOLATION LEVEL REPEATABLE READ) at the first
+            # statement: a BEGIN sent by hand would be a no-op inside it, and the snapshot of a
+            # READ COMMITTED transaction ends with its statement.
+            holder.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             holder.execute("SELECT count(*) FROM sequencing.pool").fetchone()  # the snapshot is taken here
+            assert holder.execute("SHOW transaction_isolation").fetchone()[0] == "repeatable read"
             pages_start = claim_pages(claimer, carrier.name, "probe-start")
             say(f"claims for {opts.seconds:g} s while a REPEATABLE READ snapshot is held")
             held_rate, tenths = claim_rate(claimer, carrier.name, "held", opts.seconds)
