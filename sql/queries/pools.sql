@@ -36,7 +36,6 @@ SELECT count(*) FROM sequencing.tracking WHERE pool_id = %s AND order_id IS NULL
 SELECT pg_try_advisory_xact_lock(%s, %s)
 
 -- name: copy_codes
--- New free codes come with their tickets (sql/0009_claim_tickets.sql), numbered from next_ticket.
 COPY sequencing.tracking (tracking_id, pool_id, ticket) FROM STDIN
 
 -- name: renumber_skipped
@@ -45,7 +44,8 @@ COPY sequencing.tracking (tracking_id, pool_id, ticket) FROM STDIN
 SELECT sequencing.renumber_skipped(%s)
 
 -- name: next_ticket
--- The first ticket for new codes of the pool; locks the pool row until the end of the transaction.
+-- The first ticket for new codes of the pool (copy_codes writes them with their tickets from
+-- this one on, sql/0009_claim_tickets.sql); locks the pool row until the end of the transaction.
 SELECT sequencing.pool_next_ticket(%s)
 
 -- name: set_ticket_end
