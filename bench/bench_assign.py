@@ -142,14 +142,17 @@ def bench_snapshot(conn: psycopg.Connection, url: str, carrier, pool, hold: floa
     vacuum(conn)
     checkpoint(conn)
     claimer = psycopg.connect(url, autocommit=True)
+    # psycopg opens the holder's transaction itself, at this isolation level: a BEGIN sent by hand
+    # inside it would be a no-op, leaving a READ COMMITTED transaction that holds no snapshot.
     holder = psycopg.connect(url)
+    holder.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     try:
         claim_rate(claimer, carrier.name, f"warm-{tag}", min(2.0, hold))
         say(f"claims for {hold:g} s without a held snapshot")
         free_rate, _ = claim_rate(claimer, carrier.name, f"free-{tag}", hold)
         vacuum(conn)  # both windows start from a vacuumed index
-        holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         holder.execute(HOLD_SNAPSHOT).fetchone()
+        assert holder.execute("SHOW transaction_isolation").fetchone()[0] == "repeatable read"
         say(f"claims for {hold:g} s while a REPEATABLE READ snapshot is held")
         held_rate, tenths = claim_rate(claimer, carrier.name, f"held-{tag}", hold)
         holder.rollback()
