@@ -306,8 +306,8 @@ def test_a_code_names_an_existing_pool_and_keeps_it(conn, db_url):
     other = create_pool(conn, "other")
     missing = conn.execute("SELECT max(id) + 1 FROM sequencing.pool").fetchone()[0]
     with pytest.raises(psycopg.errors.ForeignKeyViolation):
-        with conn.cursor() as cur, cur.copy("COPY sequencing.tracking (tracking_id, pool_id) FROM STDIN") as copy:
-            copy.write(f"{next(uuid_codes(1))}\t{pool.id}\n{next(uuid_codes(1))}\t{missing}\n")
+        with conn.cursor() as cur, cur.copy("COPY sequencing.tracking (tracking_id, pool_id, ticket) FROM STDIN") as copy:
+            copy.write(f"{next(uuid_codes(1))}\t{pool.id}\t900001\n{next(uuid_codes(1))}\t{missing}\t900001\n")
     assert levels(conn)["kept"][2] == 0  # the whole statement was refused
     refill(conn, "kept")
     with pytest.raises(psycopg.errors.ForeignKeyViolation):
@@ -318,8 +318,8 @@ def test_a_code_names_an_existing_pool_and_keeps_it(conn, db_url):
 
     # A refill in progress holds its pool: a delete waits for it, then sees its codes.
     with psycopg.connect(db_url) as filling:
-        with filling.cursor() as cur, cur.copy("COPY sequencing.tracking (tracking_id, pool_id) FROM STDIN") as copy:
-            copy.write(f"{next(uuid_codes(1))}\t{pool.id}\n")
+        with filling.cursor() as cur, cur.copy("COPY sequencing.tracking (tracking_id, pool_id, ticket) FROM STDIN") as copy:
+            copy.write(f"{next(uuid_codes(1))}\t{pool.id}\t900002\n")
         conn.execute("DELETE FROM sequencing.tracking WHERE pool_id = %s", (pool.id,))  # the committed codes
         with conn.transaction():
             conn.execute("SET LOCAL lock_timeout = '300ms'")

@@ -82,7 +82,10 @@ def _claim(conn: psycopg.Connection, copy_text: str, keys: int) -> tuple[Codes, 
             made, refused = _generate_for(conn, short)
             codes.update((seq, (code, True)) for seq, code in made.items())
             inline = set(made)
-    _HAS_BATCH_TABLE.add(conn)  # committed: the session keeps the (now empty) table
+    if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        # Committed for real (not a savepoint of the caller's transaction, which may still roll
+        # back the table's creation): the session keeps the (now empty) table.
+        _HAS_BATCH_TABLE.add(conn)
     return codes, inline, refused
 
 
