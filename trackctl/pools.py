@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import psycopg
 
 from . import queries
-from .errors import AlreadyExists, InUse, InvalidValue, PoolExhausted, UnknownPool
+from .errors import AlreadyExists, InUse, InvalidValue, PoolExhausted, UnknownPool, param
 from .names import check_limit, check_pool_name
 
 # Two-key advisory lock (class, pool id) held by the refill of one pool.
@@ -26,17 +26,18 @@ SQL = queries.load("pools")
 class Pool:
     id: int
     name: str
-    kind: str
-    target: int
+    kind: str  # uuid (random codes) or s10 (the UPU S10 serials of a carrier's range)
+    target: int  # free codes refill keeps ready
 
 
 @dataclass(frozen=True)
 class PoolLevel:
+    """A pool's codes as `pool list` shows them."""
     name: str
-    kind: str
-    target: int
-    free: int
-    assigned: int
+    kind: str  # uuid or s10
+    target: int  # free codes refill keeps ready
+    free: int  # codes ready to be claimed
+    assigned: int  # codes given to orders (they stay assigned)
 
 
 @dataclass(frozen=True)
@@ -78,12 +79,14 @@ def create_pool(conn: psycopg.Connection, name: str, target: int | None = None, 
         target = DEFAULT_TARGET if s10 is None else min(DEFAULT_TARGET, s10.last - s10.first + 1)
     check_target(target)
     if kind not in ("uuid", "s10"):
-        raise InvalidValue(f"unsupported pool kind {kind!r}", hint="use --kind uuid or --kind s10")
+        raise InvalidValue(f"unsupported pool kind {kind!r}", hint=f"use {param('kind')} uuid or {param('kind')} s10")
     if kind == "s10" and s10 is None:
         raise InvalidValue("an S10 pool needs its prefix, country and serial range",
-                           hint="e.g. --kind s10 --prefix AA --country BR --range 10000000-10999999")
+                           hint=f"e.g. {param('kind')} s10 {param('prefix')} AA {param('country')} BR "
+                                f"{param('range')} 10000000-10999999")
     if kind == "uuid" and s10 is not None:
-        raise InvalidValue("--prefix, --country and --range are for S10 pools", hint="add --kind s10")
+        raise InvalidValue(f"{param('prefix')}, {param('country')} and {param('range')} are for S10 pools",
+                           hint=f"add {param('kind')} s10")
     if s10 is not None:
         check_s10_target(target, s10.last - s10.first + 1)
     try:
@@ -105,8 +108,8 @@ def check_s10_target(target: int, size: int) -> None:
     """Refuse a target an S10 range can never supply (every refill would fail on it)."""
     if target > size:
         raise InvalidValue(f"target {target} is more than the {size} serials of the S10 range",
-                           hint=f"give --target {size} or less (refill keeps that many codes ready), "
-                                "or a wider --range")
+                           hint=f"give {param('target')} {size} or less (refill keeps that many codes ready), "
+                                f"or a wider {param('range')}")
 
 
 def set_target(conn: psycopg.Connection, name: str, target: int) -> Pool:
@@ -185,22 +188,25 @@ def uuid_codes(count: int) -> Iterator[str]:
 
 
 def copy_codes(conn: psycopg.Connection, pool_id: int, codes: Iterator[str],
-               progress: Callable[[int], None] | None = None) -> int:
-    """COPY codes into a pool as free rows; return how many were written (reported to `progress`)."""
+               progress: Callable[[int], None] | None = None, first_ticket: int = 1) -> int:
+    """COPY codes into a pool as free rows with tickets from `first_ticket` on; return how many were
+    written (reported to `progress`). The caller sets the pool's ticket_end (refill_pool does)."""
     written = 0
-    suffix = f"\t{pool_id}\n"
+    ticket = first_ticket
+    tail = f"\t{pool_id}\t"
     with conn.cursor() as cur, cur.copy(SQL.copy_codes) as copy:
         batch: list[str] = []
         for code in codes:
             batch.append(code)
             if len(batch) == COPY_CHUNK:
-                copy.write(suffix.join(batch) + suffix)
+                copy.write("".join([f"{c}{tail}{t}\n" for c, t in zip(batch, range(ticket, ticket + len(batch)))]))
                 written += len(batch)
+                ticket += len(batch)
                 if progress:
                     progress(len(batch))
                 batch.clear()
         if batch:
-            copy.write(suffix.join(batch) + suffix)
+            copy.write("".join([f"{c}{tail}{t}\n" for c, t in zip(batch, range(ticket, ticket + len(batch)))]))
             written += len(batch)
             if progress:
                 progress(len(batch))
@@ -211,12 +217,15 @@ def refill_pool(conn: psycopg.Connection, pool: Pool, progress: Callable[..., No
     """Top one pool up to its target: nothing when at least the target is free, else the shortfall.
 
     The pool's advisory lock makes refills on several hosts safe: whoever holds it fills the
-    exact shortfall, the others skip the pool instead of adding a second shortfall.
+    exact shortfall, the others skip the pool instead of adding a second shortfall. First, free
+    codes whose ticket a rolled-back claim drew get new tickets, so that claims reach them again
+    (sql/0009_claim_tickets.sql); they count as free, as they are.
     """
     with conn.transaction():
         locked = conn.execute(SQL.try_refill_lock, (REFILL_LOCK_CLASS, pool.id)).fetchone()[0]
         if not locked:
             return RefillResult(pool.name, pool.target, -1, 0, skipped=True)
+        conn.execute(SQL.renumber_skipped, (pool.id,))
         free = conn.execute(SQL.count_free, (pool.id,)).fetchone()[0]
         short = pool.target - free
         generated = 0
@@ -227,7 +236,9 @@ def refill_pool(conn: psycopg.Connection, pool: Pool, progress: Callable[..., No
                 codes = generate_codes(conn, pool, short)
             except PoolExhausted:
                 return RefillResult(pool.name, pool.target, free, 0, exhausted=True)
-            generated = copy_codes(conn, pool.id, codes, progress)
+            first = conn.execute(SQL.next_ticket, (pool.id,)).fetchone()[0]
+            generated = copy_codes(conn, pool.id, codes, progress, first_ticket=first)
+            conn.execute(SQL.set_ticket_end, {"end": first + generated - 1, "id": pool.id})
     return RefillResult(pool.name, pool.target, free, generated, exhausted=pool.kind == "s10" and generated < short)
 
 
@@ -318,13 +329,15 @@ def parse_s10_range(prefix: str, country: str, text: str) -> S10Range:
     """Return the S10 range of `--prefix AA --country BR --range FIRST-LAST`, or raise InvalidValue."""
     prefix, country = (prefix or "").strip().upper(), (country or "").strip().upper()
     if not re.fullmatch(r"[A-Z]{2}", prefix):
-        raise InvalidValue(f"invalid S10 prefix {prefix[:10]!r}", hint="two letters, e.g. --prefix AA")
+        raise InvalidValue(f"invalid S10 prefix {prefix[:10]!r}", hint=f"two letters, e.g. {param('prefix')} AA")
     if not re.fullmatch(r"[A-Z]{2}", country):
-        raise InvalidValue(f"invalid S10 country {country[:10]!r}", hint="an ISO 3166 alpha-2 code, e.g. --country BR")
+        raise InvalidValue(f"invalid S10 country {country[:10]!r}",
+                           hint=f"an ISO 3166 alpha-2 code, e.g. {param('country')} BR")
     match = S10_RANGE.match(text or "")
     if not match:
         raise InvalidValue(f"invalid S10 range {(text or '')[:30]!r}",
-                           hint="FIRST-LAST with serials of up to eight digits, e.g. --range 10000000-10999999")
+                           hint="FIRST-LAST with serials of up to eight digits, "
+                                f"e.g. {param('range')} 10000000-10999999")
     first, last = int(match.group(1)), int(match.group(2))
     if first > last:
         raise InvalidValue(f"the S10 range {first}-{last} ends before it starts")

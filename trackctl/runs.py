@@ -45,7 +45,7 @@ import psycopg.conninfo
 from psycopg.types.json import Jsonb
 
 from . import logs, queries, telemetry
-from .errors import Interrupted, InvalidValue, TrackctlError, signal_reason
+from .errors import Interrupted, InvalidValue, TrackctlError, param, signal_reason
 from .interrupts import deferred
 from .names import check_limit
 
@@ -58,12 +58,12 @@ SQL = queries.load("runs")
 
 @dataclass(frozen=True)
 class Run:
-    id: str
-    job: str
-    host: str
-    pid: int
+    id: str  # a UUID
+    job: str  # refill, poll, notify, ... (the schedule's names, cron.JOBS)
+    host: str  # the host name of the process that ran it
+    pid: int  # its process id there (how a died run is recognised)
     started_at: datetime
-    finished_at: datetime | None
+    finished_at: datetime | None  # None while running
     outcome: str  # running | ok | partial | failed | skipped | died
     counts: dict
     error: str | None
@@ -286,7 +286,8 @@ def last_runs(conn: psycopg.Connection) -> dict[str, JobState]:
 def prune_runs(conn: psycopg.Connection, older_than: timedelta) -> int:
     """Delete finished runs that started before `older_than` ago; return how many."""
     if older_than <= timedelta(0):
-        raise InvalidValue("the age must be positive", hint="e.g. --older-than 90d")
+        raise InvalidValue("the age must be positive", hint=f"e.g. {param('older_than')} 90d", field="older_than",
+                           value=older_than)
     return conn.execute(SQL.prune_runs, (older_than,)).rowcount
 
 

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from ..errors import TrackctlError
-from . import Format, app, connection, say
+from .app import Format, app, connection, say
 
 
 @app.command("health")
@@ -28,13 +28,15 @@ def health_cmd(
     Example (monitoring): trackctl health || page-someone
     """
     from ..health import HealthReport, Problem, health_report
-    from ..output import default_format, emit
+    from .output import default_format, emit
 
     try:
         with connection(ctx, check_schema=False) as conn:
             report = health_report(conn)
     except TrackctlError as exc:
-        report = HealthReport([Problem("database", str(exc))], [])
+        from ..console import flag
+
+        report = HealthReport([Problem("database", exc.render(flag))], [])
     problems = report.problems
     chosen = fmt.value if fmt else default_format()
     if chosen in ("json", "jsonl"):
