@@ -96,7 +96,7 @@ def test_the_cron_jobs_and_the_hot_path_work_through_a_transaction_pool(cli, con
     assert all(r.returncode == 0 for r in codes), codes
     batch = run("assign", "--batch", input="".join(f"b{i},sim\n" for i in range(3000)))
     assert batch.returncode == 0 and len(batch.stdout.splitlines()) == 3000, batch
-    for args in (["webhook", "add", "http://127.0.0.1:9/hook"], ["poll", "--all", "--budget", "20s"],
+    for args in (["webhook", "add", "http://127.0.0.1:9/hook"], ["poll", "--all", "--budget", "120s"],
                  ["notify", "--budget", "3s", "--timeout", "1s"], ["sweep-stale"],
                  ["outbox", "prune", "--older-than", "30d"], ["runs", "prune", "--older-than", "90d"],
                  ["status", "--order", "o1"], ["metrics"], ["events", "--limit", "100"], ["runs"]):
