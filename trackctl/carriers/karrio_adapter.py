@@ -1,8 +1,9 @@
 """`karrio:<provider>`: any carrier the karrio SDK can track (DHL, UPS, FedEx, USPS, ...), CARRIERS.md.
 
 karrio (LGPL-3.0, one `karrio-<provider>` package per carrier) already speaks those APIs; this
-adapter only builds the provider's gateway from the carrier's settings and maps karrio's tracking
-details onto trackctl's events. Secret settings come from environment variables named with
+adapter builds the provider's mapper and proxy from the carrier's settings, has karrio build each
+tracking request and read its answer, and maps karrio's tracking details onto trackctl's events.
+The HTTP in between goes through trackctl's own client (karrio_transport.py). Secret settings come from environment variables named with
 `--credential SETTING=ENVVAR` (read when polling, never stored or printed), plain ones from
 `--option SETTING=VALUE`; `--url BASE` replaces the provider's server URL (scheme, host, port)
 and keeps its paths. Importing karrio costs most of a second, so nothing here imports it until
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
-import socket
 import threading
 import urllib.parse
 from collections.abc import Mapping
@@ -70,7 +70,7 @@ def missing_package(provider: str) -> str | None:
 
 
 def quiet_karrio() -> Any:
-    """Import karrio with its log output switched off; return `karrio.sdk`."""
+    """Import karrio with its log output switched off; return `karrio.lib`."""
     with _import_lock:
         logger_module = importlib.import_module("karrio.core.utils.logger")  # configures loguru on import
         from loguru import logger
@@ -78,7 +78,7 @@ def quiet_karrio() -> Any:
         logger.remove()
         logger.disable("karrio")
         try:
-            return importlib.import_module("karrio.sdk")
+            return importlib.import_module("karrio.lib")
         finally:
             logger.remove()  # whatever the import added
             del logger_module
@@ -134,10 +134,15 @@ def adapter_class(provider: str) -> type:
 
 
 class KarrioAdapter:
-    """One karrio provider's tracking, one number per request (karrio makes one request per number)."""
+    """One karrio provider's tracking, one number per request (karrio makes one request per number).
+
+    Its HTTP goes through trackctl's client (karrio_transport.py), which paces and records each
+    request karrio makes, token requests included: `accounts_requests`.
+    """
 
     provider: ClassVar[str] = ""
     requires_url: ClassVar[bool] = False
+    accounts_requests: ClassVar[bool] = True
 
     @staticmethod
     def parse_options(raw: Mapping[str, str]) -> dict[str, Any]:
@@ -163,7 +168,9 @@ class KarrioAdapter:
                              "--credential SETTING=ENVVAR and the others with --option SETTING=VALUE")
 
     def __init__(self, config: AdapterConfig) -> None:
-        sdk = quiet_karrio()
+        from . import karrio_transport
+
+        lib = quiet_karrio()
         module = provider_modules(self.provider)
         settings_class = module.Settings
         if config.url:
@@ -180,44 +187,74 @@ class KarrioAdapter:
             settings = settings_class(**values)
         except TypeError as exc:
             raise ValueError(f"provider {self.provider}: {exc}") from None
-        self.gateway = sdk.gateway[self.provider].create(settings)
-        self.sdk = sdk
+        # One mapper and proxy per carrier and run, shared by its workers, on settings that carry
+        # a cache (karrio keeps OAuth tokens there) and a tracer that keeps nothing (karrio's
+        # would hold every request and answer of the run). Built from the provider's module, as
+        # karrio's gateway does, without karrio's registry, which imports every installed provider.
+        settings.cache, settings.tracer, settings.system_config = lib.Cache(), _untraced(lib), lib.SystemConfig()
+        self.mapper, self.proxy = module.Mapper(settings), module.Proxy(settings)
         self.timeout = config.timeout
-        # karrio's requests carry no timeout of their own: the socket default bounds each connect
-        # and read (trackctl's own HTTP always passes its timeout explicitly).
-        current = socket.getdefaulttimeout()
-        if current is None or current < config.timeout:
-            socket.setdefaulttimeout(config.timeout)
-
-    def fetch(self, shipment: ShipmentRef) -> list[CarrierEvent]:
+        self.calls = config.calls
+        self._transport = karrio_transport
+        karrio_transport.install(importlib.import_module(f"karrio.mappers.{self.provider}.proxy"))
+        from karrio.core.errors import ParsedMessagesError
         from karrio.core.models import TrackingRequest
 
+        self._request_class, self._parsed_error = TrackingRequest, ParsedMessagesError
+
+    def _ask(self, codes: list[str]) -> tuple[list, list, int | None]:
+        """One tracking request through karrio's builder, trackctl's HTTP client and karrio's parser.
+
+        Returns (details, messages, HTTP status of the tracking request); raises FetchFailed (no
+        usable answer) or RateLimited (429). Every HTTP request made is paced and accounted for.
+        """
+        exchange = self._transport.Exchange(self.provider, codes, self.timeout, self.calls)
+        failed = True
         try:
-            details, messages = self.sdk.Tracking.fetch(
-                TrackingRequest(tracking_numbers=[shipment.code])).from_(self.gateway).parse()
-        except Exception as exc:  # karrio's own failures are one failed request, with its message
-            text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-            raise FetchFailed(f"karrio {self.provider}: {type(exc).__name__}" + (f": {text}" if text else "")) from None
-        detail = next((d for d in details or [] if str(getattr(d, "tracking_number", "")) == shipment.code), None)
+            with exchange:
+                try:
+                    request = self.mapper.create_tracking_request(self._request_class(tracking_numbers=codes))
+                    answer = self.proxy.get_tracking(request)
+                    details, messages = self.mapper.parse_tracking_response(answer)
+                except (FetchFailed, RateLimited):
+                    raise
+                except self._parsed_error as exc:  # karrio's own reading of an error answer (a login refused)
+                    details, messages = [], list(exc.messages or [])
+                except Exception as exc:  # karrio could not build, send or read it: one failed request
+                    text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+                    raise FetchFailed(f"karrio {self.provider}: {type(exc).__name__}"
+                                      + (f": {text}" if text else "")) from None
+            status = exchange.track_status
+            if status is not None and status >= 500:
+                said = _texts(messages)
+                raise FetchFailed(f"karrio {self.provider}: HTTP {status} from the carrier"
+                                  + (f": {said}" if said else ""))
+            failed = not details and self._failure(messages) is not None
+            return list(details or []), list(messages or []), status
+        finally:
+            exchange.record(failed)
+
+    def fetch(self, shipment: ShipmentRef) -> list[CarrierEvent]:
+        details, messages, _ = self._ask([shipment.code])
+        detail = next((d for d in details if str(getattr(d, "tracking_number", "")) == shipment.code), None)
         if detail is None and details:
             detail = details[0]
         if detail is None:
-            self._judge_messages(messages)
+            failure = self._failure(messages)
+            if failure is not None:
+                raise FetchFailed(failure)
             return []
         return self.events_of(detail, shipment.code)
 
-    def _judge_messages(self, messages) -> None:
-        """No details: a 'not found' message is no news; a 429 rate limits; anything else fails."""
+    def _failure(self, messages) -> str | None:
+        """No details: None when the messages say 'not found' (no news) or nothing; else the failure."""
         texts = []
         for m in messages or []:
             code, text = str(getattr(m, "code", "") or ""), str(getattr(m, "message", "") or "")
-            if code == "429" or "too many requests" in text.lower():
-                raise RateLimited(None)
             if code == "404" or any(w in text.lower() for w in NOT_FOUND_WORDS):
-                return
+                return None
             texts.append(f"{code} {text}".strip())
-        if texts:
-            raise FetchFailed(f"karrio {self.provider}: " + "; ".join(texts)[:400])
+        return f"karrio {self.provider}: " + "; ".join(texts)[:400] if texts else None
 
     def events_of(self, detail, code: str) -> list[CarrierEvent]:
         events = []
@@ -265,3 +302,18 @@ def _hhmm(value: str) -> str:
         except ValueError:
             continue
     return "00:00:00"
+
+
+def _texts(messages) -> str:
+    return "; ".join(f"{getattr(m, 'code', '') or ''} {getattr(m, 'message', '') or ''}".strip()
+                     for m in messages or [])[:400]
+
+
+def _untraced(lib):
+    """A karrio Tracer that records nothing (karrio's keeps every request and answer)."""
+
+    class Untraced(lib.Tracer):
+        def trace(self, data, key, metadata=None, format=None):  # noqa: A002 (karrio's signature)
+            return data
+
+    return Untraced()
