@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class LocalServer:
-    """Subclasses set METHOD ("GET", "POST") and define `_handle(handler)`; they set
+    """Subclasses set METHOD ("GET", "POST") or METHODS and define `_handle(handler)`; they set
     `self.lock`, `self.connections = 0` and `self._server = None` in their __init__."""
 
     METHOD = "GET"
@@ -31,7 +31,8 @@ class LocalServer:
             def log_message(self, *args) -> None:
                 pass
 
-        setattr(Handler, f"do_{self.METHOD}", lambda handler: owner._handle(handler))
+        for method in getattr(self, "METHODS", (self.METHOD,)):
+            setattr(Handler, f"do_{method}", lambda handler: owner._handle(handler))
 
         class Server(ThreadingHTTPServer):
             daemon_threads = True

@@ -25,6 +25,7 @@ import io
 import threading
 import time
 import urllib.error
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,8 +50,10 @@ class Sent:
 class Exchange:
     """The HTTP requests karrio makes for one tracking request of one adapter."""
 
-    def __init__(self, provider: str, codes: list[str], timeout: float, calls: Calls | None) -> None:
+    def __init__(self, provider: str, codes: list[str], timeout: float, calls: Calls | None,
+                 mend: Callable[[bytes], bytes] | None = None) -> None:
         self.provider = provider
+        self.mend = mend  # applied to tracking answers before karrio reads them (a parser's blind spot)
         self.codes = codes
         self.timeout = timeout
         self.calls = calls
@@ -88,7 +91,7 @@ class Exchange:
         if answer.status == 429:
             raise RateLimited(parse_retry_after(answer.headers.get("Retry-After")))
         if 200 <= answer.status < 300:
-            return _Answer(answer, url)
+            return _Answer(answer, url, self.mend if track else None)
         raise urllib.error.HTTPError(url, answer.status, http.client.responses.get(answer.status, "error"),
                                      answer.headers, io.BytesIO(answer.body))  # type: ignore[arg-type]
 
@@ -114,11 +117,11 @@ class Exchange:
 class _Answer:
     """What karrio reads of a urlopen answer: status, headers, url, read(), a context manager."""
 
-    def __init__(self, answer: transport.Response, url: str) -> None:
+    def __init__(self, answer: transport.Response, url: str, mend: Callable[[bytes], bytes] | None = None) -> None:
         self.status = self.code = answer.status
         self.headers = answer.headers
         self.url = url
-        self._body = answer.body
+        self._body = mend(answer.body) if mend is not None else answer.body
 
     def read(self, *_: Any) -> bytes:
         return self._body
