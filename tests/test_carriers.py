@@ -409,6 +409,29 @@ def test_bad_carrier_settings_are_refused(conn, settings, message):
     assert conn.execute("SELECT count(*) FROM sequencing.carrier").fetchone()[0] == 0
 
 
+def test_rate_limit_setting(conn, cli):
+    add_carrier(conn, "acme", adapter="simulator")
+    r = cli("carrier", "set", "acme", "--rate-limit", "120/m")
+    assert r.returncode == 0, r
+    assert carrier_settings(conn, "acme").rate_limit == 2.0
+    r = cli("carrier", "show", "acme", "--format", "json")
+    assert json.loads(r.stdout)["rate_limit"] == 2.0
+    for bad in ("fast", "-1", "3/x"):
+        r = cli("carrier", "set", "acme", "--rate-limit", bad)
+        assert r.returncode == 2 and "rate limit" in r.stderr, r
+    with pytest.raises(InvalidValue):
+        set_carrier(conn, "acme", rate_limit=20000)
+    set_carrier(conn, "acme", rate_limit=0)  # removes it
+    assert carrier_settings(conn, "acme").rate_limit is None
+
+
+def test_moved_interval_is_a_carrier_setting(conn, cli):
+    add_carrier(conn, "acme", adapter="simulator")
+    r = cli("carrier", "set", "acme", "--interval", "moved=2m")
+    assert r.returncode == 0, r
+    assert carrier_settings(conn, "acme").poll_intervals == {"moved": 120}
+
+
 def test_the_token_is_never_stored_only_its_variable_name(cli):
     r = cli("carrier", "add", "acme", "--adapter", "correios", "--token-env", "ACME_TOKEN",
             env_extra={"ACME_TOKEN": TOKEN})

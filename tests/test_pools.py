@@ -135,6 +135,12 @@ def test_cli_refill_of_one_pool(cli, conn):
     assert levels(conn)["default"][2] == 0
 
 
+def test_cli_lists_pools(cli):
+    r = cli("pool", "list")
+    assert r.returncode == 0, r
+    assert r.stdout == "default\tuuid\t200\t0\t0\n"
+
+
 def test_cli_pool_create_set_and_list(cli):
     r = cli("pool", "create", "express", "--target", "500")
     assert r.returncode == 0, r

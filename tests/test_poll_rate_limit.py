@@ -7,15 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 sys.path.insert(0, str(Path(__file__).parent))
 from carrier_server import CarrierServer, http_json_event  # noqa: E402
 from conftest import trackctl_command  # noqa: E402
 
 from trackctl.assign import assign
-from trackctl.carriers import add_carrier, carrier_settings, set_carrier
-from trackctl.errors import InvalidValue
+from trackctl.carriers import add_carrier
 from trackctl.pools import refill
 
 
@@ -45,26 +42,3 @@ def test_two_poll_processes_together_keep_to_the_rate(conn, cli):
         assert sum(json.loads(o[0])[0]["polled"] for o in outs) == 24
         assert len(server.requests) == 24
         assert most_in_one_second([s.started for s in server.requests]) <= 4
-
-
-def test_rate_limit_setting(conn, cli):
-    add_carrier(conn, "acme", adapter="simulator")
-    r = cli("carrier", "set", "acme", "--rate-limit", "120/m")
-    assert r.returncode == 0, r
-    assert carrier_settings(conn, "acme").rate_limit == 2.0
-    r = cli("carrier", "show", "acme", "--format", "json")
-    assert json.loads(r.stdout)["rate_limit"] == 2.0
-    for bad in ("fast", "-1", "3/x"):
-        r = cli("carrier", "set", "acme", "--rate-limit", bad)
-        assert r.returncode == 2 and "rate limit" in r.stderr, r
-    with pytest.raises(InvalidValue):
-        set_carrier(conn, "acme", rate_limit=20000)
-    set_carrier(conn, "acme", rate_limit=0)  # removes it
-    assert carrier_settings(conn, "acme").rate_limit is None
-
-
-def test_moved_interval_is_a_carrier_setting(conn, cli):
-    add_carrier(conn, "acme", adapter="simulator")
-    r = cli("carrier", "set", "acme", "--interval", "moved=2m")
-    assert r.returncode == 0, r
-    assert carrier_settings(conn, "acme").poll_intervals == {"moved": 120}

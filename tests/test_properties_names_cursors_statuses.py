@@ -1,7 +1,7 @@
 """Property tests of issue 7: durations, carrier names, cursors and the status state machine give
 a result or a clear rejection (a TrackctlError), never another exception or a half-write; valid
 carrier names and printed cursors are accepted and work; any sequence of carrier events and manual
-changes does what the status model says. Batch lines and order ids: tests/test_input_properties.py."""
+changes does what the status model says. Batch lines and order ids: tests/test_properties_batch_input.py."""
 
 from __future__ import annotations
 
