@@ -206,20 +206,24 @@ def test_royalmail_events_without_statuses_and_a_server_error(conn, server):
     code, broken = "AB123456789GB", "AB000000001GB"
     server.shipments[code] = kp.royalmail_events(code, [("EVNKM", "Delivered", "2026-11-22T10:00:00+00:00"),
                                                         ("EVNMI", "Item received", "2026-11-21T08:00:00+01:00")])
+    html = "AB000000002GB"
     server.failures[broken] = (500, {"httpCode": 500, "httpMessage": "Internal Server Error",
                                      "moreInformation": "backend unavailable"})
-    for c in (code, broken, "AB999999999GB"):
+    server.failures[html] = (502, "<html><body>Bad Gateway</body></html>")  # a proxy's page, not JSON
+    for c in (code, broken, html, "AB999999999GB"):
         track(conn, c, "royalmail")
     report, _ = polled(conn, server)
-    assert report.polled == 3 and report.carriers[0].failed == 1
-    assert report.failures[0].reason.startswith("karrio royalmail: HTTP 500 from the carrier")
+    assert report.polled == 4 and report.carriers[0].failed == 2
+    reasons = {f.code: f.reason for f in report.failures}
+    assert reasons[broken].startswith("karrio royalmail: HTTP 500 from the carrier: 500 Internal Server Error")
+    assert reasons[html] == "karrio royalmail: HTTP 502 from the carrier", reasons
     # karrio's royalmail gives events no status: they are kept raw and the shipment's status stays.
     status, events = stored(conn, code)
     assert status == "pending"
     assert events == [(None, "EVNMI", "Item received", "Swindon MC", "2026-11-21 08:00:00+00"),  # offset dropped
                       (None, "EVNKM", "Delivered", "Swindon MC", "2026-11-22 10:00:00+00")]
     assert no_events(conn, "AB999999999GB")
-    assert carrier_stats(conn)[0].failed == 1
+    assert carrier_stats(conn)[0].failed == 2
 
 
 def test_dpd_soap_login_and_tracking(conn, server):

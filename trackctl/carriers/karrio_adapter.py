@@ -245,6 +245,8 @@ class KarrioAdapter:
                 except self._parsed_error as exc:  # karrio's own reading of an error answer (a login refused)
                     details, messages = [], list(exc.messages or [])
                 except Exception as exc:  # karrio could not build, send or read it: one failed request
+                    if (exchange.track_status or 0) >= 500:  # an error page karrio could not read
+                        raise FetchFailed(f"karrio {self.provider}: HTTP {exchange.track_status} from the carrier") from None
                     text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
                     raise FetchFailed(f"karrio {self.provider}: {type(exc).__name__}"
                                       + (f": {text}" if text else "")) from None
