@@ -396,7 +396,7 @@ def test_carrier_settings_are_stored_checked_and_changed(conn):
     ({"adapter": "http-json", "url": "http://user:pw@x"}, "credentials"),
     ({"adapter": "http-json", "url": "http://x/?q=1"}, "query"),
     ({"adapter": "simulator", "token_env": "Bearer abc"}, "environment variable name"),
-    ({"adapter": "simulator", "max_concurrency": 0}, "max-concurrency"),
+    ({"adapter": "simulator", "max_concurrency": 0}, "max_concurrency must be"),  # the field (the CLI: the flag)
     ({"adapter": "simulator", "timeout": 0}, "timeout"),
     ({"adapter": "simulator", "options": {"speed": "1"}}, "unknown simulator option"),
     ({"adapter": "correios", "options": {"x": "1"}}, "takes no options"),

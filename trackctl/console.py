@@ -96,10 +96,19 @@ def error_line(message: str, code: int) -> int:
     return code
 
 
+# The command-line flag of a field an error names, where it is not `--` + the field with dashes.
+FLAGS = {"credentials": "--credential", "options": "--option", "subscriber_id": "--subscriber"}
+
+
+def flag(field: str) -> str:
+    """The flag users give a library function's field with: budget -> --budget, max_in_flight -> --max-in-flight."""
+    return FLAGS.get(field) or "--" + field.replace("_", "-")
+
+
 def describe(exc: BaseException) -> tuple[str, int]:
     """Return the one line and the exit code for a failure that reached the top."""
     if isinstance(exc, TrackctlError):
-        return str(exc), exc.exit_code
+        return exc.render(flag), exc.exit_code  # the fields it names, as the flags users typed
     import psycopg
 
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

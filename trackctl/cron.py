@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import ENV_DATABASE_URL, ENV_FILE, ENV_HOME
-from .errors import TrackctlError, UsageError
+from .errors import TrackctlError, UsageError, param
 
 ENV_CRONTAB_CMD = "TRACKCTL_CRONTAB_CMD"  # e.g. a file-backed stand-in for `crontab` in tests
 BEGIN = "# BEGIN trackctl (managed by 'trackctl cron install'; replaced on reinstall, removed by 'trackctl cron uninstall')"
@@ -118,7 +118,7 @@ def _conninfo(url: str) -> dict:
         return conninfo_to_dict(url)
     except Exception:
         raise UsageError("the database URL is not a valid PostgreSQL connection string",
-                         hint="check TRACKCTL_DATABASE_URL or --database-url") from None
+                         hint=f"check TRACKCTL_DATABASE_URL or {param('database_url')}") from None
 
 
 def _same_database(url: str) -> dict:
@@ -148,7 +148,7 @@ def database_environment(*, database_url: str | None, home: Path, home_given: bo
     if env_file is not None:
         env_file = env_file.expanduser().resolve()
         if not env_file.is_file():
-            raise UsageError(f"--env-file {str(env_file)!r} is not a file",
+            raise UsageError(f"{param('env_file')} {str(env_file)!r} is not a file",
                              hint="create it (mode 0600), e.g. with a line TRACKCTL_DATABASE_URL=postgresql://...")
         from_file = dotenv_values(env_file)
         warnings += _private(env_file, "")
@@ -182,7 +182,8 @@ def database_environment(*, database_url: str | None, home: Path, home_given: bo
     else:
         where = f"{env_file} has no {ENV_DATABASE_URL} line" if env_file else "no file holds it"
         raise UsageError(f"the database URL holds a password, which does not belong in a crontab, and {where}",
-                         hint=f"put {ENV_DATABASE_URL}=... in a file only you can read and pass --env-file FILE, "
+                         hint=f"put {ENV_DATABASE_URL}=... in a file only you can read and pass "
+                              f"{param('env_file')} FILE, "
                               "or use a URL without password and ~/.pgpass")
     for name in LIBPQ_VARIABLES:
         if environ.get(name) and name not in from_file:

@@ -12,9 +12,9 @@ import psycopg
 
 from . import queries
 from .config import Settings
-from .errors import DatabaseUnavailable, InvalidValue, MigrationEdited, SchemaOutOfDate
+from .errors import DatabaseUnavailable, InvalidValue, MigrationEdited, SchemaOutOfDate, param
 
-MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+MIGRATION_FILE = queries.MIGRATION_FILE
 # Key of the session advisory lock that serialises `db migrate` across processes and hosts.
 MIGRATE_LOCK = 7_262_001
 
@@ -36,7 +36,7 @@ class Migration:
 
     @cached_property
     def text(self) -> str:
-        return self.path.read_text(encoding="utf-8")
+        return queries.migration_script(self.path)
 
     @cached_property
     def checksum(self) -> str:
@@ -114,7 +114,7 @@ def _check_url(url: str) -> None:
         return  # connect() says so, in the same words as for every other malformed string
     if port and not all(p.strip().isdigit() for p in port.split(",")):
         raise InvalidValue(f"the database URL has an invalid port {port[:20]!r}",
-                           hint="check TRACKCTL_DATABASE_URL or --database-url")
+                           hint=f"check TRACKCTL_DATABASE_URL or {param('database_url')}")
 
 
 # psycopg prepares a statement on a connection after it ran this many times there. A pooler in
@@ -144,7 +144,7 @@ def _connect_once(url: str, connect_timeout: int) -> psycopg.Connection:
     except psycopg.ProgrammingError as exc:
         # libpq's message can quote the string back, password included: never show it.
         raise InvalidValue("the database URL is not a valid PostgreSQL connection string",
-                           hint="check TRACKCTL_DATABASE_URL or --database-url") from exc
+                           hint=f"check TRACKCTL_DATABASE_URL or {param('database_url')}") from exc
     except psycopg.OperationalError as exc:
         reason = connect_failure_reason(exc)
         raise DatabaseUnavailable(
@@ -265,7 +265,7 @@ def migrate(conn: psycopg.Connection) -> list[Migration]:
             if m.version in applied:
                 continue
             with conn.transaction():
-                conn.execute(m.text)
+                conn.execute(queries.migration_script(m.path))
                 conn.execute(SQL.record, (m.version, m.name, m.checksum))
             done.append(m)
         return done

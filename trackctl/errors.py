@@ -1,6 +1,15 @@
-"""Errors with an exit code and a hint; only the CLI's top level turns them into output."""
+"""Errors with an exit code and a hint; only the CLI's top level turns them into output.
+
+Errors name the fields of the library's functions, not the CLI's flags: a message written
+`f"{param('budget')} must be zero or more"` reads "budget must be zero or more" to a library caller
+(`str(exc)`, `exc.message`, `exc.field == "budget"`), and the CLI's error boundary
+(trackctl/console.py) shows the same error as "--budget must be zero or more" through `render()`.
+"""
 
 from __future__ import annotations
+
+import re
+from collections.abc import Callable
 
 # Exit codes are part of the public interface (README, "Exit codes").
 EXIT_OK = 0
@@ -15,22 +24,50 @@ EXIT_INTERRUPTED = 130  # SIGINT (128 + 2), Ctrl-C
 EXIT_TERMINATED = 143  # SIGTERM (128 + 15), e.g. from `timeout` in the crontab
 
 
+_MARK = "\x1f"  # around a field's name in an error's text (a control character no value carries)
+_FIELD = re.compile(f"{_MARK}([a-z][a-z0-9_]*){_MARK}")
+
+
+def param(name: str) -> str:
+    """Name the field (a parameter of a library function) `name` in an error's message or hint."""
+    return f"{_MARK}{name}{_MARK}"
+
+
 class TrackctlError(Exception):
-    """A failure the user can act on: one line of message, one line of hint."""
+    """A failure the user can act on: one line of message, one line of hint.
+
+    `fields` are the fields the text names (see param()), `field` the first of them (or the one
+    given), `value` the offending value when the raiser gives it.
+    """
 
     exit_code = EXIT_ERROR
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
+    def __init__(self, message: str, hint: str | None = None, *, field: str | None = None,
+                 value: object = None) -> None:
+        self._text = (message, hint)
+        self.fields = tuple(dict.fromkeys(_FIELD.findall(message + (hint or ""))))
+        self.field = field or (self.fields[0] if self.fields else None)
+        self.value = value
+        self.message = _FIELD.sub(r"\1", message)
+        self.hint = None if hint is None else _FIELD.sub(r"\1", hint)
+        super().__init__(self.message)
+
+    def render(self, name_of: Callable[[str], str] | None = None) -> str:
+        """The one line (message and hint), each field named as `name_of(field)` gives it."""
+        message, hint = self._text
+        if name_of is not None:
+            message = _FIELD.sub(lambda m: name_of(m.group(1)), message)
+            hint = None if hint is None else _FIELD.sub(lambda m: name_of(m.group(1)), hint)
+        else:
+            message, hint = self.message, self.hint
+        if not hint:
+            return message
+        if message.endswith(")"):  # "... (known: a, b)": the hint joins that parenthesis
+            return f"{message[:-1]}; {hint})"
+        return f"{message} ({hint})"
 
     def __str__(self) -> str:
-        if not self.hint:
-            return self.message
-        if self.message.endswith(")"):  # "... (known: a, b)": the hint joins that parenthesis
-            return f"{self.message[:-1]}; {self.hint})"
-        return f"{self.message} ({self.hint})"
+        return self.render()
 
 
 class UsageError(TrackctlError):

@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 
 import psycopg
 
-from .errors import GroupFull, InvalidValue, NotFound, UsageError
+from .errors import GroupFull, InvalidValue, NotFound, UsageError, param
 from . import queries
 from .outbox import RECHECK_SECONDS, check_types, listen, wait_for_events
 
@@ -91,7 +91,7 @@ def stream(conn: psycopg.Connection, *, after: int = 0, types: list[str] | None 
     """
     types = check_types(types)
     if limit is not None and limit < 1:
-        raise InvalidValue("--limit must be 1 or more")
+        raise InvalidValue(f"{param('limit')} must be 1 or more", value=limit)
     if follow:
         listen(conn)
     sent = 0
@@ -153,7 +153,7 @@ class Collector:
         self.types = check_types(types)
         self.after = after
         if not 1 <= lease <= 86400:
-            raise InvalidValue("--lease must be between 1 second and 1 day")
+            raise InvalidValue(f"{param('lease')} must be between 1 second and 1 day", value=lease)
         self.lease = timedelta(seconds=lease)
         self.token = uuid.uuid4()
         self.group_id: int | None = None
@@ -167,7 +167,7 @@ class Collector:
         if self.types is not None and self.types != group_types:
             have = ",".join(group_types) if group_types else "all types"
             raise UsageError(f"consumer group {self.name!r} was created for {have}",
-                             hint="drop --types, or use another group name")
+                             hint=f"drop {param('types')}, or use another group name")
         self.group_id, self.group_types = group_id, group_types
         for slot in range(1, MAX_COLLECTORS + 1):
             if self.conn.execute(SQL.try_slot, (GROUP_LOCK_CLASS, group_id * 8 + slot)).fetchone()[0]:

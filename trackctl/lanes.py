@@ -257,9 +257,9 @@ def ping_subscriber(conn, subscriber_id: int, *, timeout: float = 10.0) -> PingR
     from .webhooks import get_subscriber, shown_url
 
     if not 0 < timeout <= 3600:
-        from .errors import InvalidValue
+        from .errors import InvalidValue, param
 
-        raise InvalidValue("--timeout must be more than 0 and at most 3600 seconds")
+        raise InvalidValue(f"{param('timeout')} must be more than 0 and at most 3600 seconds", value=timeout)
     sub = get_subscriber(conn, subscriber_id)
     event_id, timestamp = conn.execute(SQL.new_event_id).fetchone()
     body = json.dumps({"id": event_id, "type": PING_TYPE, "timestamp": timestamp,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import InvalidValue
+from .errors import InvalidValue, param
 
 ORDER_ID_MAX = 64
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
@@ -63,14 +63,14 @@ LIMIT_MAX = 1_000_000_000  # a --limit beyond this means "all"; the database's i
 def check_limit(value: int | None, minimum: int = 1) -> int | None:
     """Return a --limit value if it is None or from `minimum` to LIMIT_MAX, else raise."""
     if value is not None and not minimum <= value <= LIMIT_MAX:
-        raise InvalidValue(f"--limit must be from {minimum} to {LIMIT_MAX}")
+        raise InvalidValue(f"{param('limit')} must be from {minimum} to {LIMIT_MAX}", value=value)
     return value
 
 
 def check_id(value: int | None, what: str) -> int | None:
     """Return a database id given on the command line if it is None or a positive 32-bit integer."""
     if value is not None and not 1 <= value <= 2_147_483_647:
-        raise InvalidValue(f"{what} must be a positive integer of at most 2147483647")
+        raise InvalidValue(f"{param(what)} must be a positive integer of at most 2147483647", value=value)
     return value
 
 

@@ -35,7 +35,7 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 
 from . import outbox, queries
-from .errors import InvalidValue
+from .errors import InvalidValue, param
 from .lanes import MIN_ATTEMPT, Claim, Lane, Outcome
 from .webhooks import Subscriber, list_subscribers
 
@@ -85,11 +85,11 @@ def deliver(conn: psycopg.Connection, *, budget: float | None = None, follow: bo
     `only_subscribers` limits the run to those subscribers' deliveries (the demo's own receiver).
     """
     if concurrency < 1 or concurrency > 512:
-        raise InvalidValue("--concurrency must be between 1 and 512")
+        raise InvalidValue(f"{param('concurrency')} must be between 1 and 512", value=concurrency)
     if not 0 < timeout <= 3600:
-        raise InvalidValue("--timeout must be more than 0 and at most 3600 seconds")
+        raise InvalidValue(f"{param('timeout')} must be more than 0 and at most 3600 seconds", value=timeout)
     if budget is not None and budget <= 0:
-        raise InvalidValue("--budget must be positive")
+        raise InvalidValue(f"{param('budget')} must be positive", value=budget)
     from .http_client import HttpClient
 
     started = time.monotonic()

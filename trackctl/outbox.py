@@ -22,7 +22,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from . import queries
-from .errors import InvalidValue
+from .errors import InvalidValue, param
 
 SQL = queries.load("outbox")
 
@@ -97,7 +97,8 @@ def prune(conn: psycopg.Connection, older_than: timedelta, *, include_dead: bool
     Each id range is its own short transaction, so writers and readers never wait long.
     """
     if older_than <= timedelta(0):
-        raise InvalidValue("the age must be positive", hint="e.g. --older-than 30d")
+        raise InvalidValue("the age must be positive", hint=f"e.g. {param('older_than')} 30d", field="older_than",
+                           value=older_than)
     cutoff = conn.execute(SQL.cutoff, (older_than,)).fetchone()[0]
     low, high = conn.execute(SQL.prune_bounds, (cutoff,)).fetchone()
     if low is None:

@@ -36,7 +36,7 @@ import psycopg
 from . import __version__, queries, telemetry
 from .carriers import CarrierSettings, carrier_settings, list_carrier_settings
 from .carriers.base import AdapterConfig, Calls
-from .errors import InvalidValue, NotPollable, TrackctlError
+from .errors import InvalidValue, NotPollable, TrackctlError, param
 from .poll_policy import (BACKOFF_BASE, BACKOFF_CAP, DEFAULT_BUDGET, DEFAULT_INTERVALS, INTERVAL_JITTER,  # noqa: F401
                           LEASE_MARGIN, MAX_CONNECTIONS, MAX_WORKERS_PER_CARRIER, WORKERS_PER_SLOT, CarrierSummary,
                           PollFailure, PollReport, normalise_events, redact)
@@ -80,37 +80,27 @@ def build_carrier_adapter(settings: CarrierSettings, environ: Mapping[str, str],
     return build_adapter(settings.adapter or "", config)
 
 
-def _connector(conn: psycopg.Connection) -> Callable[[], psycopg.Connection]:
-    from psycopg.conninfo import make_conninfo
-
-    from .db import open_connection
-
-    params = {"password": conn.info.password} if conn.info.password else {}
-    conninfo = make_conninfo(conn.info.dsn, **params)
-    # A worker's extra connection is not worth waiting for: the pool makes do without it.
-    return lambda: open_connection(conninfo, wait_when_full=0)
-
-
 def poll(conn: psycopg.Connection, *, carrier: str | None = None, budget: float = DEFAULT_BUDGET,
          all_due: bool = False, environ: Mapping[str, str] | None = None,
-         connect: Callable[[], psycopg.Connection] | None = None,
+         conninfo: str | None = None,
          progress: Callable[..., None] | None = None, stop=None) -> PollReport:
     """Fetch every due, open shipment (of one carrier, or of all with an adapter); return what happened.
 
     `budget` seconds after the start no new request is started (requests under way finish within
     their carrier's timeout). `all_due` ignores due times (terminal and stale shipments are still
     never polled). Tokens are read from `environ` (default os.environ). Worker threads get their
-    own connections from `connect` (default: the parameters of `conn`).
+    own connections, opened with `conninfo` (default: the parameters of `conn`), from a pool
+    (trackctl/poll_connections.py).
 
     `stop` (anything with `is_set()`, e.g. `interrupts.STOP`) ends the run early: no new request
     starts, the requests under way are abandoned and their claims given back (due again at once,
     so the next run takes them), and the report says what was done until then (`interrupted`).
     """
-    from .poll_connections import Connections
+    from .poll_connections import Connections, conninfo_of
     from .poll_worker import CarrierRun, Run
 
     if budget < 0:
-        raise InvalidValue("--budget must be zero or more")
+        raise InvalidValue(f"{param('budget')} must be zero or more", value=budget)
     started = time.monotonic()
     environ = os.environ if environ is None else environ
     if carrier is not None:
@@ -138,7 +128,8 @@ def poll(conn: psycopg.Connection, *, carrier: str | None = None, budget: float 
             continue
         runnable.append((s, adapter, summary, calls))
     workers = {s.id: min(WORKERS_PER_SLOT * s.max_concurrency, MAX_WORKERS_PER_CARRIER) for s, *_ in runnable}
-    connections = Connections(connect or _connector(conn), min(sum(workers.values()), MAX_CONNECTIONS), fallback=conn)
+    connections = Connections(conninfo or conninfo_of(conn), min(sum(workers.values()), MAX_CONNECTIONS),
+                              fallback=conn)
     run = Run(connections, round_start, started + budget, all_due, progress)
     run.failures.extend(setup_failures)
     threads = []

@@ -1,118 +1,108 @@
-"""The database connections of one poll run, shared by its worker threads (trackctl/poll.py)."""
+"""The database connections of one poll run, shared by its worker threads (trackctl/poll.py).
+
+A `psycopg_pool.ConnectionPool` holds them: it opens one at the start and grows while workers
+wait, up to the run's size; a connection that comes back broken (server restarted, backend
+killed) is dropped and replaced, never handed out again. When the server refuses more
+(max_connections, a role's limit) the pool keeps to those it has and retries in the background.
+When it cannot open even one, the run borrows the command's own connection, idle while the
+workers run, one worker at a time.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import psycopg
 
-from .errors import DatabaseUnavailable
+OPEN_WAIT = 2.0  # seconds to get the first connection before the run borrows the command's one
+TAKE_WAIT = 120.0  # seconds a worker may wait for a connection (statements take milliseconds)
+CLOSE_WAIT = 1.0  # seconds closing waits for the pool's own threads
+
+
+def conninfo_of(conn: psycopg.Connection) -> str:
+    """The parameters `conn` was opened with (its password included) for more connections like it."""
+    from psycopg.conninfo import make_conninfo
+
+    params = {"password": conn.info.password} if conn.info.password else {}
+    return make_conninfo(conn.info.dsn, **params)
+
+
+def _stopped() -> Exception:
+    """The error of a worker that asks for a connection once the run is over."""
+    from psycopg_pool import PoolClosed
+
+    return PoolClosed("the poll run was stopped")
 
 
 class Connections:
-    """A few connections shared by the worker threads, each used by one thread at a time.
+    """The run's connections: `connection()` lends one to a worker for a statement or a transaction."""
 
-    A thread that finds none idle waits until one is given back, dropped (it may then open a new
-    one) or the run is aborted; none can wait for ever. When the server refuses a new connection
-    (max_connections, a role's limit) the run goes on with those it has, and with none at all it
-    borrows the command's own connection, which is idle while the workers run.
-    """
+    def __init__(self, conninfo: str, size: int, fallback: psycopg.Connection | None = None) -> None:
+        from psycopg_pool import ConnectionPool
 
-    def __init__(self, connect: Callable[[], psycopg.Connection], size: int,
-                 fallback: psycopg.Connection | None = None) -> None:
-        self._connect = connect
-        self._size = max(1, size)
+        from .db import prepare_threshold
+
+        threshold = prepare_threshold()  # TRACKCTL_PREPARED_STATEMENTS, checked before anything opens
+
+        def configure(conn: psycopg.Connection) -> None:
+            # Every connection of the run like the command's own: autocommit (one statement is
+            # its own transaction), prepared statements as the environment allows (poolers).
+            conn.autocommit = True
+            conn.prepare_threshold = threshold
+
+        self._pool = ConnectionPool(
+            conninfo, min_size=1, max_size=max(1, size), open=False, configure=configure,
+            kwargs={"application_name": "trackctl", "connect_timeout": 10}, timeout=TAKE_WAIT,
+            name="trackctl-poll")
         self._fallback = fallback
-        self._idle: list[psycopg.Connection] = []
-        self._made = 0  # connections in use or idle, the fallback included
-        self._cond = threading.Condition()
-        self._all: list[psycopg.Connection] = []  # the ones this pool opened, and closes
-        self._aborted: BaseException | None = None
+        self._borrowed: psycopg.Connection | None = None
+        self._lock = threading.Lock()
+        self._opened = False
+        self._aborted = False
+
+    def _open(self) -> None:
+        """Open the pool when a worker first needs it (a run with nothing to poll opens nothing)."""
+        from psycopg_pool import PoolTimeout
+
+        with self._lock:
+            if self._opened or self._aborted:
+                return
+            try:
+                self._pool.open(wait=True, timeout=OPEN_WAIT)
+            except PoolTimeout:  # wait() has closed the pool
+                if self._fallback is None:
+                    raise
+                self._borrowed = self._fallback
+            self._opened = True
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg.Connection]:
-        conn = self._take()
-        try:
-            yield conn
-        except psycopg.OperationalError:
-            self._drop(conn)
-            raise
-        except BaseException:
-            self._give_back(conn)
-            raise
-        else:
-            self._give_back(conn)
-
-    def _take(self) -> psycopg.Connection:
-        while True:
-            with self._cond:
-                while True:
-                    if self._aborted is not None:
-                        raise RuntimeError("the poll run was stopped") from self._aborted
-                    if self._idle:
-                        return self._idle.pop()
-                    if self._made < self._size:
-                        self._made += 1
-                        break
-                    self._cond.wait()
-            try:
-                conn = self._connect()
-            except DatabaseUnavailable:
-                with self._cond:
-                    self._made -= 1
-                    self._cond.notify_all()
-                    if self._made == 0 and self._fallback is None:
-                        raise
-                    # The server refused one more: make do with what is open (or borrow the
-                    # command's connection when nothing is), and wait for one of them.
-                    if self._made == 0:
-                        self._idle.append(self._fallback)
-                        self._fallback = None
-                        self._made = 1
-                    self._size = self._made
-                continue
-            except BaseException:
-                with self._cond:
-                    self._made -= 1
-                    self._cond.notify_all()
-                raise
-            with self._cond:
-                self._all.append(conn)
-            return conn
-
-    def _give_back(self, conn: psycopg.Connection) -> None:
-        if conn.closed:
-            self._drop(conn)
+        if not self._opened:
+            self._open()
+        if self._borrowed is None:
+            with self._pool.connection() as conn:
+                yield conn
             return
-        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        with self._lock:
+            conn = self._borrowed
+            if self._aborted:
+                raise _stopped()
+            if conn.closed:
+                raise psycopg.OperationalError("the connection to the database was lost")
             try:
-                conn.rollback()
-            except psycopg.Error:
-                self._drop(conn)
-                return
-        with self._cond:
-            self._idle.append(conn)
-            self._cond.notify()
-
-    def _drop(self, conn: psycopg.Connection) -> None:
-        with contextlib.suppress(Exception):
-            conn.close()
-        with self._cond:
-            self._made -= 1
-            self._cond.notify_all()  # a waiter may open a new one in its place
+                yield conn
+            finally:
+                if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+                    with contextlib.suppress(psycopg.Error):
+                        conn.rollback()
 
     def abort(self, cause: BaseException) -> None:
-        """Wake every thread waiting for a connection with an error: the run is over."""
-        with self._cond:
-            if self._aborted is None:
-                self._aborted = cause
-            self._cond.notify_all()
+        """Fail every worker waiting for a connection, and any that asks later: the run is over."""
+        with self._lock:
+            self._aborted = True
+        self._pool.close(timeout=0)
 
     def close(self) -> None:
-        with self._cond:
-            conns, self._all = self._all, []
-        for conn in conns:
-            with contextlib.suppress(Exception):
-                conn.close()
+        self._pool.close(timeout=CLOSE_WAIT)

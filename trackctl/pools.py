@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import psycopg
 
 from . import queries
-from .errors import AlreadyExists, InUse, InvalidValue, PoolExhausted, UnknownPool
+from .errors import AlreadyExists, InUse, InvalidValue, PoolExhausted, UnknownPool, param
 from .names import check_limit, check_pool_name
 
 # Two-key advisory lock (class, pool id) held by the refill of one pool.
@@ -78,12 +78,14 @@ def create_pool(conn: psycopg.Connection, name: str, target: int | None = None, 
         target = DEFAULT_TARGET if s10 is None else min(DEFAULT_TARGET, s10.last - s10.first + 1)
     check_target(target)
     if kind not in ("uuid", "s10"):
-        raise InvalidValue(f"unsupported pool kind {kind!r}", hint="use --kind uuid or --kind s10")
+        raise InvalidValue(f"unsupported pool kind {kind!r}", hint=f"use {param('kind')} uuid or {param('kind')} s10")
     if kind == "s10" and s10 is None:
         raise InvalidValue("an S10 pool needs its prefix, country and serial range",
-                           hint="e.g. --kind s10 --prefix AA --country BR --range 10000000-10999999")
+                           hint=f"e.g. {param('kind')} s10 {param('prefix')} AA {param('country')} BR "
+                                f"{param('range')} 10000000-10999999")
     if kind == "uuid" and s10 is not None:
-        raise InvalidValue("--prefix, --country and --range are for S10 pools", hint="add --kind s10")
+        raise InvalidValue(f"{param('prefix')}, {param('country')} and {param('range')} are for S10 pools",
+                           hint=f"add {param('kind')} s10")
     if s10 is not None:
         check_s10_target(target, s10.last - s10.first + 1)
     try:
@@ -105,8 +107,8 @@ def check_s10_target(target: int, size: int) -> None:
     """Refuse a target an S10 range can never supply (every refill would fail on it)."""
     if target > size:
         raise InvalidValue(f"target {target} is more than the {size} serials of the S10 range",
-                           hint=f"give --target {size} or less (refill keeps that many codes ready), "
-                                "or a wider --range")
+                           hint=f"give {param('target')} {size} or less (refill keeps that many codes ready), "
+                                f"or a wider {param('range')}")
 
 
 def set_target(conn: psycopg.Connection, name: str, target: int) -> Pool:
@@ -318,13 +320,15 @@ def parse_s10_range(prefix: str, country: str, text: str) -> S10Range:
     """Return the S10 range of `--prefix AA --country BR --range FIRST-LAST`, or raise InvalidValue."""
     prefix, country = (prefix or "").strip().upper(), (country or "").strip().upper()
     if not re.fullmatch(r"[A-Z]{2}", prefix):
-        raise InvalidValue(f"invalid S10 prefix {prefix[:10]!r}", hint="two letters, e.g. --prefix AA")
+        raise InvalidValue(f"invalid S10 prefix {prefix[:10]!r}", hint=f"two letters, e.g. {param('prefix')} AA")
     if not re.fullmatch(r"[A-Z]{2}", country):
-        raise InvalidValue(f"invalid S10 country {country[:10]!r}", hint="an ISO 3166 alpha-2 code, e.g. --country BR")
+        raise InvalidValue(f"invalid S10 country {country[:10]!r}",
+                           hint=f"an ISO 3166 alpha-2 code, e.g. {param('country')} BR")
     match = S10_RANGE.match(text or "")
     if not match:
         raise InvalidValue(f"invalid S10 range {(text or '')[:30]!r}",
-                           hint="FIRST-LAST with serials of up to eight digits, e.g. --range 10000000-10999999")
+                           hint="FIRST-LAST with serials of up to eight digits, "
+                                f"e.g. {param('range')} 10000000-10999999")
     first, last = int(match.group(1)), int(match.group(2))
     if first > last:
         raise InvalidValue(f"the S10 range {first}-{last} ends before it starts")

@@ -4,6 +4,9 @@
     SQL = queries.load("runs")
     SQL.finish_run          # the text of the block named finish_run, for execute()
 
+The numbered migrations (`sql/NNNN_name.sql`) are plain SQL files, not named blocks: `db.migrate`
+sends their text as `migration_script(path)` returns it, the one other kind of statement text.
+
 Files are read once per process and only when a module first asks for its area, so a command pays
 only for the areas it uses. A name that is not in the file raises AttributeError naming the file,
 so a typo fails at the first call in the tests, never silently.
@@ -16,6 +19,7 @@ from functools import cache
 from pathlib import Path
 
 _BLOCK = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
+MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 
 def queries_dir() -> Path:
@@ -62,3 +66,13 @@ def load(area: str) -> Queries:
     """Return the named statements of `sql/queries/<area>.sql`, read once per process."""
     path = queries_dir() / f"{area}.sql"
     return Queries(area, path, parse(path.read_text(encoding="utf-8"), str(path)))
+
+
+def migration_script(path: Path) -> str:
+    """Return the text of a numbered migration file (`NNNN_name.sql`), for db.migrate to run whole.
+
+    Any other file name is refused: only the migrations folder's own files get here.
+    """
+    if not MIGRATION_FILE.match(path.name):
+        raise ValueError(f"{path} is not a numbered migration file (NNNN_name.sql)")
+    return path.read_text(encoding="utf-8")

@@ -45,7 +45,7 @@ import psycopg.conninfo
 from psycopg.types.json import Jsonb
 
 from . import logs, queries, telemetry
-from .errors import Interrupted, InvalidValue, TrackctlError, signal_reason
+from .errors import Interrupted, InvalidValue, TrackctlError, param, signal_reason
 from .interrupts import deferred
 from .names import check_limit
 
@@ -286,7 +286,8 @@ def last_runs(conn: psycopg.Connection) -> dict[str, JobState]:
 def prune_runs(conn: psycopg.Connection, older_than: timedelta) -> int:
     """Delete finished runs that started before `older_than` ago; return how many."""
     if older_than <= timedelta(0):
-        raise InvalidValue("the age must be positive", hint="e.g. --older-than 90d")
+        raise InvalidValue("the age must be positive", hint=f"e.g. {param('older_than')} 90d", field="older_than",
+                           value=older_than)
     return conn.execute(SQL.prune_runs, (older_than,)).rowcount
 
 

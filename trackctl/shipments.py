@@ -19,7 +19,7 @@ import psycopg
 
 from . import queries
 from .carriers.base import STATUSES, TERMINAL, CarrierEvent
-from .errors import InvalidValue, NotFound, TransitionRefused
+from .errors import InvalidValue, NotFound, TransitionRefused, param
 from .outbox import record_stale, record_status_changed
 
 MANUAL_NOTE_MAX = 500
@@ -66,7 +66,7 @@ def manual_event(status: str, note: str | None = None) -> CarrierEvent:
     default = "Cancelled with trackctl cancel" if status == "cancelled" else f"Marked {status} with trackctl mark"
     text = (note or "").strip()
     if len(text) > MANUAL_NOTE_MAX or any(not ch.isprintable() for ch in text):
-        raise InvalidValue(f"--note must be at most {MANUAL_NOTE_MAX} printable characters")
+        raise InvalidValue(f"{param('note')} must be at most {MANUAL_NOTE_MAX} printable characters")
     return CarrierEvent(key=f"manual:{uuid.uuid4().hex}", occurred_at=None,  # type: ignore[arg-type]
                         status=status, raw_status=status, description=text or default)
 
@@ -160,7 +160,7 @@ def _shipments_of(conn: psycopg.Connection, ref: str, carrier: str | None = None
             raise NotFound(f"code {ref!r} is free: no order has it yet")
         if carrier_id is not None and row[2] != carrier_name:
             raise NotFound(f"code {ref} belongs to carrier {row[2]}, not {carrier_name}: nothing was cancelled",
-                           hint=f"drop --carrier to cancel it, or give its order id with --carrier {carrier_name}")
+                           hint=f"drop {param('carrier')} to cancel it, or give its order id with {param('carrier')} {carrier_name}")
         return [(row[0], ref)]
     rows = conn.execute(SQL.find_by_order, {"order_id": ref, "carrier_id": carrier_id}).fetchall()
     if not rows:

@@ -8,7 +8,7 @@ from datetime import datetime
 import psycopg
 
 from . import queries
-from .errors import NotFound
+from .errors import NotFound, param
 from .names import check_order_id
 
 
@@ -37,7 +37,7 @@ def shipment_by_code(conn: psycopg.Connection, code: str) -> Shipment:
         free = sendable and conn.execute(SQL.code_exists, (code,)).fetchone()
         if free:
             raise NotFound(f"code {code!r} is free: no order has it yet")
-        raise NotFound(f"no shipment with code {code[:80]!r}", hint="check the code, or use --order ORDER")
+        raise NotFound(f"no shipment with code {code[:80]!r}", hint=f"check the code, or use {param('order')} ORDER")
     return Shipment(*row)
 
 

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 import psycopg
 
 from . import queries
-from .errors import AlreadyExists, InvalidValue, NotFound, UsageError
+from .errors import AlreadyExists, InvalidValue, NotFound, UsageError, param
 from .names import check_id, check_limit
 from .outbox import check_types
 
@@ -80,15 +80,15 @@ def secret_key(secret: str) -> bytes:
     # The message never quotes the value: it is a secret even when it is malformed.
     if not secret.startswith(SECRET_PREFIX):
         raise InvalidValue("the webhook secret must start with 'whsec_'",
-                           hint="omit --secret to have one generated")
+                           hint=f"omit {param('secret')} to have one generated")
     try:
         key = base64.b64decode(secret[len(SECRET_PREFIX):], validate=True)
     except (binascii.Error, ValueError):
         raise InvalidValue("the webhook secret is not base64 after 'whsec_'",
-                           hint="omit --secret to have one generated") from None
+                           hint=f"omit {param('secret')} to have one generated") from None
     if not 24 <= len(key) <= 64:
         raise InvalidValue(f"the webhook secret decodes to {len(key)} bytes (24 to 64 needed)",
-                           hint="omit --secret to have one generated")
+                           hint=f"omit {param('secret')} to have one generated")
     return key
 
 
@@ -184,7 +184,7 @@ def add_subscriber(conn: psycopg.Connection, url: str, *, secret: str | None = N
     secret_key(secret)
     schedule = list(retry_schedule) if retry_schedule is not None else list(DEFAULT_SCHEDULE)
     if not 1 <= max_in_flight <= 256:
-        raise InvalidValue("--max-in-flight must be between 1 and 256")
+        raise InvalidValue(f"{param('max_in_flight')} must be between 1 and 256", value=max_in_flight)
     try:
         with conn.transaction():
             row = conn.execute(SQL.insert_subscriber, {"url": url, "secret": secret, "types": types, "schedule": schedule,
@@ -206,12 +206,12 @@ def update_subscriber(conn: psycopg.Connection, subscriber_id: int, *, url: str 
     keep going to the subscriber, at its new URL from the next attempt on.
     """
     if url is None and types is None and max_in_flight is None:
-        raise UsageError("nothing to change", hint="give --url, --types or --max-in-flight")
+        raise UsageError("nothing to change", hint=f"give {param('url')}, {param('types')} or {param('max_in_flight')}")
     if url is not None:
         check_url(url)
     checked = check_types(types) if types is not None else None
     if max_in_flight is not None and not 1 <= max_in_flight <= 256:
-        raise InvalidValue("--max-in-flight must be between 1 and 256")
+        raise InvalidValue(f"{param('max_in_flight')} must be between 1 and 256", value=max_in_flight)
     params = {"id": subscriber_id, "url": url, "set_types": types is not None, "types": checked,
               "max_in_flight": max_in_flight}
     try:
@@ -300,7 +300,7 @@ def list_deliveries(conn: psycopg.Connection, *, status: str | None = None, subs
     if status is not None and status not in DELIVERY_STATUSES:
         raise InvalidValue(f"unknown delivery status {status[:20]!r} (known: {', '.join(DELIVERY_STATUSES)})")
     check_limit(limit)
-    check_id(subscriber_id, "--subscriber")
+    check_id(subscriber_id, "subscriber_id")
     rows = conn.execute(SQL.list_deliveries, {"status": status, "subscriber": subscriber_id, "limit": limit})
     return [Delivery(*r) for r in rows.fetchall()]
 

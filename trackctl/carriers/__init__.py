@@ -19,7 +19,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from .. import queries
-from ..errors import AlreadyExists, InUse, InvalidValue, UnknownCarrier, UnknownPool
+from ..errors import AlreadyExists, InUse, InvalidValue, UnknownCarrier, UnknownPool, param
 from ..names import carrier_ref_id, check_carrier_name, check_pool_name
 from ..statuses import POLLED
 
@@ -187,7 +187,7 @@ def set_carrier(conn: psycopg.Connection, ref: str, **settings: Any) -> CarrierS
 def _seconds_delta(value: Any, what: str) -> timedelta:
     delta = value if isinstance(value, timedelta) else timedelta(seconds=float(value))
     if delta <= timedelta(0):
-        raise InvalidValue(f"{what} must be more than zero")
+        raise InvalidValue(f"{param(what)} must be more than zero", value=value)
     return delta
 
 
@@ -198,7 +198,7 @@ def check_url(url: str) -> str:
         raise InvalidValue(f"invalid carrier URL {url[:80]!r}", hint="use http://HOST[:PORT][/PATH] or https://...")
     if parts.username or parts.password or "@" in parts.netloc:
         raise InvalidValue("the carrier URL must not contain credentials",
-                           hint="put the token in an environment variable and name it with --token-env")
+                           hint=f"put the token in an environment variable and name it with {param('token_env')}")
     if parts.query or parts.fragment:
         raise InvalidValue("the carrier URL must not have a query or fragment")
     if len(url) > 2000 or any(ch.isspace() or not ch.isprintable() for ch in url):
@@ -229,16 +229,17 @@ def _apply_settings(conn: psycopg.Connection, carrier_id: int, name: str, curren
     if url is not None:
         check_url(url)
     if token_env is not None and not TOKEN_ENV.fullmatch(token_env):
-        raise InvalidValue(f"invalid environment variable name {token_env[:40]!r} for --token-env",
+        raise InvalidValue(f"invalid environment variable name {token_env[:40]!r} for {param('token_env')}",
                            hint="give the NAME of the variable holding the token, e.g. CORREIOS_TOKEN, not the token")
     if not 1 <= max_concurrency <= MAX_CONCURRENCY:
-        raise InvalidValue(f"--max-concurrency must be from 1 to {MAX_CONCURRENCY}")
+        raise InvalidValue(f"{param('max_concurrency')} must be from 1 to {MAX_CONCURRENCY}", value=max_concurrency)
     if not 0 < timeout <= MAX_TIMEOUT:
-        raise InvalidValue(f"--timeout must be more than 0 and at most {MAX_TIMEOUT:g} seconds")
+        raise InvalidValue(f"{param('timeout')} must be more than 0 and at most {MAX_TIMEOUT:g} seconds", value=timeout)
 
     rate_limit = (changes["rate_limit"] or None) if "rate_limit" in changes else cur.rate_limit  # 0 removes it
     if rate_limit is not None and not 0 < float(rate_limit) <= MAX_RATE_LIMIT:
-        raise InvalidValue(f"--rate-limit must be more than 0 and at most {MAX_RATE_LIMIT:g} requests per second")
+        raise InvalidValue(f"{param('rate_limit')} must be more than 0 and at most {MAX_RATE_LIMIT:g} "
+                           "requests per second", value=rate_limit)
     credentials = dict(cur.credentials) if adapter == cur.adapter else {}
     for setting, var in (changes.get("credentials") or {}).items():
         if not SETTING_NAME.fullmatch(setting):
@@ -246,7 +247,8 @@ def _apply_settings(conn: psycopg.Connection, carrier_id: int, name: str, curren
         if not var:
             credentials.pop(setting, None)
         elif not TOKEN_ENV.fullmatch(var):
-            raise InvalidValue(f"invalid environment variable name {var[:40]!r} for --credential {setting}",
+            raise InvalidValue(f"invalid environment variable name {var[:40]!r} for "
+                               f"{param('credentials')} {setting}",
                                hint="give SETTING=VARIABLE_NAME, e.g. consumer_key=DHL_KEY, not the secret itself")
         else:
             credentials[setting] = var
@@ -259,7 +261,7 @@ def _apply_settings(conn: psycopg.Connection, carrier_id: int, name: str, curren
 
         adapter_class = load_adapter(adapter)
         if requires_url(adapter_class) and not url:
-            raise InvalidValue(f"the {adapter} adapter needs the carrier's base URL", hint="add --url URL")
+            raise InvalidValue(f"the {adapter} adapter needs the carrier's base URL", hint=f"add {param('url')} URL")
         given = {k: v for k, v in option_changes.items() if v != ""}
         options = {k: v for k, v in options.items() if k not in option_changes}
         options.update(parse_options(adapter, adapter_class, given))
@@ -270,7 +272,7 @@ def _apply_settings(conn: psycopg.Connection, carrier_id: int, name: str, curren
             except ValueError as exc:
                 raise InvalidValue(f"adapter {adapter}: {exc}") from exc
     elif option_changes:
-        raise InvalidValue("--option needs an adapter", hint="add --adapter NAME")
+        raise InvalidValue(f"{param('options')} needs an adapter", hint=f"add {param('adapter')} NAME")
 
     intervals = dict(cur.poll_intervals)
     for status, seconds in (changes.get("intervals") or {}).items():
@@ -284,13 +286,13 @@ def _apply_settings(conn: psycopg.Connection, carrier_id: int, name: str, curren
         else:
             intervals[status] = int(seconds)
     stale_after = cur.stale_after if changes.get("stale_after") is None else _seconds_delta(
-        changes["stale_after"], "--stale-after")
+        changes["stale_after"], "stale_after")
     threshold = changes.get("breaker_threshold")
     threshold = cur.breaker_threshold if threshold is None else threshold
     if not 1 <= threshold <= 100_000:
-        raise InvalidValue("--breaker-threshold must be from 1 to 100000")
+        raise InvalidValue(f"{param('breaker_threshold')} must be from 1 to 100000", value=threshold)
     cooldown = cur.breaker_cooldown if changes.get("breaker_cooldown") is None else _seconds_delta(
-        changes["breaker_cooldown"], "--breaker-cooldown")
+        changes["breaker_cooldown"], "breaker_cooldown")
     pool_id = None
     if changes.get("pool"):
         check_pool_name(changes["pool"])

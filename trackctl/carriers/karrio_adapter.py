@@ -188,8 +188,11 @@ class KarrioAdapter:
                              f"(settings: {', '.join(required + optional)})")
         missing = [name for name in required if name not in options and name not in credentials]
         if missing:
+            from ..errors import param  # the error names fields; the CLI shows them as flags
+
             raise ValueError(f"provider {cls.provider} needs {', '.join(missing)}: give secrets with "
-                             "--credential SETTING=ENVVAR and the others with --option SETTING=VALUE")
+                             f"{param('credentials')} SETTING=ENVVAR and the others with "
+                             f"{param('options')} SETTING=VALUE")
 
     def __init__(self, config: AdapterConfig) -> None:
         from . import karrio_transport

@@ -34,7 +34,9 @@ def health_cmd(
         with connection(ctx, check_schema=False) as conn:
             report = health_report(conn)
     except TrackctlError as exc:
-        report = HealthReport([Problem("database", str(exc))], [])
+        from ..console import flag
+
+        report = HealthReport([Problem("database", exc.render(flag))], [])
     problems = report.problems
     chosen = fmt.value if fmt else default_format()
     if chosen in ("json", "jsonl"):
