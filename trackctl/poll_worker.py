@@ -10,7 +10,6 @@ answer in its own transaction. See trackctl/poll.py and docs/POLLING.md.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import threading
@@ -129,7 +128,7 @@ class CarrierRun:
             time.sleep(min(-wait, 1.0))
 
     def record_call(self, kind: str, outcome: str, numbers: int, registered: int, latency_ms: float) -> None:
-        """Note one request made; it is written by `flush_calls` once the request's slot is back."""
+        """Note one request made; `flush_calls` writes it once the request's slot is back."""
         with self.run.lock:
             self.unrecorded.append({"carrier": self.settings.id, "kind": kind, "outcome": outcome,
                                     "numbers": numbers, "registered": registered, "latency_ms": max(latency_ms, 0.0)})
@@ -138,8 +137,8 @@ class CarrierRun:
         """Write the requests noted so far (outside the concurrency slot: the cap is about requests)."""
         with self.run.lock:
             rows, self.unrecorded = self.unrecorded, []
-        with self.run.connections.connection() if rows else contextlib.nullcontext() as conn:
-            for row in rows:
+        for row in rows:
+            with self.run.connections.connection() as conn:
                 conn.execute(SQL.record_call, row)
 
     # -- the worker loop ------------------------------------------------------------------------
