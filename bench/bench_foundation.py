@@ -53,10 +53,10 @@ from trackctl.pools import create_pool, refill
 
 SMALL_HISTORY = 10_000
 
-# Free codes made by the database for setup only (timed refills use application-made UUIDs).
+# Free codes made by the database for setup only (timed refills use application-made UUIDs),
+# with their claim tickets (sql/0009_claim_tickets.sql).
 PREFILL = """
-INSERT INTO sequencing.tracking (tracking_id, pool_id)
-SELECT gen_random_uuid()::text, %s FROM generate_series(1, %s::bigint)
+SELECT sequencing.add_free_codes(%s, ARRAY(SELECT gen_random_uuid()::text FROM generate_series(1, %s::bigint)))
 """
 HISTORY = """
 INSERT INTO sequencing.tracking (tracking_id, pool_id, order_id, freightcarrier_id, parcel, status, assigned_at)
@@ -108,7 +108,8 @@ RAW_CLAIM_WITH_EVENTS = RAW_PAIRING + """, claimed AS (
 )
 SELECT seq, tracking_id FROM claimed
 """
-RAW_REFILL_COPY = "COPY sequencing.tracking (tracking_id, pool_id) FROM STDIN"
+# With the tickets trackctl gives new codes (sql/0009_claim_tickets.sql), as its refill does.
+RAW_REFILL_COPY = "COPY sequencing.tracking (tracking_id, pool_id, ticket) FROM STDIN"
 
 # The bare single claim: psycopg, one connection, trackctl's own claim statement, nothing else.
 BARE_CLAIM = """\
@@ -280,9 +281,9 @@ def bench_refill(conn: psycopg.Connection, url: str, rows: int, work: Path) -> t
     start = time.perf_counter()
     codes = [str(uuid.uuid4()) for _ in range(rows)]
     generated = time.perf_counter()
-    suffix = f"\t{raw_pool.id}\n"
+    tail = f"\t{raw_pool.id}\t"
     with conn.cursor() as cur, cur.copy(RAW_REFILL_COPY) as copy:
-        copy.write(suffix.join(codes) + suffix)
+        copy.write("".join([f"{c}{tail}{t}\n" for t, c in enumerate(codes, 1)]))
     raw = time.perf_counter() - start
     raw_copy_only = time.perf_counter() - generated
     vacuum(conn)

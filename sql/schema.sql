@@ -26,6 +26,26 @@ SET row_security = off;
 CREATE SCHEMA sequencing;
 
 --
+-- Name: add_free_codes(integer, text[]); Type: FUNCTION; Schema: sequencing; Owner: -
+--
+
+CREATE FUNCTION sequencing.add_free_codes(p_pool integer, p_codes text[]) RETURNS bigint
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_next bigint := sequencing.pool_next_ticket(p_pool);
+    v_n bigint;
+BEGIN
+    INSERT INTO sequencing.tracking (tracking_id, pool_id, ticket)
+    SELECT u.code, p_pool, v_next + u.n - 1 FROM unnest(p_codes) WITH ORDINALITY AS u(code, n);
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    IF v_n > 0 THEN
+        UPDATE sequencing.pool SET ticket_end = v_next + v_n - 1 WHERE id = p_pool;
+    END IF;
+    RETURN v_n;
+END $$;
+
+--
 -- Name: assigned_payload(text, text, text, text, timestamp with time zone); Type: FUNCTION; Schema: sequencing; Owner: -
 --
 
@@ -360,6 +380,17 @@ END
 $$;
 
 --
+-- Name: pool_next_ticket(integer); Type: FUNCTION; Schema: sequencing; Owner: -
+--
+
+CREATE FUNCTION sequencing.pool_next_ticket(p_pool integer) RETURNS bigint
+    LANGUAGE sql
+    AS $$
+    SELECT greatest(p.ticket_end, coalesce(pg_sequence_last_value(p.ticket_seq), 0)) + 1
+    FROM sequencing.pool p WHERE p.id = p_pool FOR UPDATE
+$$;
+
+--
 -- Name: pool_s10_guard(); Type: FUNCTION; Schema: sequencing; Owner: -
 --
 
@@ -402,6 +433,59 @@ BEGIN
     RETURN NEW;
 END
 $$;
+
+--
+-- Name: pool_ticket_sequence(integer); Type: FUNCTION; Schema: sequencing; Owner: -
+--
+
+CREATE FUNCTION sequencing.pool_ticket_sequence(p_pool integer) RETURNS regclass
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    EXECUTE format('CREATE SEQUENCE sequencing.%I AS bigint MINVALUE 1 START 1 CACHE 1 NO CYCLE',
+                   'pool_tickets_' || p_pool);
+    RETURN format('sequencing.%I', 'pool_tickets_' || p_pool)::regclass;
+END $$;
+
+--
+-- Name: pool_tickets_create(); Type: FUNCTION; Schema: sequencing; Owner: -
+--
+
+CREATE FUNCTION sequencing.pool_tickets_create() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    NEW.ticket_seq := sequencing.pool_ticket_sequence(NEW.id);
+    NEW.ticket_end := 0;
+    RETURN NEW;
+END $$;
+
+--
+-- Name: pool_tickets_drop(); Type: FUNCTION; Schema: sequencing; Owner: -
+--
+
+CREATE FUNCTION sequencing.pool_tickets_drop() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    EXECUTE format('DROP SEQUENCE IF EXISTS %s', OLD.ticket_seq);
+    RETURN OLD;
+END $$;
+
+--
+-- Name: pool_tickets_keep(); Type: FUNCTION; Schema: sequencing; Owner: -
+--
+
+CREATE FUNCTION sequencing.pool_tickets_keep() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF NEW.ticket_seq IS DISTINCT FROM OLD.ticket_seq THEN
+        RAISE EXCEPTION 'the ticket sequence of pool % cannot be changed', OLD.name
+            USING ERRCODE = 'integrity_constraint_violation';
+    END IF;
+    RETURN NEW;
+END $$;
 
 --
 -- Name: rate_late(text, timestamp with time zone); Type: FUNCTION; Schema: sequencing; Owner: -
@@ -458,6 +542,36 @@ CREATE FUNCTION sequencing.registered_payload(code text, order_id text, carrier 
     SELECT jsonb_build_object('code', code, 'order_id', order_id, 'carrier', carrier, 'source', 'external',
                               'registered_at', sequencing.rfc3339(registered_at))
 $$;
+
+--
+-- Name: renumber_skipped(integer); Type: FUNCTION; Schema: sequencing; Owner: -
+--
+
+CREATE FUNCTION sequencing.renumber_skipped(p_pool integer) RETURNS bigint
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_last bigint;  -- the last ticket drawn
+    v_next bigint;
+    v_n bigint;
+BEGIN
+    SELECT coalesce(pg_sequence_last_value(p.ticket_seq), 0), greatest(p.ticket_end, coalesce(pg_sequence_last_value(p.ticket_seq), 0)) + 1
+    INTO v_last, v_next
+    FROM sequencing.pool p WHERE p.id = p_pool FOR UPDATE;
+    WITH skipped AS (
+        SELECT s.id, row_number() OVER (ORDER BY s.ticket) - 1 AS n FROM (
+            SELECT t.id, t.ticket FROM sequencing.tracking t
+            WHERE t.pool_id = p_pool AND t.order_id IS NULL AND t.ticket <= v_last
+            FOR UPDATE SKIP LOCKED
+        ) s
+    )
+    UPDATE sequencing.tracking t SET ticket = v_next + s.n FROM skipped s WHERE t.id = s.id;
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    IF v_n > 0 THEN
+        UPDATE sequencing.pool SET ticket_end = v_next + v_n - 1 WHERE id = p_pool;
+    END IF;
+    RETURN v_n;
+END $$;
 
 --
 -- Name: rfc3339(timestamp with time zone); Type: FUNCTION; Schema: sequencing; Owner: -
@@ -751,13 +865,16 @@ CREATE TABLE sequencing.pool (
     s10_first integer,
     s10_last integer,
     s10_next integer,
+    ticket_seq regclass NOT NULL,
+    ticket_end bigint DEFAULT 0 NOT NULL,
     CONSTRAINT pool_kind_known CHECK ((kind = ANY (ARRAY['uuid'::text, 's10'::text]))),
     CONSTRAINT pool_name_format CHECK ((name ~ '^[a-z0-9][a-z0-9_-]{0,31}$'::text)),
     CONSTRAINT pool_s10_country_format CHECK ((s10_country ~ '^[A-Z]{2}$'::text)),
     CONSTRAINT pool_s10_prefix_format CHECK ((s10_prefix ~ '^[A-Z]{2}$'::text)),
     CONSTRAINT pool_s10_range CHECK ((((kind <> 's10'::text) AND (s10_prefix IS NULL) AND (s10_country IS NULL) AND (s10_first IS NULL) AND (s10_last IS NULL) AND (s10_next IS NULL)) OR ((kind = 's10'::text) AND (s10_prefix IS NOT NULL) AND (s10_country IS NOT NULL) AND (s10_first IS NOT NULL) AND (s10_last IS NOT NULL) AND (s10_next IS NOT NULL) AND (0 <= s10_first) AND (s10_first <= s10_last) AND (s10_last <= 99999999) AND ((s10_next >= s10_first) AND (s10_next <= (s10_last + 1)))))),
     CONSTRAINT pool_s10_target_fits CHECK (((kind <> 's10'::text) OR (target <= ((s10_last - s10_first) + 1)))),
-    CONSTRAINT pool_target_range CHECK (((target >= 0) AND (target <= 10000000)))
+    CONSTRAINT pool_target_range CHECK (((target >= 0) AND (target <= 10000000))),
+    CONSTRAINT pool_ticket_end_range CHECK ((ticket_end >= 0))
 );
 
 --
@@ -772,6 +889,17 @@ ALTER TABLE sequencing.pool ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
     NO MAXVALUE
     CACHE 1
 );
+
+--
+-- Name: pool_tickets_1; Type: SEQUENCE; Schema: sequencing; Owner: -
+--
+
+CREATE SEQUENCE sequencing.pool_tickets_1
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
 
 --
 -- Name: rate_bucket; Type: TABLE; Schema: sequencing; Owner: -
@@ -832,15 +960,18 @@ CREATE TABLE sequencing.tracking (
     source text DEFAULT 'pool'::text NOT NULL,
     remote_registered_at timestamp with time zone,
     remote_stopped_at timestamp with time zone,
+    ticket bigint,
     CONSTRAINT tracking_assignment_complete CHECK ((((source = 'pool'::text) AND (pool_id IS NOT NULL) AND (((order_id IS NULL) AND (freightcarrier_id IS NULL) AND (parcel IS NULL) AND (status IS NULL) AND (assigned_at IS NULL)) OR ((order_id IS NOT NULL) AND (freightcarrier_id IS NOT NULL) AND (parcel IS NOT NULL) AND (status IS NOT NULL) AND (assigned_at IS NOT NULL)))) OR ((source = 'external'::text) AND (pool_id IS NULL) AND (parcel IS NULL) AND (freightcarrier_id IS NOT NULL) AND (status IS NOT NULL) AND (assigned_at IS NOT NULL)))),
     CONSTRAINT tracking_external_code_format CHECK (((source = 'pool'::text) OR (tracking_id ~ '^[A-Za-z0-9-]{5,50}$'::text))),
+    CONSTRAINT tracking_free_code_has_ticket CHECK (((source <> 'pool'::text) OR (order_id IS NOT NULL) OR (ticket IS NOT NULL))),
     CONSTRAINT tracking_order_id_format CHECK (((order_id IS NULL) OR (((length(order_id) >= 1) AND (length(order_id) <= 64)) AND (order_id !~ '[[:cntrl:]]'::text)))),
     CONSTRAINT tracking_parcel_range CHECK (((parcel IS NULL) OR ((parcel >= 1) AND (parcel <= 999)))),
     CONSTRAINT tracking_poll_counts CHECK (((poll_count >= 0) AND (poll_failures >= 0))),
     CONSTRAINT tracking_poll_error_length CHECK ((length(last_poll_error) <= 500)),
     CONSTRAINT tracking_poll_state_assigned CHECK (((freightcarrier_id IS NOT NULL) OR ((claimed_until IS NULL) AND (last_polled_at IS NULL) AND (last_event_at IS NULL) AND (stale_at IS NULL) AND (remote_registered_at IS NULL)))),
     CONSTRAINT tracking_remote_stop_after_register CHECK (((remote_stopped_at IS NULL) OR (remote_registered_at IS NOT NULL))),
-    CONSTRAINT tracking_source_known CHECK ((source = ANY (ARRAY['pool'::text, 'external'::text])))
+    CONSTRAINT tracking_source_known CHECK ((source = ANY (ARRAY['pool'::text, 'external'::text]))),
+    CONSTRAINT tracking_ticket_pool_only CHECK (((ticket IS NULL) OR ((source = 'pool'::text) AND (ticket > 0))))
 );
 
 --
@@ -1215,12 +1346,6 @@ CREATE INDEX run_started ON sequencing.run USING btree (started_at);
 CREATE INDEX tracking_event_timeline ON sequencing.tracking_event USING btree (shipment_id, occurred_at);
 
 --
--- Name: tracking_free; Type: INDEX; Schema: sequencing; Owner: -
---
-
-CREATE INDEX tracking_free ON sequencing.tracking USING btree (pool_id, id) WHERE (order_id IS NULL);
-
---
 -- Name: tracking_one_code_per_parcel; Type: INDEX; Schema: sequencing; Owner: -
 --
 
@@ -1257,6 +1382,12 @@ CREATE INDEX tracking_remote_to_stop ON sequencing.tracking USING btree (freight
 CREATE INDEX tracking_stale ON sequencing.tracking USING btree (freightcarrier_id) WHERE ((stale_at IS NOT NULL) AND (status <> ALL (ARRAY['delivered'::text, 'returned'::text, 'cancelled'::text])));
 
 --
+-- Name: tracking_ticket; Type: INDEX; Schema: sequencing; Owner: -
+--
+
+CREATE UNIQUE INDEX tracking_ticket ON sequencing.tracking USING btree (pool_id, ticket) WHERE (order_id IS NULL);
+
+--
 -- Name: webhook_delivery_dead; Type: INDEX; Schema: sequencing; Owner: -
 --
 
@@ -1291,6 +1422,24 @@ CREATE TRIGGER outbox_after_insert AFTER INSERT ON sequencing.outbox REFERENCING
 --
 
 CREATE TRIGGER pool_s10_guard BEFORE INSERT OR UPDATE ON sequencing.pool FOR EACH ROW EXECUTE FUNCTION sequencing.pool_s10_guard();
+
+--
+-- Name: pool pool_tickets_create; Type: TRIGGER; Schema: sequencing; Owner: -
+--
+
+CREATE TRIGGER pool_tickets_create BEFORE INSERT ON sequencing.pool FOR EACH ROW EXECUTE FUNCTION sequencing.pool_tickets_create();
+
+--
+-- Name: pool pool_tickets_drop; Type: TRIGGER; Schema: sequencing; Owner: -
+--
+
+CREATE TRIGGER pool_tickets_drop AFTER DELETE ON sequencing.pool FOR EACH ROW EXECUTE FUNCTION sequencing.pool_tickets_drop();
+
+--
+-- Name: pool pool_tickets_keep; Type: TRIGGER; Schema: sequencing; Owner: -
+--
+
+CREATE TRIGGER pool_tickets_keep BEFORE UPDATE OF ticket_seq ON sequencing.pool FOR EACH ROW EXECUTE FUNCTION sequencing.pool_tickets_keep();
 
 --
 -- Name: tracking_event tracking_event_immutable; Type: TRIGGER; Schema: sequencing; Owner: -

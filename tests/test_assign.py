@@ -271,7 +271,7 @@ def pool_id(conn) -> int:
 def test_schema_refuses_a_duplicate_code(stocked):
     code = stocked.execute("SELECT tracking_id FROM sequencing.tracking LIMIT 1").fetchone()[0]
     with pytest.raises(psycopg.errors.UniqueViolation):
-        stocked.execute("INSERT INTO sequencing.tracking (tracking_id, pool_id) VALUES (%s, %s)",
+        stocked.execute("INSERT INTO sequencing.tracking (tracking_id, pool_id, ticket) VALUES (%s, %s, 1000000)",
                         (code, pool_id(stocked)))
 
 
@@ -364,3 +364,157 @@ def test_assign_after_cancel_refuses_the_cancelled_code_and_names_the_way_to_a_n
     new = r.stdout.strip()
     assert cli("assign", "42", "correios", "--parcel", "2").stdout == f"{new}\n"  # idempotent again
     assert assign(conn, "42", "jadlog").new  # other carriers of the order are not affected
+
+
+# --- claims by ticket (issue 14.3, sql/0009_claim_tickets.sql) ----------------------------------
+
+
+def small_pool(conn, target: int = 3) -> list[str]:
+    """Pool 'small' (carrier 'c-small') refilled to `target` codes; return them in ticket order."""
+    from trackctl.pools import available_codes, create_pool
+
+    create_pool(conn, "small", target=target)
+    add_carrier(conn, "c-small", pool="small")
+    refill(conn, "small")
+    return list(available_codes(conn, "small"))
+
+
+def tickets(conn, codes: list[str]) -> list[int | None]:
+    found = dict(conn.execute("SELECT tracking_id, ticket FROM sequencing.tracking WHERE tracking_id = ANY(%s)",
+                              (codes,)).fetchall())
+    return [found.get(c) for c in codes]
+
+
+def test_a_rolled_back_claim_leaves_its_code_free_and_out_of_reach_until_refill_renumbers_it(conn):
+    c1, c2, c3 = small_pool(conn)
+    assert tickets(conn, [c1, c2, c3]) == [1, 2, 3]
+    with conn.transaction(force_rollback=True):  # a claim that rolls back (an error, a kill) drew ticket 1
+        assert assign(conn, "gone", "c-small").code == c1
+    assert free_count(conn, "small") == 3  # c1 is free: nothing of the rolled-back claim stayed
+    # Later claims go on from ticket 2; none waits or fails.
+    assert [assign(conn, o, "c-small").code for o in ("o2", "o3")] == [c2, c3]
+    dry = assign(conn, "o4", "c-small")  # every ticket in stock is drawn: the code is made inline
+    assert dry.generated_inline and dry.code not in (c1, c2, c3)
+    assert free_count(conn, "small") == 1  # c1, out of reach
+
+    (result,) = refill(conn, "small")
+    assert (result.free_before, result.generated) == (1, 2)  # c1 counts as free; the shortfall is made
+    # c1 got a ticket after every ticket drawn so far; the new codes follow it.
+    assert tickets(conn, [c1]) == [4]  # after ticket 3, the last drawn (a dry pool draws none)
+    after = [assign(conn, o, "c-small") for o in ("o5", "o6", "o7")]
+    assert after[0].code == c1 and not any(a.generated_inline for a in after)
+    assert free_count(conn, "small") == 0
+    codes = [r[0] for r in conn.execute("SELECT tracking_id FROM sequencing.tracking WHERE order_id IS NOT NULL")]
+    assert len(codes) == len(set(codes)) == 6
+
+
+def test_a_rolled_back_batch_chunk_leaves_its_codes_for_refill_and_the_rerun_takes_later_ones(conn):
+    from trackctl.assign import assign_lines
+
+    codes = small_pool(conn, target=10)
+    records = [(i + 1, {"order_id": f"b{i}", "carrier": "c-small"}) for i in range(4)]
+    with conn.transaction(force_rollback=True):
+        first = [o.assignment.code for o in assign_lines(conn, records)]
+    assert first == codes[:4]
+    again = [o.assignment.code for o in assign_lines(conn, records)]
+    assert again == codes[4:8]  # the drawn tickets are not drawn again
+    (result,) = refill(conn, "small")
+    assert (result.free_before, result.generated) == (6, 4)
+    assert tickets(conn, codes[:4]) == [11, 12, 13, 14]  # renumbered after ticket 10, in their old order
+    more = [assign(conn, f"m{i}", "c-small").code for i in range(6)]
+    assert more == codes[8:10] + codes[:4]
+
+
+def test_renumbering_leaves_a_code_that_is_being_claimed_to_its_claimer(conn, db_url):
+    c1, c2, c3 = small_pool(conn)
+    with conn.transaction(force_rollback=True):
+        assert assign(conn, "gone", "c-small").code == c1  # ticket 1 drawn, c1 left behind
+    with psycopg.connect(db_url) as claimer:  # holds the claim of c2 open (ticket 2, row locked)
+        assert assign(claimer, "slow", "c-small").code == c2
+        renumbered = conn.execute("SELECT sequencing.renumber_skipped(p.id) FROM sequencing.pool p "
+                                  "WHERE p.name = 'small'").fetchone()[0]
+        assert renumbered == 1 and tickets(conn, [c1, c2]) == [4, 2]  # c2 is locked: left alone
+        claimer.commit()
+    assert [assign(conn, o, "c-small").code for o in ("o3", "o4")] == [c3, c1]
+    rows = conn.execute("SELECT order_id FROM sequencing.tracking WHERE tracking_id = ANY(%s) ORDER BY ticket",
+                        ([c1, c2, c3],)).fetchall()
+    assert sorted(r[0] for r in rows) == ["o3", "o4", "slow"]
+
+
+def test_a_used_up_s10_range_hands_out_its_left_behind_codes_before_refusing(conn):
+    from trackctl.errors import PoolExhausted
+    from trackctl.pools import S10Range, available_codes, create_pool
+
+    create_pool(conn, "tiny", target=2, kind="s10", s10=S10Range("AA", "BR", 10000000, 10000001))
+    add_carrier(conn, "c-tiny", pool="tiny")
+    refill(conn, "tiny")
+    c1, c2 = available_codes(conn, "tiny")
+    with conn.transaction(force_rollback=True):
+        assert assign(conn, "gone", "c-tiny").code == c1
+    assert assign(conn, "o2", "c-tiny").code == c2
+    # No serial is left to make a code inline, but c1 is free: it gets a new ticket and is handed out.
+    got = assign(conn, "o3", "c-tiny")
+    assert got.code == c1 and not got.generated_inline
+    with pytest.raises(PoolExhausted):
+        assign(conn, "o4", "c-tiny")
+
+
+# Index entries that scans of the tracking table's indexes returned in this transaction, dead ones
+# included (pg_stat_get_xact_tuples_returned counts every entry the index hands to the executor).
+INDEX_ENTRIES_READ = """SELECT coalesce(sum(pg_stat_get_xact_tuples_returned(indexrelid)), 0)::bigint
+                        FROM pg_index WHERE indrelid = 'sequencing.tracking'::regclass"""
+
+
+def entries_read(conn, sql: str, params=None) -> int:
+    """Index entries of the tracking table the statement reads (it is committed)."""
+    with conn.transaction():
+        before = conn.execute(INDEX_ENTRIES_READ).fetchone()[0]
+        conn.execute(sql, params)
+        return conn.execute(INDEX_ENTRIES_READ).fetchone()[0] - before
+
+
+def claim_pages(conn, sql: str, params=None) -> int:
+    """Shared buffers (hit + read) the statement touches, from EXPLAIN (ANALYZE, BUFFERS) (it is committed)."""
+    with conn.transaction():
+        plan = conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql, params).fetchone()[0]
+    top = plan[0]["Plan"]  # the top node counts every node run under it, the claim's UPDATE among them
+    return top.get("Shared Hit Blocks", 0) + top.get("Shared Read Blocks", 0)
+
+
+def test_the_claim_reads_no_more_after_a_thousand_claims_under_a_held_snapshot(conn, db_url):
+    """Dead tuples that a held snapshot keeps from vacuum do not reach the claim: it reads as many
+    index entries, and as many pages, after 1 200 more claims under the snapshot as before
+    (counts from the server, not a timing). The control, a scan for the first free code as the
+    claim did before tickets, shows that the dead entries are there to be stepped over."""
+    from trackctl.assign import SQL
+
+    small_pool(conn, target=3000)
+    conn.execute("VACUUM ANALYZE sequencing.tracking")
+    pool = conn.execute("SELECT id FROM sequencing.pool WHERE name = 'small'").fetchone()[0]
+    scan = ("SELECT id FROM sequencing.tracking WHERE pool_id = %s AND order_id IS NULL "
+            "ORDER BY ticket LIMIT 1 FOR UPDATE SKIP LOCKED")
+
+    def probe(order: str) -> tuple[int, int, int]:
+        # Real claims, committed: a rolled-back one would leave its code behind, ahead of the scan.
+        def params(n):
+            return {"order_id": f"{order}-{n}", "carrier": "c-small", "carrier_id": None, "parcel": 1,
+                    "next_parcel": False}
+        return (entries_read(conn, SQL.assign_one, params(1)), claim_pages(conn, SQL.assign_one, params(2)),
+                entries_read(conn, scan, (pool,)))
+
+    claims = 1200
+    with psycopg.connect(db_url) as holder:
+        holder.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        holder.execute("SELECT count(*) FROM sequencing.pool").fetchone()  # BEGIN; the snapshot is taken here
+        for i in range(300):  # under the snapshot already: the heap and indexes settle into holding versions
+            assign(conn, f"settle-{i}", "c-small")
+        entries_before, pages_before, scan_before = probe("probe-1")
+        for i in range(claims):
+            assign(conn, f"held-{i}", "c-small")
+        entries_after, pages_after, scan_after = probe("probe-2")
+        holder.rollback()
+    assert scan_after - scan_before >= claims, (scan_before, scan_after)  # every claim's entry is still there
+    # The ticket's look-up (one entry) and the outbox row's foreign-key check of the claimed row
+    # (its old and new version in the primary key): the same few entries whatever the dead ones.
+    assert entries_before == entries_after <= 3, (entries_before, entries_after)
+    assert pages_after <= pages_before + 2, (pages_before, pages_after)

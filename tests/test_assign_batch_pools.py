@@ -9,7 +9,8 @@ from trackctl.assign import assign_lines
 from trackctl.carriers import add_carrier
 from trackctl.pools import create_pool
 
-STOCK = "INSERT INTO sequencing.tracking (tracking_id, pool_id) SELECT %s || '-' || g, %s FROM generate_series(1, %s::int) g"
+# Free codes NAME-1..NAME-n with their claim tickets, in that order (sql/0009_claim_tickets.sql).
+STOCK = "SELECT sequencing.add_free_codes(%(pool)s, ARRAY(SELECT %(name)s || '-' || g FROM generate_series(1, %(n)s::int) g))"
 
 
 def code_owner(conn, code: str) -> tuple[str, str, str]:
@@ -23,7 +24,7 @@ def test_interleaved_pools_in_one_chunk_pair_each_line_with_its_own_pools_codes_
     for name, stock in (("big", 40), ("small", 3), ("empty", 0)):
         pool = create_pool(conn, name)
         add_carrier(conn, f"c-{name}", pool=name)
-        conn.execute(STOCK, (name, pool.id, stock))
+        conn.execute(STOCK, {"name": name, "pool": pool.id, "n": stock})
     carriers = ["c-big", "c-small", "c-empty", "c-big"]
     records = [(i + 1, {"order_id": f"o{i}", "carrier": carriers[i % 4]}) for i in range(24)]
     outcomes = list(assign_lines(conn, records, chunk_size=10))
@@ -45,7 +46,8 @@ def test_a_used_up_s10_range_refuses_only_its_own_lines_and_the_rest_of_the_chun
 
     create_pool(conn, "big")
     add_carrier(conn, "c-big", pool="big")
-    conn.execute(STOCK, ("big", conn.execute("SELECT id FROM sequencing.pool WHERE name = 'big'").fetchone()[0], 20))
+    conn.execute(STOCK, {"name": "big", "pool": conn.execute("SELECT id FROM sequencing.pool WHERE name = 'big'").fetchone()[0],
+                        "n": 20})
     create_pool(conn, "tiny", target=0, kind="s10", s10=S10Range("AA", "BR", 10000000, 10000002))
     add_carrier(conn, "c-tiny", pool="tiny")
     # Lines 1-5 ask the three-serial range for four keys (line 4 repeats line 1's key, line 5 is
@@ -105,8 +107,8 @@ def test_claims_do_not_step_over_assigned_history_to_find_free_codes(conn):
                                                      assigned_at)
                     SELECT gen_random_uuid()::text, %s, 'h' || g, %s, 1, 'pending', now()
                     FROM generate_series(1, 50000) g""", (history.id, hist_carrier.id))
-    conn.execute("INSERT INTO sequencing.tracking (tracking_id, pool_id) "  # made after the history, as refills are
-                 "SELECT gen_random_uuid()::text, %s FROM generate_series(1, 5000)", (pool.id,))
+    conn.execute("SELECT sequencing.add_free_codes(%s, ARRAY(SELECT gen_random_uuid()::text "  # made after the history
+                 "FROM generate_series(1, 5000)))", (pool.id,))
     conn.execute("VACUUM ANALYZE sequencing.tracking")
 
     def stepped_over(plan: str) -> int:
@@ -118,9 +120,9 @@ def test_claims_do_not_step_over_assigned_history_to_find_free_codes(conn):
         with conn.cursor() as cur, cur.copy(claims.SQL.batch_copy) as copy:
             copy.write(rows)
         plan = "\n".join(r[0] for r in conn.execute("EXPLAIN (ANALYZE, FORMAT TEXT) " + claims.SQL.batch_claim))
-    assert "rows=500" in plan and stepped_over(plan) < 500, f"{stepped_over(plan)} rows stepped over:\n{plan}"
+    assert "rows=500" in plan and "tracking_ticket" in plan and stepped_over(plan) < 500, f"{stepped_over(plan)} rows stepped over:\n{plan}"
 
     params = {"order_id": "single", "carrier": "c-fresh", "carrier_id": None, "parcel": 1, "next_parcel": False}
     with conn.transaction(force_rollback=True):
         plan = "\n".join(r[0] for r in conn.execute("EXPLAIN (ANALYZE, FORMAT TEXT) " + claims.SQL.assign_one, params))
-    assert "LockRows" in plan and stepped_over(plan) < 10, f"{stepped_over(plan)} rows stepped over:\n{plan}"
+    assert "tracking_ticket" in plan and stepped_over(plan) < 10, f"{stepped_over(plan)} rows stepped over:\n{plan}"

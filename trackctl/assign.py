@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import psycopg
 
 from . import queries
-from .errors import CodeCancelled, TrackctlError
+from .errors import CodeCancelled, PoolExhausted, TrackctlError
 from .names import carrier_ref_id, check_order_id, check_parcel
 
 # trackctl.carriers and trackctl.pools are imported where needed (an unknown carrier, a dry pool):
@@ -52,6 +52,7 @@ def assign(conn: psycopg.Connection, order_id: str, carrier: str, *, parcel: int
         raise _unknown(conn, carrier)
     params = {"order_id": order_id, "carrier": carrier, "carrier_id": carrier_ref_id(carrier),
               "parcel": parcel, "next_parcel": next_parcel}
+    renumbered = False
     for _ in range(RETRIES):
         try:
             row = conn.execute(SQL.assign_one, params).fetchone()
@@ -64,7 +65,15 @@ def assign(conn: psycopg.Connection, order_id: str, carrier: str, *, parcel: int
             _refuse_cancelled(conn, existing, order_id, name, number)
         if existing or claimed:
             return Assignment(order_id, name, existing or claimed, new=existing is None, parcel=number)
-        code = _generate_one(conn, pool_id, kind, order_id, carrier_id, number)
+        try:
+            code = _generate_one(conn, pool_id, kind, order_id, carrier_id, number)
+        except PoolExhausted:
+            # An S10 range used up may still have free codes out of reach (their tickets were drawn
+            # by claims that rolled back): give them new tickets and claim again, once.
+            if renumbered or not _renumber_skipped(conn, pool_id):
+                raise
+            renumbered = True
+            continue
         if code:
             return Assignment(order_id, name, code, new=True, parcel=number, generated_inline=True)
     raise TrackctlError(f"could not assign a code to order {order_id!r} after {RETRIES} attempts",
@@ -88,6 +97,12 @@ def _unknown(conn: psycopg.Connection, carrier: str) -> TrackctlError:
     from .carriers import list_carriers, unknown_carrier
 
     return unknown_carrier(carrier, list_carriers(conn))
+
+
+def _renumber_skipped(conn: psycopg.Connection, pool_id: int) -> int:
+    from .pools import SQL as POOLS
+
+    return conn.execute(POOLS.renumber_skipped, (pool_id,)).fetchone()[0]
 
 
 def _generate_one(conn: psycopg.Connection, pool_id: int, kind: str, order_id: str, carrier_id: int,

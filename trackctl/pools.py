@@ -26,17 +26,18 @@ SQL = queries.load("pools")
 class Pool:
     id: int
     name: str
-    kind: str
-    target: int
+    kind: str  # uuid (random codes) or s10 (the UPU S10 serials of a carrier's range)
+    target: int  # free codes refill keeps ready
 
 
 @dataclass(frozen=True)
 class PoolLevel:
+    """A pool's codes as `pool list` shows them."""
     name: str
-    kind: str
-    target: int
-    free: int
-    assigned: int
+    kind: str  # uuid or s10
+    target: int  # free codes refill keeps ready
+    free: int  # codes ready to be claimed
+    assigned: int  # codes given to orders (they stay assigned)
 
 
 @dataclass(frozen=True)
@@ -187,22 +188,25 @@ def uuid_codes(count: int) -> Iterator[str]:
 
 
 def copy_codes(conn: psycopg.Connection, pool_id: int, codes: Iterator[str],
-               progress: Callable[[int], None] | None = None) -> int:
-    """COPY codes into a pool as free rows; return how many were written (reported to `progress`)."""
+               progress: Callable[[int], None] | None = None, first_ticket: int = 1) -> int:
+    """COPY codes into a pool as free rows with tickets from `first_ticket` on; return how many were
+    written (reported to `progress`). The caller sets the pool's ticket_end (refill_pool does)."""
     written = 0
-    suffix = f"\t{pool_id}\n"
+    ticket = first_ticket
+    tail = f"\t{pool_id}\t"
     with conn.cursor() as cur, cur.copy(SQL.copy_codes) as copy:
         batch: list[str] = []
         for code in codes:
             batch.append(code)
             if len(batch) == COPY_CHUNK:
-                copy.write(suffix.join(batch) + suffix)
+                copy.write("".join([f"{c}{tail}{t}\n" for c, t in zip(batch, range(ticket, ticket + len(batch)))]))
                 written += len(batch)
+                ticket += len(batch)
                 if progress:
                     progress(len(batch))
                 batch.clear()
         if batch:
-            copy.write(suffix.join(batch) + suffix)
+            copy.write("".join([f"{c}{tail}{t}\n" for c, t in zip(batch, range(ticket, ticket + len(batch)))]))
             written += len(batch)
             if progress:
                 progress(len(batch))
@@ -213,12 +217,15 @@ def refill_pool(conn: psycopg.Connection, pool: Pool, progress: Callable[..., No
     """Top one pool up to its target: nothing when at least the target is free, else the shortfall.
 
     The pool's advisory lock makes refills on several hosts safe: whoever holds it fills the
-    exact shortfall, the others skip the pool instead of adding a second shortfall.
+    exact shortfall, the others skip the pool instead of adding a second shortfall. First, free
+    codes whose ticket a rolled-back claim drew get new tickets, so that claims reach them again
+    (sql/0009_claim_tickets.sql); they count as free, as they are.
     """
     with conn.transaction():
         locked = conn.execute(SQL.try_refill_lock, (REFILL_LOCK_CLASS, pool.id)).fetchone()[0]
         if not locked:
             return RefillResult(pool.name, pool.target, -1, 0, skipped=True)
+        conn.execute(SQL.renumber_skipped, (pool.id,))
         free = conn.execute(SQL.count_free, (pool.id,)).fetchone()[0]
         short = pool.target - free
         generated = 0
@@ -229,7 +236,9 @@ def refill_pool(conn: psycopg.Connection, pool: Pool, progress: Callable[..., No
                 codes = generate_codes(conn, pool, short)
             except PoolExhausted:
                 return RefillResult(pool.name, pool.target, free, 0, exhausted=True)
-            generated = copy_codes(conn, pool.id, codes, progress)
+            first = conn.execute(SQL.next_ticket, (pool.id,)).fetchone()[0]
+            generated = copy_codes(conn, pool.id, codes, progress, first_ticket=first)
+            conn.execute(SQL.set_ticket_end, {"end": first + generated - 1, "id": pool.id})
     return RefillResult(pool.name, pool.target, free, generated, exhausted=pool.kind == "s10" and generated < short)
 
 

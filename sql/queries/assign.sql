@@ -3,12 +3,18 @@
 
 -- name: assign_one
 -- One round trip in the common case: resolve the carrier, return the existing code for
--- (order, carrier, parcel) if there is one, otherwise claim the oldest free code of the
--- carrier's pool. SKIP LOCKED lets concurrent assigners take different codes without waiting.
+-- (order, carrier, parcel) if there is one, otherwise claim a code of the carrier's pool by
+-- ticket (sql/0009_claim_tickets.sql): draw the pool's next ticket and update the free code that
+-- has it, one look-up of the unique index tracking_ticket by its exact key. No scan and no SKIP
+-- LOCKED, so no claim steps over the entries earlier claims left behind, even while a long
+-- snapshot keeps vacuum from removing them. No ticket is drawn when the pool is dry (its last
+-- ticket in stock already drawn): then nothing is claimed and the caller makes the code inline,
+-- as it also does when the ticket finds no free code (a refill is renumbering it, or the code
+-- was deleted). `t.order_id IS NULL` is rechecked on the locked row: never a code twice.
 -- A new claim writes its `tracking.assigned` outbox row in the same statement (WEBHOOKS.md).
--- The lower bound on f.id (the pool's oldest free code) keeps the scan flat: see batch_claim.
 WITH carrier AS (
-    SELECT c.id, c.name, c.pool_id, p.kind, p.name AS pool_name FROM sequencing.carrier c
+    SELECT c.id, c.name, c.pool_id, p.kind, p.name AS pool_name, p.ticket_seq, p.ticket_end
+    FROM sequencing.carrier c
     JOIN sequencing.pool p ON p.id = c.pool_id
     WHERE (c.name = %(carrier)s OR c.id = %(carrier_id)s) AND c.removed_at IS NULL
 ), parcel AS (
@@ -20,19 +26,16 @@ WITH carrier AS (
     SELECT t.tracking_id FROM sequencing.tracking t
     WHERE t.order_id = %(order_id)s AND t.freightcarrier_id = (SELECT id FROM carrier)
       AND t.parcel = (SELECT n FROM parcel)
-), pick AS (
-    SELECT f.id FROM sequencing.tracking f
-    WHERE f.pool_id = (SELECT pool_id FROM carrier) AND f.order_id IS NULL
-      AND f.id >= (SELECT min(m.id) FROM sequencing.tracking m
-                   WHERE m.pool_id = (SELECT pool_id FROM carrier) AND m.order_id IS NULL)
+), ticket AS (
+    SELECT c.pool_id, nextval(c.ticket_seq) AS ticket FROM carrier c
+    WHERE c.ticket_end > coalesce(pg_sequence_last_value(c.ticket_seq), 0)
       AND NOT EXISTS (SELECT 1 FROM existing)
-    ORDER BY f.id LIMIT 1
-    FOR UPDATE SKIP LOCKED
 ), claimed AS (
     UPDATE sequencing.tracking t
     SET order_id = %(order_id)s, freightcarrier_id = (SELECT id FROM carrier),
         parcel = (SELECT n FROM parcel), status = 'pending', assigned_at = now()
-    FROM pick WHERE t.id = pick.id
+    FROM ticket k
+    WHERE t.pool_id = k.pool_id AND t.ticket = k.ticket AND t.order_id IS NULL
     RETURNING t.id, t.tracking_id, t.order_id, t.assigned_at
 ), event AS (
     INSERT INTO sequencing.outbox (type, shipment_id, payload)
@@ -82,18 +85,16 @@ WHERE t.order_id = b.order_id AND t.freightcarrier_id = b.carrier_id AND t.parce
 RETURNING b.seq, b.code;
 
 -- name: batch_claim
--- Pair the n-th input row of each pool with the n-th free code taken from that pool. Rows are
--- numbered across the whole chunk (pool by pool) and each pool's codes continue its own range,
--- so the pairing is a join on one integer key: joining on (pool_id, per-pool row number) let
--- the planner, which has no statistics for CTEs, merge on pool_id alone and filter on the
--- number, quadratic in the chunk size (5 s per 5 000 lines). The codes come back to the client
--- directly; batch_in learns them only when a second pass is needed (batch_set_codes).
--- The lower bound on t.id (the pool's oldest free code, one probe of tracking_free; assign_one
--- has it too) keeps the free-code scan flat as history grows: for a pool id known only at run
--- time the planner may walk the primary key in id order (when the pool's codes lie in the table
--- against the order of pool ids and free codes are many), and without the bound that walk
--- stepped over every assigned row first: 1 000 000 rows, 0.1 s, for every chunk of 5 000 and
--- for every single claim with a million-row history.
+-- Pair the n-th input row of each pool with the n-th ticket drawn from that pool's sequence, and
+-- claim the free code holding that ticket (as assign_one does, one index look-up per code: no
+-- scan, no SKIP LOCKED, flat under a held snapshot). A pool gives at most as many tickets as it
+-- has in stock (ticket_end less the last ticket drawn); rows left without a code (a dry pool, a
+-- ticket whose code was not there) go to the second pass and then to inline generation.
+-- Rows are numbered across the whole chunk (pool by pool) and each pool's tickets continue its
+-- own range, so the pairing is a join on one integer key: joining on (pool_id, per-pool row
+-- number) let the planner, which has no statistics for CTEs, merge on pool_id alone and filter
+-- on the number, quadratic in the chunk size (5 s per 5 000 lines). The codes come back to the
+-- client directly; batch_in learns them only when a second pass is needed (batch_set_codes).
 -- Issue 5: each new claim's `tracking.assigned` outbox row goes in this same statement (keep it).
 WITH need AS (
     SELECT seq, order_id, carrier_id, pool_id, parcel,
@@ -101,21 +102,20 @@ WITH need AS (
     FROM batch_in WHERE code IS NULL
 ), per_pool AS (
     SELECT pool_id, count(*) AS n, min(rn) - 1 AS start FROM need GROUP BY pool_id
-), free AS (
-    SELECT f.id, p.start + row_number() OVER (PARTITION BY p.pool_id ORDER BY f.id) AS rn
-    FROM per_pool p CROSS JOIN LATERAL (
-        SELECT t.id FROM sequencing.tracking t
-        WHERE t.pool_id = p.pool_id AND t.order_id IS NULL
-          AND t.id >= (SELECT min(m.id) FROM sequencing.tracking m WHERE m.pool_id = p.pool_id AND m.order_id IS NULL)
-        ORDER BY t.id LIMIT p.n
-        FOR UPDATE SKIP LOCKED
-    ) f
+), tickets AS (
+    SELECT p.pool_id, k.ticket, p.start + row_number() OVER (PARTITION BY p.pool_id ORDER BY k.ticket) AS rn
+    FROM per_pool p
+    JOIN sequencing.pool q ON q.id = p.pool_id
+    CROSS JOIN LATERAL (
+        SELECT nextval(q.ticket_seq) AS ticket
+        FROM generate_series(1, least(p.n, q.ticket_end - coalesce(pg_sequence_last_value(q.ticket_seq), 0)))
+    ) k
 ), assigned AS (
     UPDATE sequencing.tracking t
     SET order_id = need.order_id, freightcarrier_id = need.carrier_id, parcel = need.parcel,
         status = 'pending', assigned_at = now()
-    FROM need JOIN free USING (rn)
-    WHERE t.id = free.id
+    FROM need JOIN tickets USING (rn)
+    WHERE t.pool_id = tickets.pool_id AND t.ticket = tickets.ticket AND t.order_id IS NULL
     RETURNING need.seq, need.seq AS input_order, t.id, t.tracking_id, t.pool_id, t.order_id,
               t.freightcarrier_id, t.assigned_at
 ), event AS (

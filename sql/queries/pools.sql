@@ -36,12 +36,27 @@ SELECT count(*) FROM sequencing.tracking WHERE pool_id = %s AND order_id IS NULL
 SELECT pg_try_advisory_xact_lock(%s, %s)
 
 -- name: copy_codes
-COPY sequencing.tracking (tracking_id, pool_id) FROM STDIN
+COPY sequencing.tracking (tracking_id, pool_id, ticket) FROM STDIN
+
+-- name: renumber_skipped
+-- Free codes whose ticket was drawn by a claim that did not take them (it rolled back) get new
+-- tickets after the last one, so that claims reach them again; returns how many.
+SELECT sequencing.renumber_skipped(%s)
+
+-- name: next_ticket
+-- The first ticket for new codes of the pool (copy_codes writes them with their tickets from
+-- this one on, sql/0009_claim_tickets.sql); locks the pool row until the end of the transaction.
+SELECT sequencing.pool_next_ticket(%s)
+
+-- name: set_ticket_end
+-- The pool's last ticket in stock, after new codes were copied in with their tickets.
+UPDATE sequencing.pool SET ticket_end = %(end)s WHERE id = %(id)s
 
 -- name: available
+-- Free codes in the order claims take them (by ticket).
 SELECT t.tracking_id FROM sequencing.tracking t JOIN sequencing.pool p ON p.id = t.pool_id
 WHERE t.order_id IS NULL AND (%(pool)s::text IS NULL OR p.name = %(pool)s)
-ORDER BY t.pool_id, t.id LIMIT %(limit)s
+ORDER BY t.pool_id, t.ticket LIMIT %(limit)s
 
 -- name: reserve_serials
 -- Reserve up to n serials of an S10 pool in order: the row lock serialises reservations, and the
