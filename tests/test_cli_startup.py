@@ -12,7 +12,7 @@ import pytest
 import typer
 import typer.main
 
-from trackctl.cli import app, app_for
+from trackctl.cli.app import app, app_for
 from trackctl.entry import AssignCall, plain_assign
 
 

@@ -48,7 +48,7 @@ def test_a_group_without_a_command_prints_its_help_and_exits_2(cli):
 def test_a_prepared_statement_lost_by_a_pooler_is_reported_with_the_setting_that_fixes_it():
     import psycopg
 
-    from trackctl.cli import _describe
+    from trackctl.console import describe as _describe
 
     for exc in (psycopg.errors.InvalidSqlStatementName('prepared statement "_pg3_1" does not exist'),
                 psycopg.errors.DuplicatePreparedStatement('prepared statement "_pg3_0" already exists')):
@@ -67,7 +67,7 @@ def test_numbers_beyond_what_the_database_holds_are_usage_errors(cli, args):
 def test_a_terminal_table_never_cuts_a_code_or_an_order_id():
     import io
 
-    from trackctl.output import emit
+    from trackctl.cli.output import emit
 
     code = "5f0c6a0e-8a4e-4b7c-9a43-2f1e2d3c4b5a"
     out = io.StringIO()  # rich renders it 80 columns wide, as on a small terminal

@@ -74,6 +74,34 @@ def test_the_schedule_has_the_five_operations_each_stopped_before_its_next_run()
             assert parse_duration(j.args[j.args.index("--budget") + 1]) < j.limit, j.name
 
 
+def test_the_installation_is_planned_by_the_library_without_the_cli(tmp_path):
+    """trackctl.cron plans the lines (executable, variables, log file) and returns its warnings
+    rather than printing them; cli/cron.py only shows them."""
+    from trackctl.config import Settings
+    from trackctl.errors import UsageError
+
+    home = tmp_path / "home"
+    conf = Settings(database_url=None, home=home)
+    inst, warnings = cron.plan_installation(conf, home_given=True, env_file=None, log_file=None, syslog=False,
+                                            environ={}, dotenv=None)
+    assert Path(inst.trackctl[0]).is_absolute() and os.access(inst.trackctl[0], os.X_OK), inst.trackctl
+    assert ("TRACKCTL_HOME", str(home.resolve())) in inst.environment
+    assert ("TRACKCTL_LOG_FORMAT", "json") in inst.environment
+    assert inst.log_file == str((home / "cron.log").resolve())
+    assert all(isinstance(w, str) for w in warnings)
+    env_file = tmp_path / "env"
+    env_file.write_text("X=1\n")
+    env_file.chmod(0o644)  # readable by others: a warning, returned
+    inst, warnings = cron.plan_installation(conf, home_given=True, env_file=None, log_file=tmp_path / "c.log",
+                                            syslog=False, environ={"TRACKCTL_ENV_FILE": str(env_file)}, dotenv=None)
+    assert ("TRACKCTL_ENV_FILE", str(env_file.resolve())) in inst.environment
+    assert inst.log_file == str((tmp_path / "c.log").resolve())
+    assert any("chmod 600" in w for w in warnings), warnings
+    with pytest.raises(UsageError):
+        cron.plan_installation(conf, home_given=True, env_file=None, log_file=tmp_path / "c.log", syslog=True,
+                               environ={}, dotenv=None)
+
+
 def test_cron_print_renders_valid_lines_with_absolute_paths_and_the_database(cli, db_url):
     r = cli("cron", "print")
     assert r.returncode == 0, r

@@ -1,4 +1,4 @@
-"""Rendering (trackctl/output.py): tables that read well at 80 columns, records instead of Python reprs,
+"""Rendering (trackctl/cli/output.py): tables that read well at 80 columns, records instead of Python reprs,
 and plain output in pipes without header lines (issue 11.9)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from rich.console import Console
 from trackctl.cli.runs import COLUMNS as RUN_COLUMNS
 from trackctl.cli.runs import table_layout as runs_layout
 from trackctl.cli.webhook import deliveries_layout, list_layout
-from trackctl.output import emit, emit_one, shorten_url, table_text
+from trackctl.cli.output import emit, emit_one, shorten_url, table_text
 
 T0 = datetime(2026, 12, 1, 12, 46, 41, 507654, tzinfo=timezone.utc)
 ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -41,9 +41,9 @@ class BatchLine:
 class BatchOutcome:
     """One input line's fate: an assignment, or a rejection with its reason."""
 
-    line: int
-    assignment: Assignment | None = None
-    error: str | None = None
+    line: int  # the input line number, from 1 (blank lines counted)
+    assignment: Assignment | None = None  # the line's code; None when the line was rejected
+    error: str | None = None  # why, in one line (shown as `line N: ...` on stderr)
 
 
 def _copy_text(value: str) -> str:

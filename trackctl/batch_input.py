@@ -111,11 +111,42 @@ def _parcel(value: object) -> int:
     return check_parcel(value)  # type: ignore[arg-type]
 
 
-def parse_csv(text: str) -> dict:
+def csv_fields(text: str) -> list[str]:
+    """Return the comma-separated fields of one line (quoted ones as CSV reads them)."""
     fields = text.split(",") if '"' not in text else next(csv.reader([text]))
     # Spaces and tabs around a field are the writer's layout; anything else str.strip() would take
     # (NEL, the \x1c-\x1f separators) is part of the value, for check_order_id to judge.
-    fields = [f.strip(" \t") for f in fields]
+    return [f.strip(" \t") for f in fields]
+
+
+def json_object(text: str, fields: str) -> dict:
+    """Return the JSON object on one line, or raise InvalidValue (`fields`: what it must hold)."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InvalidValue(f"not valid JSON ({exc.args[0].split(':')[0]})") from None
+    except RecursionError:  # a line of thousands of '[' fits in the length cap
+        raise InvalidValue("not valid JSON (nested too deeply)") from None
+    if not isinstance(value, dict):
+        raise InvalidValue(f"a JSON line must be an object with {fields}")
+    return value
+
+
+def json_carrier(value: object) -> str:
+    """Return a JSON line's carrier (a name or a numeric id) as text, or raise InvalidValue."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InvalidValue("carrier must be a name or a numeric id")
+    return str(value)
+
+
+def is_header(text: str, first: set[str]) -> bool:
+    """True for a CSV line naming the columns: one of `first`, then carrier (or carrier_id)."""
+    head = [f.strip(" \t").lower() for f in text.split(",")]
+    return len(head) in (2, 3) and head[0] in first and head[1] in ("carrier", "carrier_id")
+
+
+def parse_csv(text: str) -> dict:
+    fields = csv_fields(text)
     if len(fields) not in (2, 3):
         raise InvalidValue(f"expected 2 or 3 comma-separated fields (order,carrier[,parcel]), got {len(fields)}")
     record = {"order_id": check_order_id(fields[0]), "carrier": fields[1]}
@@ -127,14 +158,7 @@ def parse_csv(text: str) -> dict:
 
 
 def parse_json(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise InvalidValue(f"not valid JSON ({exc.args[0].split(':')[0]})") from None
-    except RecursionError:  # a line of thousands of '[' fits in the length cap
-        raise InvalidValue("not valid JSON (nested too deeply)") from None
-    if not isinstance(value, dict):
-        raise InvalidValue("a JSON line must be an object with order_id and carrier")
+    value = json_object(text, "order_id and carrier")
     order, carrier = value.get("order_id"), value.get("carrier")
     if order is None:
         raise InvalidValue("missing order_id")
@@ -142,10 +166,9 @@ def parse_json(text: str) -> dict:
         raise InvalidValue("missing carrier")
     if isinstance(order, bool) or not isinstance(order, (str, int)):
         raise InvalidValue("order_id must be a string or an integer")
-    if isinstance(carrier, bool) or not isinstance(carrier, (str, int)):
-        raise InvalidValue("carrier must be a name or a numeric id")
-    record = {"order_id": check_order_id(str(order)), "carrier": str(carrier)}
-    if not record["carrier"]:
+    carrier = json_carrier(carrier)
+    record = {"order_id": check_order_id(str(order)), "carrier": carrier}
+    if not carrier:
         raise InvalidValue("carrier is empty")
     if value.get("parcel") is not None:
         record["parcel"] = _parcel(value["parcel"])
@@ -153,8 +176,7 @@ def parse_json(text: str) -> dict:
 
 
 def _is_header(text: str) -> bool:
-    head = [f.strip(" \t").lower() for f in text.split(",")]
-    return len(head) in (2, 3) and head[0] in HEADER_ORDER and head[1] in ("carrier", "carrier_id")
+    return is_header(text, HEADER_ORDER)
 
 
 def parse_records(stream: BinaryIO, input_format: str = "auto", *,

@@ -7,20 +7,11 @@ the typer app (trackctl.cli) share these functions, so both speak and fail alike
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 
+from .cli.logsetup import effective_format, log_format  # the run's text or JSON stderr lines
 from .errors import EXIT_DATABASE, EXIT_ERROR, EXIT_USAGE, TrackctlError
-
-# Set once per run (the root options, else TRACKCTL_LOG_FORMAT): with json, every stderr line
-# (messages, warnings, errors) is a JSON record.
-_log_format = "text"
-_log_format_chosen = False  # False until the root options and the environment were read
-
-
-def log_format() -> str:
-    return _log_format
 
 
 def _log(level: int, message: str) -> None:
@@ -31,42 +22,17 @@ def _log(level: int, message: str) -> None:
 
 def say(message: str) -> None:
     """Write an informational message to stderr."""
-    if _log_format == "json":
+    if log_format() == "json":
         _log(20, message)
         return
     sys.stderr.write(f"trackctl: {message}\n")
 
 
 def warn(message: str) -> None:
-    if _log_format == "json":
+    if log_format() == "json":
         _log(30, message)
         return
     sys.stderr.write(f"trackctl: warning: {message}\n")
-
-
-def set_log_format(value: str | None, conf) -> None:
-    """Choose text or json stderr lines for this run (`value` from --log-format or the environment)."""
-    global _log_format, _log_format_chosen
-    value = (value or "text").strip().lower()
-    if value not in ("text", "json"):
-        from .errors import UsageError
-
-        raise UsageError(f"unknown log format {value[:20]!r} in TRACKCTL_LOG_FORMAT", hint="use text or json")
-    _log_format, _log_format_chosen = value, True
-    if value == "json":  # text logging is set up lazily, by the commands that log
-        setup_logging(conf)
-
-
-def setup_logging(conf=None) -> None:
-    """Send log records to stderr in the chosen format; the database password is never shown."""
-    from .logs import configure, register_secret
-
-    if conf is not None and conf.database_url:
-        from psycopg.conninfo import conninfo_to_dict
-
-        with contextlib.suppress(Exception):
-            register_secret(conninfo_to_dict(conf.database_url).get("password"))
-    configure(_log_format, debug=bool(conf and conf.debug))
 
 
 def report(exc: BaseException, debug: bool) -> int:
@@ -84,9 +50,7 @@ def report(exc: BaseException, debug: bool) -> int:
 
 def error_line(message: str, code: int) -> int:
     """Write the one error line (a JSON record with JSON logs) and return the exit code."""
-    # Before the root options were read (a bad root option) the environment decides.
-    chosen = _log_format if _log_format_chosen else os.environ.get("TRACKCTL_LOG_FORMAT", "").strip().lower()
-    if chosen == "json":
+    if effective_format() == "json":  # before the root options were read, the environment's
         from .logs import configure, get_logger
 
         configure("json")

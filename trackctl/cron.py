@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +39,6 @@ class CronJob:
     limit: int  # hard time limit in seconds (timeout), below the interval
     args: tuple[str, ...]  # trackctl arguments
     purpose: str
-    requires: str | None = None  # a table the job works on: no table, no job to watch (health)
 
     @property
     def command(self) -> str:
@@ -50,17 +51,13 @@ JOBS: tuple[CronJob, ...] = (
     CronJob("refill", "*/5 * * * *", 300, 240, ("refill",),
             "keep every pool topped up to its target (a pool another host is filling is skipped)"),
     CronJob("poll", "* * * * *", 60, 50, ("poll", "--budget", "30s"),
-            "refresh due shipments from their carriers; hosts share the due rows by claims",
-            requires="sequencing.carrier_state"),
+            "refresh due shipments from their carriers; hosts share the due rows by claims"),
     CronJob("notify", "* * * * *", 60, 50, ("notify", "--budget", "30s"),
-            "deliver outbox events to webhook subscribers; hosts share the rows by claims",
-            requires="sequencing.webhook_delivery"),
+            "deliver outbox events to webhook subscribers; hosts share the rows by claims"),
     CronJob("sweep-stale", "7 * * * *", 3600, 900, ("sweep-stale",),
-            "flag shipments with no news for too long and stop polling them",
-            requires="sequencing.carrier_state"),
+            "flag shipments with no news for too long and stop polling them"),
     CronJob("outbox-prune", "23 3 * * *", 86400, 1800, ("outbox", "prune", "--older-than", "30d"),
-            "delete delivered outbox rows older than 30 days",
-            requires="sequencing.outbox"),
+            "delete delivered outbox rows older than 30 days"),
     CronJob("runs-prune", "43 3 * * *", 86400, 600, ("runs", "prune", "--older-than", "90d"),
             "delete run records older than 90 days"),
 )
@@ -195,6 +192,43 @@ def database_environment(*, database_url: str | None, home: Path, home_given: bo
     return CronEnvironment(tuple(variables), tuple(warnings), describe_target(url))
 
 
+def trackctl_executable() -> tuple[str, ...]:
+    """Return the absolute command that runs this trackctl (cron's PATH does not find a virtualenv's)."""
+    beside = Path(sys.executable).with_name("trackctl")
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return (str(beside),)
+    found = shutil.which("trackctl")
+    if found:
+        return (str(Path(found).resolve()),)
+    return (sys.executable, "-m", "trackctl")
+
+
+def plan_installation(conf, *, home_given: bool, env_file: Path | None, log_file: Path | None, syslog: bool,
+                      environ: Mapping[str, str], dotenv: Path | None = Path(".env")) -> tuple[Installation, tuple[str, ...]]:
+    """Return how the jobs run on this host (absolute paths, variables, log destination) and the
+    warnings to show about it.
+
+    `conf` is this run's settings; `home_given`: the home came from --home or TRACKCTL_HOME;
+    `env_file`, `log_file`, `syslog` the options of `cron print|install`. An env file this shell
+    reads already (TRACKCTL_ENV_FILE) is the lines' env file too unless another is given.
+    """
+    if syslog and log_file is not None:
+        raise UsageError("give --log-file or --syslog, not both")
+    if env_file is None and environ.get(ENV_FILE):
+        env_file = Path(environ[ENV_FILE])
+    planned = database_environment(database_url=conf.database_url, home=conf.home, home_given=home_given,
+                                   env_file=env_file, environ=environ, dotenv=dotenv)
+    warnings = list(planned.warnings)
+    timeout = shutil.which("timeout")
+    if timeout is None:
+        warnings.append("coreutils 'timeout' is not installed: the jobs' hard time limits are left out")
+    log = None if syslog else str((log_file or conf.home / "cron.log").expanduser().resolve())
+    inst = Installation(trackctl=trackctl_executable(), timeout=timeout,
+                        environment=planned.variables + (("TRACKCTL_LOG_FORMAT", "json"),), log_file=log,
+                        logger=shutil.which("logger") or "logger")
+    return inst, tuple(warnings)
+
+
 def _cron_escape(text: str) -> str:
     # In a crontab command an unescaped % ends the command and starts its standard input.
     return text.replace("%", r"\%")
@@ -327,8 +361,11 @@ def write_crontab(text: str) -> None:
                             hint="your crontab was left as it was")
 
 
-def install(block: str) -> bool:
-    """Put the block into the user's crontab; return False when it was already there, unchanged."""
+def install(block: str, log_file: str | None = None) -> bool:
+    """Put the block into the user's crontab (and make the directory of its `log_file`); return
+    False when it was already there, unchanged."""
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     current = read_crontab()
     new = with_block(current, block)
     if new == current:

@@ -1,12 +1,12 @@
 """The state of the whole system in one read: what `trackctl status`, `metrics` and `health` show.
 
-Each section is one set-based query. Sections over tables a later migration adds (polling,
-outbox, deliveries) are None when those tables are missing, and named in `unavailable`.
+Each section is one set-based query. Every table they read exists: `db.connect` refuses a
+database that lacks a migration.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
@@ -49,21 +49,13 @@ class Dashboard:
     at: datetime
     pools: list[PoolLevel]
     shipments: list[ShipmentCount]
-    overdue_polls: int | None
-    outbox: OutboxBacklog | None
-    dead_deliveries: int | None
+    overdue_polls: int
+    outbox: OutboxBacklog
+    dead_deliveries: int
     jobs: list[JobLine]
-    unavailable: list[str] = field(default_factory=list)
 
 
 SQL = queries.load("dashboard")
-POLLING_TABLE = "sequencing.carrier_state"  # created by sql/0002_polling.sql
-DELIVERY_TABLE = "sequencing.webhook_delivery"  # created by sql/0003_outbox.sql
-
-
-def table_exists(conn: psycopg.Connection, name: str) -> bool:
-    """True when the table (schema-qualified) exists."""
-    return bool(conn.execute(SQL.table_exists, (name,)).fetchone()[0])
 
 
 def shipment_counts(conn: psycopg.Connection) -> list[ShipmentCount]:
@@ -75,7 +67,7 @@ def shipment_counts(conn: psycopg.Connection) -> list[ShipmentCount]:
 
 def job_lines(conn: psycopg.Connection) -> list[JobLine]:
     """Return the last run of every scheduled job (outcome `never` when it has not run) and of any other."""
-    states = last_runs(conn) if table_exists(conn, "sequencing.run") else {}
+    states = last_runs(conn)
     lines = []
     for j in cron.JOBS:
         lines.append(_job_line(j.name, states.pop(j.name, None), j.interval))
@@ -92,35 +84,26 @@ def _job_line(name: str, state: JobState | None, interval: int | None) -> JobLin
                    last.error, interval, state.last_worked_at)
 
 
-def overdue_polls(conn: psycopg.Connection) -> int | None:
-    """Return how many unfinished shipments are overdue for polling (None before polling exists)."""
-    if not table_exists(conn, POLLING_TABLE):
-        return None
+def overdue_polls(conn: psycopg.Connection) -> int:
+    """Return how many unfinished shipments are overdue for polling."""
     from .poll import overdue_shipments  # one definition of "overdue" for poll, dashboard, health, metrics
 
     return overdue_shipments(conn)
 
 
-def outbox_backlog(conn: psycopg.Connection) -> OutboxBacklog | None:
-    """Return the pending webhook deliveries, their oldest event's age and notify's lag (None before the outbox)."""
-    if not table_exists(conn, DELIVERY_TABLE):
-        return None
+def outbox_backlog(conn: psycopg.Connection) -> OutboxBacklog:
+    """Return the pending webhook deliveries, their oldest event's age and notify's lag."""
     pending, oldest, lag = conn.execute(SQL.outbox_backlog).fetchone()
     return OutboxBacklog(pending, None if oldest is None else round(oldest, 3), None if lag is None else round(lag, 3))
 
 
-def dead_deliveries(conn: psycopg.Connection) -> int | None:
-    """Return how many webhook deliveries are parked as dead (None before deliveries exist)."""
-    if not table_exists(conn, DELIVERY_TABLE):
-        return None
+def dead_deliveries(conn: psycopg.Connection) -> int:
+    """Return how many webhook deliveries are parked as dead."""
     return conn.execute(SQL.dead_deliveries).fetchone()[0]
 
 
 def snapshot(conn: psycopg.Connection) -> Dashboard:
     """Return the dashboard: pools, shipments, overdue polls, outbox, dead deliveries, jobs."""
     at = conn.execute(SQL.now).fetchone()[0]
-    overdue, backlog, dead = overdue_polls(conn), outbox_backlog(conn), dead_deliveries(conn)
-    unavailable = [name for name, value in (("overdue_polls", overdue), ("outbox", backlog),
-                                            ("dead_deliveries", dead)) if value is None]
-    return Dashboard(at, pool_levels(conn), shipment_counts(conn), overdue, backlog, dead, job_lines(conn),
-                     unavailable)
+    return Dashboard(at, pool_levels(conn), shipment_counts(conn), overdue_polls(conn), outbox_backlog(conn),
+                     dead_deliveries(conn), job_lines(conn))

@@ -49,13 +49,13 @@ SQL = queries.load("demo")
 @dataclass(frozen=True)
 class Cycle:
     """Where the demo stands after one poll and notify cycle."""
-    number: int
-    shipments: int
-    delivered: int
+    number: int  # this cycle's number, from 1
+    shipments: int  # the demo's shipments
+    delivered: int  # of them, delivered by now
     polled: int  # carrier requests so far
     events: int  # new carrier events so far
     webhooks: int  # deliveries the local receiver has accepted so far
-    seconds: float
+    seconds: float  # since the first cycle began, to a tenth
 
 
 @dataclass(frozen=True)

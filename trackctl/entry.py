@@ -16,8 +16,9 @@ import sys
 from dataclasses import dataclass
 
 from . import console
+from .cli import logsetup
 
-# Root options before the command, as the typer app declares them (trackctl/cli/__init__.py `root`).
+# Root options before the command, as the typer app declares them (trackctl/cli/app.py `root`).
 _ROOT_VALUED = ("--database-url", "--home", "--log-format")
 _FORMATS = ("csv", "jsonl")
 _PARCEL_MAX = 999  # the range typer checks for --parcel (cli/assign.py), here only to fall back
@@ -111,7 +112,7 @@ def plain_assign(argv: list[str]) -> AssignCall | None:
 def write_assignment(fmt: str, a, writer=None) -> None:
     """Write one assignment as a CSV row (order,carrier,code) or a JSON line."""
     if fmt == "jsonl":
-        from .output import json_line
+        from .cli.output import json_line
 
         sys.stdout.write(json_line({"order_id": a.order_id, "carrier": a.carrier, "code": a.code,
                                     "new": a.new, "parcel": a.parcel}) + "\n")
@@ -146,7 +147,7 @@ def _lean(call: AssignCall) -> int:
         from .config import load_settings
 
         conf = load_settings(call.database_url, call.home, call.debug)
-        console.set_log_format(call.log_format or os.environ.get("TRACKCTL_LOG_FORMAT"), conf)
+        logsetup.set_log_format(call.log_format or os.environ.get("TRACKCTL_LOG_FORMAT"), conf)
         run_assign(conf, call.order, call.carrier, parcel=call.parcel, next_parcel=call.next_parcel, fmt=call.fmt)
         code = 0
     except BrokenPipeError:
@@ -154,7 +155,7 @@ def _lean(call: AssignCall) -> int:
         code = 0
     except KeyboardInterrupt:
         code = console.interrupted()
-    except Exception as exc:  # the error boundary, as in trackctl.cli.main
+    except Exception as exc:  # the error boundary, as in trackctl.cli.boundary
         code = console.report(exc, call.debug)
     if not console.end_output():
         code = 0 if code == 0 else code

@@ -63,10 +63,6 @@ OUTBOX_AGE_MAX = 60 * 60  # seconds an event may stay undelivered (retries inclu
 SQL = queries.load("health")
 
 
-class Skipped(Exception):
-    """A check that cannot run on this database yet (its tables are not there)."""
-
-
 def check_jobs(conn: psycopg.Connection) -> list[Problem]:
     """Every scheduled job did its work within LATE_INTERVALS of its interval; none is stuck.
 
@@ -75,16 +71,14 @@ def check_jobs(conn: psycopg.Connection) -> list[Problem]:
     keep being interrupted, is late, and the problem quotes its last run's outcome and error.
     """
     from . import cron
-    from .dashboard import job_lines, table_exists
+    from .dashboard import job_lines
 
-    if not table_exists(conn, "sequencing.run"):
-        raise Skipped("no run records yet (sequencing.run is missing)")
     row = conn.execute(SQL.now_and_runs_installed).fetchone()
     now, installed = row[0], row[1] or row[0]
     problems = []
     for line in job_lines(conn):
         j = cron.job(line.job)
-        if j is None or (j.requires and not table_exists(conn, j.requires)):
+        if j is None:
             continue
         allowed = LATE_INTERVALS * j.interval + j.limit
         since = line.last_worked_at or installed
@@ -105,8 +99,6 @@ def check_overdue_polls(conn: psycopg.Connection) -> list[Problem]:
     from .dashboard import overdue_polls
 
     n = overdue_polls(conn)
-    if n is None:
-        raise Skipped("no polling schema yet")
     if n > OVERDUE_POLLS_MAX:
         return [Problem("polls", f"{n} shipments are overdue for polling: is 'trackctl poll' running, "
                                  "or are their carriers' circuit breakers open?")]
@@ -117,8 +109,6 @@ def check_outbox(conn: psycopg.Connection) -> list[Problem]:
     from .dashboard import outbox_backlog
 
     backlog = outbox_backlog(conn)
-    if backlog is None:
-        raise Skipped("no outbox schema yet")
     if backlog.lag_seconds is not None and backlog.lag_seconds > OUTBOX_LAG_MAX:
         return [Problem("outbox", f"{backlog.pending} webhook deliveries pending, one due for "
                                   f"{_ago(backlog.lag_seconds)}: is 'trackctl notify' running?")]
@@ -133,8 +123,6 @@ def check_dead_deliveries(conn: psycopg.Connection) -> list[Problem]:
     from .dashboard import dead_deliveries
 
     n = dead_deliveries(conn)
-    if n is None:
-        raise Skipped("no delivery schema yet")
     if n:
         return [Problem("deliveries", f"{n} webhook deliveries are dead (retries exhausted): "
                                       "fix the subscriber, then replay them")]
@@ -201,7 +189,8 @@ def check_carrier_failures(conn: psycopg.Connection) -> list[Problem]:
             for name, requests, failed in failing_carriers(conn)]
 
 
-# Checks after the schema check, in order; each returns its problems or raises Skipped.
+# Checks after the schema check, in order; each returns its problems. They run only on a current
+# schema (health_report checks it first), so every table they read is there.
 CHECKS = [
     ("pools", check_pools),
     ("jobs", check_jobs),
@@ -218,7 +207,7 @@ CHECKS = [
 @dataclass(frozen=True)
 class HealthReport:
     problems: list[Problem]
-    skipped: list[Problem]  # checks that could not run, with the reason
+    skipped: list[Problem]  # checks that could not run (all of them when the schema is not current), with the reason
 
     @property
     def healthy(self) -> bool:
@@ -230,13 +219,9 @@ def health_report(conn: psycopg.Connection) -> HealthReport:
     problems = check_schema(conn)
     if problems:
         return HealthReport(problems, [Problem(name, "schema not current") for name, _ in CHECKS])
-    skipped = []
-    for name, check in CHECKS:
-        try:
-            problems += check(conn)
-        except Skipped as why:
-            skipped.append(Problem(name, str(why)))
-    return HealthReport(problems, skipped)
+    for _, check in CHECKS:
+        problems += check(conn)
+    return HealthReport(problems, [])
 
 
 def run_checks(conn: psycopg.Connection) -> list[Problem]:

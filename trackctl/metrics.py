@@ -11,14 +11,14 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 
 from . import queries
-from .dashboard import DELIVERY_TABLE, POLLING_TABLE, Dashboard, snapshot, table_exists
+from .dashboard import Dashboard, snapshot
 from .runs import OUTCOMES as RUN_OUTCOMES
 
 TEXTFILE_NAME = "trackctl.prom"
@@ -38,25 +38,21 @@ class CarrierPolls:
 @dataclass(frozen=True)
 class MetricsData:
     dashboard: Dashboard
-    polls: list[CarrierPolls] | None = None  # None before the polling schema exists
-    deliveries: dict[str, int] | None = None  # outcome -> count; None before the outbox exists
-    extra: dict = field(default_factory=dict)
+    polls: list[CarrierPolls]
+    deliveries: dict[str, int]  # outcome -> count
+    carrier_calls: list[tuple[str, str, int, int, int]]  # carrier_stats.call_totals
 
 
 SQL = queries.load("metrics")
 
 
-def poll_counts(conn: psycopg.Connection) -> list[CarrierPolls] | None:
-    """Return poll requests and failures per polled carrier (None before polling exists)."""
-    if not table_exists(conn, POLLING_TABLE):
-        return None
+def poll_counts(conn: psycopg.Connection) -> list[CarrierPolls]:
+    """Return poll requests and failures per polled carrier."""
     return [CarrierPolls(*row) for row in conn.execute(SQL.poll_counts).fetchall()]
 
 
-def delivery_counts(conn: psycopg.Connection) -> dict[str, int] | None:
-    """Return webhook deliveries by outcome: pending, done, dead (None before the outbox exists)."""
-    if not table_exists(conn, DELIVERY_TABLE):
-        return None
+def delivery_counts(conn: psycopg.Connection) -> dict[str, int]:
+    """Return webhook deliveries by outcome: pending, done, dead."""
     counts = {"pending": 0, "done": 0, "dead": 0}
     counts.update({status: n for status, n in conn.execute(SQL.delivery_counts).fetchall()})
     return counts
@@ -66,8 +62,49 @@ def read_metrics(conn: psycopg.Connection) -> MetricsData:
     """Return everything `trackctl metrics` exposes, read from the database."""
     from .carrier_stats import call_totals
 
-    calls = call_totals(conn) if table_exists(conn, "sequencing.carrier_call") else None
-    return MetricsData(snapshot(conn), poll_counts(conn), delivery_counts(conn), extra={"carrier_calls": calls})
+    return MetricsData(snapshot(conn), poll_counts(conn), delivery_counts(conn), call_totals(conn))
+
+
+# Per-carrier poll series: (kind, name, help, the value of one CarrierPolls).
+POLL_FAMILIES = (
+    ("counter", "trackctl_poll_requests", "Carrier tracking requests made", lambda c: c.requests),
+    ("gauge", "trackctl_poll_requests_last_hour", "Carrier requests of the last hour's poll runs",
+     lambda c: c.recent_requests),
+    ("gauge", "trackctl_poll_failures_last_hour", "Failed or rate-limited requests of the last hour's poll runs",
+     lambda c: c.recent_failures),
+    ("gauge", "trackctl_poll_rate_limited_last_hour", "Requests answered 429 in the last hour's poll runs",
+     lambda c: c.recent_rate_limited),
+    ("gauge", "trackctl_carrier_breaker_open", "1 while the carrier's circuit breaker is open",
+     lambda c: int(c.breaker_open)),
+    ("gauge", "trackctl_carrier_rate_limited", "1 while the carrier asked us to wait (429)", lambda c: int(c.blocked)),
+)
+
+
+def _timestamp(at) -> float | None:
+    return None if at is None else at.timestamp()
+
+
+# Per-job series of the jobs that ran: (name, help, the value of one dashboard JobLine, None for no sample).
+JOB_FAMILIES = (
+    ("trackctl_job_last_run_timestamp_seconds", "Start of the job's newest run", lambda j: j.started_at.timestamp()),
+    ("trackctl_job_last_run_duration_seconds", "Duration of the job's newest run (so far, while running)",
+     lambda j: j.seconds or 0.0),
+    ("trackctl_job_last_success_timestamp_seconds", "End of the job's newest successful run",
+     lambda j: _timestamp(j.last_ok_at)),
+    ("trackctl_job_last_worked_timestamp_seconds",
+     "End of the job's newest run that did its work (ok) or some of it (partial)", lambda j: _timestamp(j.last_worked_at)),
+)
+
+
+def _family(kind: str, name: str, doc: str, labels: list[str], samples: Iterable[tuple[Sequence, object]]):
+    """Return a gauge or counter family with one sample per (label values, value); None values are left out."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(name, doc, labels=labels)
+    for label_values, value in samples:
+        if value is not None:
+            family.add_metric(list(label_values), value)
+    return family
 
 
 class TrackctlCollector:
@@ -77,119 +114,62 @@ class TrackctlCollector:
         self.data = data
 
     def collect(self) -> Iterator:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-        up = GaugeMetricFamily("trackctl_up", "1 when trackctl could read its database, else 0")
-        up.add_metric([], 1 if self.data else 0)
-        yield up
+        yield _family("gauge", "trackctl_up", "1 when trackctl could read its database, else 0", [],
+                      [((), 1 if self.data else 0)])
         if self.data is None:
             return
-        d = self.data.dashboard
-
-        target = GaugeMetricFamily("trackctl_pool_target_codes", "Free codes refill keeps ready", labels=["pool"])
-        codes = GaugeMetricFamily("trackctl_pool_codes", "Codes in a pool by state", labels=["pool", "kind", "state"])
+        d, polls = self.data.dashboard, self.data.polls
+        yield _family("gauge", "trackctl_pool_target_codes", "Free codes refill keeps ready", ["pool"],
+                      (((p.name,), p.target) for p in d.pools))
+        yield _family("gauge", "trackctl_pool_codes", "Codes in a pool by state", ["pool", "kind", "state"],
+                      (((p.name, p.kind, state), n) for p in d.pools for state, n in (("free", p.free),
+                                                                                      ("assigned", p.assigned))))
         # Assigned codes stay assigned (cancelling a shipment keeps its code), so their count only
         # grows: a counter, whose rate is the assignment rate.
-        assignments = CounterMetricFamily("trackctl_assignments", "Codes assigned from a pool", labels=["pool"])
-        for p in d.pools:
-            target.add_metric([p.name], p.target)
-            assignments.add_metric([p.name], p.assigned)
-            codes.add_metric([p.name, p.kind, "free"], p.free)
-            codes.add_metric([p.name, p.kind, "assigned"], p.assigned)
-        yield target
-        yield codes
-        yield assignments
+        yield _family("counter", "trackctl_assignments", "Codes assigned from a pool", ["pool"],
+                      (((p.name,), p.assigned) for p in d.pools))
+        yield _family("gauge", "trackctl_shipments", "Shipments by carrier and status", ["carrier", "status"],
+                      (((s.carrier, s.status), s.count) for s in d.shipments))
+        for kind, name, doc, value in POLL_FAMILIES:
+            yield _family(kind, name, doc, ["carrier"], (((c.carrier,), value(c)) for c in polls))
+        yield from self._carrier_calls()
+        yield _family("gauge", "trackctl_polls_overdue", "Unfinished shipments past their poll time", [],
+                      [((), d.overdue_polls)])
+        yield _family("gauge", "trackctl_outbox_backlog", "Outbox events not yet delivered", [],
+                      [((), d.outbox.pending)])
+        yield _family("gauge", "trackctl_outbox_oldest_age_seconds", "Age of the oldest undelivered event", [],
+                      [((), d.outbox.oldest_seconds or 0)])
+        yield _family("gauge", "trackctl_outbox_lag_seconds", "How long the longest-waiting due delivery has been due",
+                      [], [((), d.outbox.lag_seconds or 0)])
+        yield _family("gauge", "trackctl_deliveries", "Webhook deliveries by outcome", ["outcome"],
+                      (((outcome,), n) for outcome, n in sorted(self.data.deliveries.items())))
+        yield _family("gauge", "trackctl_deliveries_dead", "Webhook deliveries parked as dead", [],
+                      [((), d.dead_deliveries)])
+        ran = [j for j in d.jobs if j.started_at is not None]
+        families = [_family("gauge", name, doc, ["job"], (((j.job,), value(j)) for j in ran))
+                    for name, doc, value in JOB_FAMILIES]
+        # Every outcome, so that `...{outcome="failed"} == 1` and `{outcome="partial"}` alerts
+        # see a 0 rather than no series while the job is fine.
+        outcome = _family("gauge", "trackctl_job_last_run_outcome",
+                          "1 for the outcome of the job's newest run, 0 for the other outcomes", ["job", "outcome"],
+                          (((j.job, name), int(j.outcome == name)) for j in ran for name in RUN_OUTCOMES))
+        yield from families[:3] + [outcome] + families[3:]
 
-        shipments = GaugeMetricFamily("trackctl_shipments", "Shipments by carrier and status",
-                                      labels=["carrier", "status"])
-        for s in d.shipments:
-            shipments.add_metric([s.carrier, s.status], s.count)
-        yield shipments
-
-        if self.data.polls is not None:
-            requests = CounterMetricFamily("trackctl_poll_requests", "Carrier tracking requests made",
-                                           labels=["carrier"])
-            recent = GaugeMetricFamily("trackctl_poll_requests_last_hour", "Carrier requests of the last hour's poll runs",
-                                       labels=["carrier"])
-            failures = GaugeMetricFamily("trackctl_poll_failures_last_hour",
-                                         "Failed or rate-limited requests of the last hour's poll runs", labels=["carrier"])
-            limited = GaugeMetricFamily("trackctl_poll_rate_limited_last_hour",
-                                        "Requests answered 429 in the last hour's poll runs", labels=["carrier"])
-            breaker = GaugeMetricFamily("trackctl_carrier_breaker_open", "1 while the carrier's circuit breaker is open",
-                                        labels=["carrier"])
-            blocked = GaugeMetricFamily("trackctl_carrier_rate_limited", "1 while the carrier asked us to wait (429)",
-                                        labels=["carrier"])
-            for c in self.data.polls:
-                requests.add_metric([c.carrier], c.requests)
-                recent.add_metric([c.carrier], c.recent_requests)
-                failures.add_metric([c.carrier], c.recent_failures)
-                limited.add_metric([c.carrier], c.recent_rate_limited)
-                breaker.add_metric([c.carrier], int(c.breaker_open))
-                blocked.add_metric([c.carrier], int(c.blocked))
-            yield from (requests, recent, failures, limited, breaker, blocked)
-        calls = self.data.extra.get("carrier_calls")
-        if calls is not None:  # every HTTP request made to a carrier (trackctl carrier stats)
-            http = CounterMetricFamily("trackctl_carrier_http_requests", "HTTP requests made to a carrier, by outcome",
-                                       labels=["carrier", "outcome"])
-            numbers = CounterMetricFamily("trackctl_carrier_numbers", "Shipments asked about in tracking requests",
-                                          labels=["carrier"])
-            registered = CounterMetricFamily("trackctl_carrier_registered", "Numbers registered with the carrier's "
-                                             "tracking service (17TRACK quota)", labels=["carrier"])
-            per_carrier: dict[str, list[int]] = {}
-            for carrier, outcome, n, asked, reg in calls:
-                http.add_metric([carrier, outcome], n)
-                sums = per_carrier.setdefault(carrier, [0, 0])
-                sums[0] += asked
-                sums[1] += reg
-            for carrier, (asked, reg) in per_carrier.items():
-                numbers.add_metric([carrier], asked)
-                registered.add_metric([carrier], reg)
-            yield from (http, numbers, registered)
-        if d.overdue_polls is not None:
-            yield GaugeMetricFamily("trackctl_polls_overdue", "Unfinished shipments past their poll time",
-                                    value=d.overdue_polls)
-        if d.outbox is not None:
-            yield GaugeMetricFamily("trackctl_outbox_backlog", "Outbox events not yet delivered",
-                                    value=d.outbox.pending)
-            yield GaugeMetricFamily("trackctl_outbox_oldest_age_seconds", "Age of the oldest undelivered event",
-                                    value=d.outbox.oldest_seconds or 0)
-            yield GaugeMetricFamily("trackctl_outbox_lag_seconds",
-                                    "How long the longest-waiting due delivery has been due", value=d.outbox.lag_seconds or 0)
-        if self.data.deliveries is not None:
-            deliveries = GaugeMetricFamily("trackctl_deliveries", "Webhook deliveries by outcome", labels=["outcome"])
-            for outcome, n in sorted(self.data.deliveries.items()):
-                deliveries.add_metric([outcome], n)
-            yield deliveries
-        if d.dead_deliveries is not None:
-            yield GaugeMetricFamily("trackctl_deliveries_dead", "Webhook deliveries parked as dead",
-                                    value=d.dead_deliveries)
-
-        started = GaugeMetricFamily("trackctl_job_last_run_timestamp_seconds", "Start of the job's newest run",
-                                    labels=["job"])
-        duration = GaugeMetricFamily("trackctl_job_last_run_duration_seconds",
-                                     "Duration of the job's newest run (so far, while running)", labels=["job"])
-        success = GaugeMetricFamily("trackctl_job_last_success_timestamp_seconds",
-                                    "End of the job's newest successful run", labels=["job"])
-        outcome = GaugeMetricFamily("trackctl_job_last_run_outcome",
-                                    "1 for the outcome of the job's newest run, 0 for the other outcomes",
-                                    labels=["job", "outcome"])
-        worked = GaugeMetricFamily("trackctl_job_last_worked_timestamp_seconds",
-                                   "End of the job's newest run that did its work (ok) or some of it (partial)",
-                                   labels=["job"])
-        for j in d.jobs:
-            if j.started_at is None:
-                continue
-            started.add_metric([j.job], j.started_at.timestamp())
-            duration.add_metric([j.job], j.seconds or 0.0)
-            # Every outcome, so that `...{outcome="failed"} == 1` and `{outcome="partial"}` alerts
-            # see a 0 rather than no series while the job is fine.
-            for name in RUN_OUTCOMES:
-                outcome.add_metric([j.job, name], int(j.outcome == name))
-            if j.last_ok_at is not None:
-                success.add_metric([j.job], j.last_ok_at.timestamp())
-            if j.last_worked_at is not None:
-                worked.add_metric([j.job], j.last_worked_at.timestamp())
-        yield from (started, duration, success, outcome, worked)
+    def _carrier_calls(self) -> Iterator:
+        """Every HTTP request made to a carrier (trackctl carrier stats), and the numbers asked about."""
+        calls = self.data.carrier_calls
+        per_carrier: dict[str, list[int]] = {}
+        for carrier, _, _, asked, registered in calls:
+            sums = per_carrier.setdefault(carrier, [0, 0])
+            sums[0] += asked
+            sums[1] += registered
+        yield _family("counter", "trackctl_carrier_http_requests", "HTTP requests made to a carrier, by outcome",
+                      ["carrier", "outcome"], (((carrier, outcome), n) for carrier, outcome, n, _, _ in calls))
+        yield _family("counter", "trackctl_carrier_numbers", "Shipments asked about in tracking requests", ["carrier"],
+                      (((carrier,), sums[0]) for carrier, sums in per_carrier.items()))
+        yield _family("counter", "trackctl_carrier_registered",
+                      "Numbers registered with the carrier's tracking service (17TRACK quota)", ["carrier"],
+                      (((carrier,), sums[1]) for carrier, sums in per_carrier.items()))
 
 
 def exposition(data: MetricsData | None) -> str:

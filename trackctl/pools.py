@@ -26,17 +26,18 @@ SQL = queries.load("pools")
 class Pool:
     id: int
     name: str
-    kind: str
-    target: int
+    kind: str  # uuid (random codes) or s10 (the UPU S10 serials of a carrier's range)
+    target: int  # free codes refill keeps ready
 
 
 @dataclass(frozen=True)
 class PoolLevel:
+    """A pool's codes as `pool list` shows them."""
     name: str
-    kind: str
-    target: int
-    free: int
-    assigned: int
+    kind: str  # uuid or s10
+    target: int  # free codes refill keeps ready
+    free: int  # codes ready to be claimed
+    assigned: int  # codes given to orders (they stay assigned)
 
 
 @dataclass(frozen=True)

@@ -58,12 +58,12 @@ SQL = queries.load("runs")
 
 @dataclass(frozen=True)
 class Run:
-    id: str
-    job: str
-    host: str
-    pid: int
+    id: str  # a UUID
+    job: str  # refill, poll, notify, ... (the schedule's names, cron.JOBS)
+    host: str  # the host name of the process that ran it
+    pid: int  # its process id there (how a died run is recognised)
     started_at: datetime
-    finished_at: datetime | None
+    finished_at: datetime | None  # None while running
     outcome: str  # running | ok | partial | failed | skipped | died
     counts: dict
     error: str | None

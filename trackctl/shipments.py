@@ -31,11 +31,11 @@ class StatusChange:
     """What one call changed on one shipment (possibly nothing)."""
 
     shipment_id: int
-    code: str
+    code: str  # the tracking code
     order_id: str
-    carrier: str
-    previous_status: str
-    status: str
+    carrier: str  # the carrier's name
+    previous_status: str  # before this call; equal to `status` when it changed nothing
+    status: str  # after it
     new_events: int  # events stored by this call (re-reported ones are not counted)
     occurred_at: datetime | None = None  # carrier time of the event that set `status`, when it changed
     description: str | None = None

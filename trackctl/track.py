@@ -9,8 +9,6 @@ another carrier, or for another order, is refused.
 
 from __future__ import annotations
 
-import csv
-import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ import psycopg
 from . import queries
 from .carriers import list_carriers, unknown_carrier
 from .errors import AlreadyExists, InvalidValue, TrackctlError, UnknownCarrier
+from .batch_input import csv_fields, decode_records, is_header, json_carrier, json_object, read_lines
 from .names import carrier_ref_id, check_order_id
 
 CODE = re.compile(r"[A-Za-z0-9-]{5,50}")
@@ -34,9 +33,9 @@ SQL = queries.load("track")
 
 @dataclass(frozen=True)
 class Tracked:
-    code: str
-    carrier: str
-    order_id: str | None
+    code: str  # the carrier's tracking number
+    carrier: str  # the carrier's name
+    order_id: str | None  # None for a number tracked without an order
     new: bool  # this call started tracking it
     source: str  # external (a carrier's number) or pool (a code trackctl issued)
 
@@ -45,9 +44,9 @@ class Tracked:
 class TrackOutcome:
     """One input line's fate in a batch: a tracked shipment, or a rejection with its reason."""
 
-    line: int
-    tracked: Tracked | None = None
-    error: str | None = None
+    line: int  # the input line number, from 1 (blank lines counted)
+    tracked: Tracked | None = None  # None when the line was rejected
+    error: str | None = None  # why, in one line (shown as `line N: ...` on stderr)
 
 
 def check_code(code: str) -> str:
@@ -104,8 +103,7 @@ def track(conn: psycopg.Connection, code: str, carrier: str, order_id: str | Non
 
 
 def parse_csv(text: str) -> dict:
-    fields = text.split(",") if '"' not in text else next(csv.reader([text]))
-    fields = [f.strip(" \t") for f in fields]
+    fields = csv_fields(text)
     if len(fields) not in (2, 3):
         raise InvalidValue(f"expected 2 or 3 comma-separated fields (code,carrier[,order]), got {len(fields)}")
     if not fields[1]:
@@ -117,14 +115,7 @@ def parse_csv(text: str) -> dict:
 
 
 def parse_json(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise InvalidValue(f"not valid JSON ({exc.args[0].split(':')[0]})") from None
-    except RecursionError:
-        raise InvalidValue("not valid JSON (nested too deeply)") from None
-    if not isinstance(value, dict):
-        raise InvalidValue("a JSON line must be an object with code and carrier")
+    value = json_object(text, "code and carrier")
     code, carrier, order = value.get("code"), value.get("carrier"), value.get("order_id")
     if code is None:
         raise InvalidValue("missing code")
@@ -132,10 +123,9 @@ def parse_json(text: str) -> dict:
         raise InvalidValue("missing carrier")
     if not isinstance(code, str):
         raise InvalidValue("code must be a string")
-    if isinstance(carrier, bool) or not isinstance(carrier, (str, int)):
-        raise InvalidValue("carrier must be a name or a numeric id")
-    record = {"code": check_code(code), "carrier": str(carrier)}
-    if not record["carrier"]:
+    carrier = json_carrier(carrier)
+    record = {"code": check_code(code), "carrier": carrier}
+    if not carrier:
         raise InvalidValue("carrier is empty")
     if order is not None:
         if isinstance(order, bool) or not isinstance(order, (str, int)):
@@ -145,8 +135,7 @@ def parse_json(text: str) -> dict:
 
 
 def _is_header(text: str) -> bool:
-    head = [f.strip(" \t").lower() for f in text.split(",")]
-    return len(head) in (2, 3) and head[0] in HEADER_CODE and head[1] in ("carrier", "carrier_id")
+    return is_header(text, HEADER_CODE)
 
 
 def parse_records(stream: BinaryIO, input_format: str = "auto") -> Iterator[tuple[int, dict]]:
@@ -156,8 +145,6 @@ def parse_records(stream: BinaryIO, input_format: str = "auto") -> Iterator[tupl
     takes a line starting with `{` as JSON, any other as CSV; a first CSV line `code,carrier`
     is a header.
     """
-    from .batch_input import decode_records, read_lines
-
     if input_format not in FORMATS:
         raise InvalidValue(f"unknown input format {input_format!r}", hint="use auto, csv or jsonl")
     yield from decode_records(read_lines(stream), input_format, parse_csv, parse_json, _is_header)

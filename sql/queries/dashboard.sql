@@ -3,9 +3,6 @@
 -- name: now
 SELECT now();
 
--- name: table_exists
-SELECT to_regclass(%s) IS NOT NULL;
-
 -- name: status_positions
 SELECT key, position FROM sequencing.status;
 

@@ -218,3 +218,11 @@ def clip(text: str | None, limit: int) -> str | None:
         return None
     cleaned = "".join(ch if ch.isprintable() else " " for ch in text).strip()
     return cleaned[:limit] or None
+
+
+def event_objects(events: Sequence[Any]) -> Iterator[Mapping[str, Any]]:
+    """Yield the events of a body's event list, raising FetchFailed at the first that is not an object."""
+    for event in events:
+        if not isinstance(event, dict):
+            raise FetchFailed("invalid body: an event is not an object")
+        yield event

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import functools
-import urllib.parse
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone, tzinfo
-from typing import Any, ClassVar
+from typing import Any
 
-from . import transport
-from .base import (MAX_DESCRIPTION, MAX_LOCATION, AdapterConfig, CarrierEvent, FetchFailed, ShipmentRef, clip,
-                   event_key, parse_options_none)
-from .http_json import request_headers
+from .base import MAX_DESCRIPTION, MAX_LOCATION, CarrierEvent, FetchFailed, clip, event_key, event_objects
+from .http_json import JsonGetAdapter, iso_time
 
 DEFAULT_URL = "https://api.correios.com.br"
 # Brazil has had no daylight saving time since 2019, so -03:00 is right for every current date;
@@ -44,24 +41,16 @@ def brasilia() -> tzinfo:
         return BRASILIA_FALLBACK
 
 
-class CorreiosAdapter:
+class CorreiosAdapter(JsonGetAdapter):
     """Correios SRO rastro: events newest first, local Brasília times, codigo + tipo statuses."""
 
-    requires_url: ClassVar[bool] = False
+    name = "correios"
+    requires_url = False
+    default_url = DEFAULT_URL
+    path = "/srorastro/v1/objetos/{code}?resultado=T"
 
-    def __init__(self, config: AdapterConfig) -> None:
-        self.base = (config.url or DEFAULT_URL).rstrip("/")
-        self.timeout = config.timeout
-        self.headers = request_headers(config)
-
-    parse_options = staticmethod(parse_options_none)
-
-    def fetch(self, shipment: ShipmentRef) -> list[CarrierEvent]:
-        url = f"{self.base}/srorastro/v1/objetos/{urllib.parse.quote(shipment.code, safe='')}?resultado=T"
-        doc = transport.json_body(transport.get(url, self.headers, self.timeout))
-        if doc is None:
-            return []
-        return parse_objects(doc, shipment.code)
+    def parse(self, doc: Any, code: str) -> list[CarrierEvent]:
+        return parse_objects(doc, code)
 
 
 def _tipo(value: Any) -> str:
@@ -77,12 +66,7 @@ def _tipo(value: Any) -> str:
 
 def parse_local_time(value: Any) -> datetime:
     """Return dtHrCriado (Brasília local time without offset) as an aware datetime."""
-    if not isinstance(value, str) or not 10 <= len(value) <= 40:
-        raise FetchFailed("invalid body: event dtHrCriado is not a timestamp")
-    try:
-        when = datetime.fromisoformat(value.strip().upper())
-    except ValueError as exc:
-        raise FetchFailed(f"invalid body: event dtHrCriado {value[:40]!r} is not a timestamp") from exc
+    when = iso_time(value, "event dtHrCriado", "a timestamp")
     return when.replace(tzinfo=brasilia()) if when.tzinfo is None else when
 
 
@@ -128,9 +112,7 @@ def parse_objects(doc: Any, code: str) -> list[CarrierEvent]:
     if not isinstance(events, list):
         raise FetchFailed("invalid body: 'eventos' is not a list")
     out: dict[str, CarrierEvent] = {}
-    for event in events:
-        if not isinstance(event, dict):
-            raise FetchFailed("invalid body: an event is not an object")
+    for event in event_objects(events):
         codigo = event.get("codigo")
         if not isinstance(codigo, str) or not codigo.strip() or len(codigo) > 20:
             raise FetchFailed("invalid body: an event has no codigo")

@@ -9,29 +9,46 @@ from typing import Any, ClassVar
 
 from . import transport
 from .base import (MAX_DESCRIPTION, MAX_LOCATION, MAX_RAW_STATUS, STATUSES, AdapterConfig, CarrierEvent,
-                   FetchFailed, ShipmentRef, clip, event_key, parse_options_none)
+                   FetchFailed, ShipmentRef, clip, event_key, event_objects, parse_options_none)
 
 
-class HttpJsonAdapter:
-    """Any carrier (or a shipper's own proxy) answering trackctl's documented JSON shape."""
+class JsonGetAdapter:
+    """A carrier whose tracking is one GET answering JSON: `path` (with `{code}`) under the base URL
+    (--url, else `default_url`), the body read by `parse(doc, code)`. http-json and correios are two."""
 
-    requires_url: ClassVar[bool] = True
+    name: ClassVar[str]
+    requires_url: ClassVar[bool]
+    default_url: ClassVar[str | None] = None
+    path: ClassVar[str]
 
     def __init__(self, config: AdapterConfig) -> None:
-        if not config.url:
-            raise ValueError("the http-json adapter needs --url")
-        self.base = config.url.rstrip("/")
+        base = config.url or self.default_url
+        if not base:
+            raise ValueError(f"the {self.name} adapter needs --url")
+        self.base = base.rstrip("/")
         self.timeout = config.timeout
         self.headers = request_headers(config)
 
     parse_options = staticmethod(parse_options_none)
 
+    def parse(self, doc: Any, code: str) -> list[CarrierEvent]:
+        raise NotImplementedError
+
     def fetch(self, shipment: ShipmentRef) -> list[CarrierEvent]:
-        url = f"{self.base}/trackings/{urllib.parse.quote(shipment.code, safe='')}"
+        url = self.base + self.path.format(code=urllib.parse.quote(shipment.code, safe=""))
         doc = transport.json_body(transport.get(url, self.headers, self.timeout))
-        if doc is None:
-            return []
-        return parse_trackings(doc, shipment.code)
+        return [] if doc is None else self.parse(doc, shipment.code)
+
+
+class HttpJsonAdapter(JsonGetAdapter):
+    """Any carrier (or a shipper's own proxy) answering trackctl's documented JSON shape."""
+
+    name = "http-json"
+    requires_url = True
+    path = "/trackings/{code}"
+
+    def parse(self, doc: Any, code: str) -> list[CarrierEvent]:
+        return parse_trackings(doc, code)
 
 
 def request_headers(config: AdapterConfig) -> dict[str, str]:
@@ -42,14 +59,19 @@ def request_headers(config: AdapterConfig) -> dict[str, str]:
     return headers
 
 
+def iso_time(value: Any, what: str, kind: str) -> datetime:
+    """Return an ISO 8601 date-time (with or without offset), or raise FetchFailed saying `what` is not `kind`."""
+    if not isinstance(value, str) or not 10 <= len(value) <= 40:
+        raise FetchFailed(f"invalid body: {what} is not {kind}")
+    try:
+        return datetime.fromisoformat(value.strip().upper())
+    except ValueError as exc:
+        raise FetchFailed(f"invalid body: {what} {value[:40]!r} is not {kind}") from exc
+
+
 def parse_time(value: Any, what: str) -> datetime:
     """Return an RFC 3339 timestamp with its offset as an aware datetime, or raise FetchFailed."""
-    if not isinstance(value, str) or not 10 <= len(value) <= 40:
-        raise FetchFailed(f"invalid body: {what} is not an RFC 3339 timestamp")
-    try:
-        when = datetime.fromisoformat(value.strip().upper())
-    except ValueError as exc:
-        raise FetchFailed(f"invalid body: {what} {value[:40]!r} is not an RFC 3339 timestamp") from exc
+    when = iso_time(value, what, "an RFC 3339 timestamp")
     if when.tzinfo is None or when.utcoffset() is None:
         raise FetchFailed(f"invalid body: {what} {value[:40]!r} has no UTC offset")
     return when
@@ -75,9 +97,7 @@ def parse_trackings(doc: Any, code: str) -> list[CarrierEvent]:
     if not isinstance(events, list):
         raise FetchFailed("invalid body: 'events' is missing or not a list")
     out: dict[str, CarrierEvent] = {}
-    for event in events:
-        if not isinstance(event, dict):
-            raise FetchFailed("invalid body: an event is not an object")
+    for event in event_objects(events):
         ident = event.get("id")
         if isinstance(ident, bool) or not isinstance(ident, (str, int)) or str(ident) == "":
             raise FetchFailed("invalid body: an event has no id")

@@ -4,25 +4,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from ..errors import InputRejected, UsageError
-from . import app, connection, pipe_output, settings, warn
-
-
-class BatchFormat(str, Enum):
-    csv = "csv"
-    jsonl = "jsonl"
-
-
-class InputFormat(str, Enum):
-    auto = "auto"
-    csv = "csv"
-    jsonl = "jsonl"
+from ..errors import UsageError
+from .app import app, connection, pipe_output, settings, warn
+from .batch import BatchFormat, InputFile, InputFormat, InputFormatOption
 
 
 @app.command("assign")
@@ -35,9 +24,8 @@ def assign_cmd(
     next_parcel: bool = typer.Option(False, "--next-parcel",
                                      help="Take a code for a new parcel (highest parcel number + 1). Not idempotent."),
     batch: bool = typer.Option(False, "--batch", help="Read order,carrier lines from stdin (or --input)."),
-    input_file: Optional[Path] = typer.Option(None, "--input", help="Batch input file instead of stdin."),
-    input_format: InputFormat = typer.Option(InputFormat.auto, "--input-format",
-                                             help="Batch input: csv, jsonl, or auto (per line)."),
+    input_file: InputFile = None,
+    input_format: InputFormatOption = InputFormat.auto,
     fmt: Optional[BatchFormat] = typer.Option(
         None, "--format", show_default=False,
         help="csv (order,carrier,code) or jsonl (order_id, carrier, code, new, parcel); default: csv for a "
@@ -88,36 +76,23 @@ def _batch(ctx: typer.Context, input_file: Optional[Path], input_format: str, fm
 
     from ..assign_batch import assign_lines
     from ..batch_input import parse_records
+    from ..entry import write_assignment
+    from .batch import conclude, open_input, write_outcomes
     from .jobs import progress
 
-    if input_file is None and sys.stdin.isatty():
-        raise UsageError("--batch reads lines from stdin, which is a terminal",
-                         hint="pipe the lines in, or use --input FILE")
-    try:
-        stream = open(input_file, "rb") if input_file else sys.stdin.buffer
-    except OSError as exc:
-        raise UsageError(f"cannot read {input_file}: {exc.strerror}") from exc
-    from ..entry import write_assignment
-
-    rejected = assigned = inline = 0
+    stream = open_input(input_file)
+    inline = 0
     writer = csv.writer(sys.stdout, lineterminator="\n")
+
+    def write(a) -> None:
+        nonlocal inline
+        inline += a.generated_inline
+        write_assignment(fmt, a, writer)
+
     with stream, connection(ctx) as conn, pipe_output(), progress("assign", unit="lines") as bar:
         records = _flushing(parse_records(stream, input_format, follow=True))
-        for n, outcome in enumerate(assign_lines(conn, records, overlap=True), 1):
-            if n % 1000 == 0:  # the bar redraws ten times a second; per-line updates would only cost
-                bar(1000)
-            if outcome.error is not None:
-                rejected += 1
-                sys.stderr.write(f"line {outcome.line}: {outcome.error}\n")
-                continue
-            a = outcome.assignment
-            assigned += 1
-            inline += a.generated_inline
-            write_assignment(fmt, a, writer)
+        assigned, rejected = write_outcomes(assign_lines(conn, records, overlap=True), lambda o: o.assignment,
+                                            write, bar)
     if inline:
         warn(f"pools ran dry: generated {inline} codes inline; run 'trackctl refill' or raise the targets")
-    if assigned == 0 and rejected == 0:
-        warn("no input lines")
-    if rejected:
-        raise InputRejected(f"{rejected} of {assigned + rejected} lines rejected (see above); the others were assigned",
-                            hint="fix those lines and rerun them: assigning is idempotent")
+    conclude(assigned, rejected, done="were assigned", again="assigning")

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from ..errors import InvalidValue
-from . import FORMAT_HELP, Format, app, connection, fmt_value, say
+from .app import FORMAT_HELP, Format, app, call, connection, fmt_value, say
 
 carrier_app = typer.Typer(help="Freight carriers (referenced by name or numeric id).\n\nExample: trackctl carrier add correios --id 3", no_args_is_help=True)
 app.add_typer(carrier_app, name="carrier")
@@ -110,8 +110,7 @@ def add_cmd(
 
     changes = _settings(adapter, url, token_env, max_concurrency, timeout, options, intervals, stale_after,
                         breaker_threshold, breaker_cooldown, None, credentials, rate_limit)
-    with connection(ctx) as conn:
-        carrier = add_carrier(conn, name, carrier_id, pool, **changes)
+    carrier = call(ctx, add_carrier, name, carrier_id, pool, **changes)
     say(f"added carrier {carrier.name} (id {carrier.id}, pool {carrier.pool}"
         + (f", adapter {changes['adapter']})" if changes.get("adapter") else ")"))
 
@@ -147,8 +146,7 @@ def set_cmd(
                         breaker_threshold, breaker_cooldown, pool, credentials, rate_limit)
     if not changes:
         raise InvalidValue("nothing to change", hint="see 'trackctl carrier set --help'")
-    with connection(ctx) as conn:
-        carrier = set_carrier(conn, name, **changes)
+    carrier = call(ctx, set_carrier, name, **changes)
     say(f"carrier {carrier.name} updated")
 
 
@@ -174,7 +172,7 @@ def show_cmd(
     from datetime import timedelta
 
     from ..carriers import carrier_settings, carrier_states
-    from ..output import emit_one
+    from .output import emit_one
 
     with connection(ctx) as conn:
         settings = carrier_settings(conn, name)
@@ -196,8 +194,7 @@ def reset_cmd(ctx: typer.Context, name: str = typer.Argument(..., help="Carrier 
     """
     from ..carriers import reset_carrier_state
 
-    with connection(ctx) as conn:
-        carrier = reset_carrier_state(conn, name)
+    carrier = call(ctx, reset_carrier_state, name)
     say(f"carrier {carrier.name}: breaker closed, rate-limit block lifted")
 
 
@@ -220,8 +217,7 @@ def remove_cmd(
     """
     from ..carriers import remove_carrier
 
-    with connection(ctx) as conn:
-        removed = remove_carrier(conn, name, force=force)
+    removed = call(ctx, remove_carrier, name, force=force)
     if removed.deleted:
         say(f"removed carrier {removed.name}")
     else:
@@ -236,10 +232,9 @@ def list_cmd(ctx: typer.Context, fmt: Optional[Format] = typer.Option(None, "--f
     Example: trackctl carrier list --format json
     """
     from ..carriers import list_carrier_settings
-    from ..output import emit
+    from .output import emit
 
-    with connection(ctx) as conn:
-        emit(list_carrier_settings(conn), COLUMNS, fmt_value(fmt))
+    emit(call(ctx, list_carrier_settings), COLUMNS, fmt_value(fmt))
 
 
 @carrier_app.command("adapters")
@@ -253,6 +248,6 @@ def adapters_cmd(fmt: Optional[Format] = typer.Option(None, "--format", help=FOR
     Example: trackctl carrier adapters --format json
     """
     from ..carriers.registry import adapter_rows
-    from ..output import emit
+    from .output import emit
 
     emit(adapter_rows(), ["adapter", "package", "required", "optional"], fmt_value(fmt))

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from . import FORMAT_HELP, Format, app, connection, fmt_value, say, settings
+from .app import FORMAT_HELP, Format, app, connection, fmt_value, say, settings
 
 db_app = typer.Typer(help="Schema migrations and the embedded PostgreSQL server.\n\nExample: trackctl db migrate", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -37,7 +37,7 @@ def status_cmd(ctx: typer.Context, fmt: Optional[Format] = typer.Option(None, "-
     Example: trackctl db status --format json
     """
     from ..db import migration_status
-    from ..output import emit
+    from .output import emit
 
     with connection(ctx, check_schema=False) as conn:
         states = migration_status(conn)

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from ..errors import UsageError
-from . import FORMAT_HELP, Format, app, connection, fmt_value, say, settings
+from .app import FORMAT_HELP, Format, app, connection, fmt_value, say, settings
 
 SUMMARY = ["orders", "new_codes", "refilled", "delivered", "polled", "events", "webhooks", "cycles", "complete",
            "seconds"]
@@ -33,7 +33,7 @@ def demo_cmd(
     import sys
 
     from ..demo import run_demo
-    from ..output import emit_one
+    from .output import emit_one
     from .jobs import interactive, start_job
 
     if not settings(ctx).embedded and not yes:

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from . import FORMAT_HELP, Format, app, connection, fmt_value, pipe_output, say, warn
+from .app import FORMAT_HELP, Format, app, connection, fmt_value, pipe_output, say, warn
 
 events_app = typer.Typer(invoke_without_command=True)  # its help is the callback's docstring, with examples
 app.add_typer(events_app, name="events")
@@ -119,7 +119,7 @@ def groups_cmd(ctx: typer.Context, fmt: Optional[Format] = typer.Option(None, "-
     Example: trackctl events groups --format json
     """
     from ..events import list_groups
-    from ..output import emit
+    from .output import emit
 
     with connection(ctx) as conn:
         groups = list_groups(conn)

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from ..errors import TrackctlError
-from . import Format, app, connection, say
+from .app import Format, app, connection, say
 
 
 @app.command("health")
@@ -28,7 +28,7 @@ def health_cmd(
     Example (monitoring): trackctl health || page-someone
     """
     from ..health import HealthReport, Problem, health_report
-    from ..output import default_format, emit
+    from .output import default_format, emit
 
     try:
         with connection(ctx, check_schema=False) as conn:

@@ -23,7 +23,7 @@ from typing import Optional
 
 import typer
 
-from . import settings, setup_logging
+from .app import settings, setup_logging
 
 ProgressCallback = Callable[..., None]
 
@@ -43,7 +43,7 @@ def start_job(ctx: typer.Context) -> None:
 
 def interactive() -> bool:
     """True when stderr is a terminal and logs are text: the place for bars and live views."""
-    from ..console import log_format
+    from .logsetup import log_format
 
     try:
         return sys.stderr.isatty() and log_format() == "text"

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from ..errors import TrackctlError
-from . import app, connection, pipe_output
+from .app import app, connection, pipe_output
 
 
 @app.command("metrics")

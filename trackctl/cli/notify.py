@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from . import FORMAT_HELP, Format, app, connection, fmt_value
+from .app import FORMAT_HELP, Format, app, connection, fmt_value
 
 REPORT_COLUMNS = ["delivered", "failed", "dead", "disabled", "lost_leases", "released", "breakers", "seconds"]
 
@@ -40,7 +40,7 @@ def notify_cmd(
     from .. import jobs
     from ..logs import get_logger
     from ..names import parse_duration
-    from ..output import emit_one
+    from .output import emit_one
     from .jobs import progress, start_job
 
     budget_s = float(parse_duration(budget)) if budget is not None else None

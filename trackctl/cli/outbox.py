@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from . import FORMAT_HELP, Format, app, connection, fmt_value
+from .app import FORMAT_HELP, Format, app, connection, fmt_value
 
 outbox_app = typer.Typer(help="The outbox of events (retention).\n\nExample: trackctl outbox prune --older-than 30d", no_args_is_help=True)
 app.add_typer(outbox_app, name="outbox")
@@ -31,7 +31,7 @@ def prune_cmd(
 
     from .. import jobs
     from ..names import parse_duration
-    from ..output import emit_one
+    from .output import emit_one
     from .jobs import start_job
 
     age = timedelta(seconds=parse_duration(older_than))

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from . import FORMAT_HELP, Format, app, connection, fmt_value, warn
+from .app import FORMAT_HELP, Format, app, connection, fmt_value, warn
 
 SUMMARY_COLUMNS = ["carrier", "adapter", "polled", "ok", "failed", "rate_limited", "new_events", "changed",
                    "stale", "note"]
@@ -37,7 +37,7 @@ def poll_cmd(
     """
     from .. import jobs
     from ..names import parse_duration
-    from ..output import emit
+    from .output import emit
     from .jobs import progress, start_job
 
     seconds = parse_duration(budget)
@@ -66,7 +66,7 @@ def sweep_stale_cmd(
     Example (cron): 7 * * * * trackctl sweep-stale
     """
     from .. import jobs
-    from ..output import emit
+    from .output import emit
     from .jobs import start_job
 
     start_job(ctx)

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from . import FORMAT_HELP, Format, app, connection, fmt_value, pipe_output, say
+from .app import FORMAT_HELP, Format, app, call, connection, fmt_value, pipe_output, say
 
 pool_app = typer.Typer(help="Pools of pre-generated tracking codes.\n\nExample: trackctl pool list", no_args_is_help=True)
 app.add_typer(pool_app, name="pool")
@@ -37,8 +37,7 @@ def create_cmd(
     s10 = None
     if prefix is not None or country is not None or serials is not None or kind == "s10":
         s10 = parse_s10_range(prefix or "", country or "", serials or "")
-    with connection(ctx) as conn:
-        pool = create_pool(conn, name, target, kind, s10=s10)
+    pool = call(ctx, create_pool, name, target, kind, s10=s10)
     capped = " (the whole S10 range)" if target is None and s10 is not None and pool.target == s10.last - s10.first + 1 else ""
     say(f"created pool {pool.name} ({pool.kind}, target {pool.target}{capped}); "
         f"fill it with 'trackctl refill --pool {pool.name}'")
@@ -56,8 +55,7 @@ def set_cmd(
     """
     from ..pools import set_target
 
-    with connection(ctx) as conn:
-        pool = set_target(conn, name, target)
+    pool = call(ctx, set_target, name, target)
     say(f"pool {pool.name} target is now {pool.target}")
 
 
@@ -71,8 +69,7 @@ def remove_cmd(ctx: typer.Context, name: str = typer.Argument(..., help="Pool na
     """
     from ..pools import remove_pool
 
-    with connection(ctx) as conn:
-        removed = remove_pool(conn, name)
+    removed = call(ctx, remove_pool, name)
     say(f"removed pool {removed.name} ({removed.free_codes} free code{'s' if removed.free_codes != 1 else ''} deleted)")
 
 
@@ -82,11 +79,10 @@ def list_cmd(ctx: typer.Context, fmt: Optional[Format] = typer.Option(None, "--f
 
     Example: trackctl pool list --format json
     """
-    from ..output import emit
+    from .output import emit
     from ..pools import pool_levels
 
-    with connection(ctx) as conn:
-        emit(pool_levels(conn), LEVEL_COLUMNS, fmt_value(fmt))
+    emit(call(ctx, pool_levels), LEVEL_COLUMNS, fmt_value(fmt))
 
 
 @pool_app.command("available")
@@ -122,7 +118,7 @@ def refill_cmd(
     """
     from .. import jobs
     from ..logs import get_logger
-    from ..output import emit
+    from .output import emit
     from .jobs import progress, start_job
 
     start_job(ctx)

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from . import FORMAT_HELP, Format, app, connection, fmt_value, pipe_output
+from .app import FORMAT_HELP, Format, app, connection, fmt_value, pipe_output
 
 runs_app = typer.Typer(invoke_without_command=True)  # its help is the callback's docstring, with examples
 app.add_typer(runs_app, name="runs")
@@ -16,7 +16,7 @@ COLUMNS = ["id", "job", "host", "pid", "started_at", "finished_at", "seconds", "
 
 def table_layout():
     """On a terminal: run ids by their first 8 characters; on a narrow one, what ran, when, how it ended."""
-    from ..output import TableLayout
+    from .output import TableLayout
 
     return TableLayout(drop=("finished_at", "pid", "host", "id", "counts"), short=("id",),
                        labels={"started_at": "started", "finished_at": "finished", "seconds": "secs"})
@@ -37,7 +37,7 @@ def runs_cmd(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from ..output import emit
+    from .output import emit
     from ..runs import counts_text, list_runs
 
     with connection(ctx) as conn:

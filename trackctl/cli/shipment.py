@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from . import FORMAT_HELP, Format, app, connection, fmt_value, say
+from .app import FORMAT_HELP, Format, app, call, fmt_value, say
 
 COLUMNS = ["code", "order_id", "carrier", "previous_status", "status"]
 
@@ -28,11 +28,10 @@ def cancel_cmd(
 
     Example: trackctl cancel 42 --carrier jadlog
     """
-    from ..output import emit
+    from .output import emit
     from ..shipments import cancel
 
-    with connection(ctx) as conn:
-        changes = cancel(conn, ref, note, carrier=carrier)
+    changes = call(ctx, cancel, ref, note, carrier=carrier)
     done = [c for c in changes if c.changed]
     already = len(changes) - len(done)
     say(f"cancelled {len(done)} shipment{'s' if len(done) != 1 else ''}"
@@ -56,11 +55,10 @@ def mark_cmd(
 
     Example: trackctl mark AA123456785BR delivered --note "signed by J. Silva"
     """
-    from ..output import emit
+    from .output import emit
     from ..shipments import mark
 
-    with connection(ctx) as conn:
-        change = mark(conn, code, status, note)
+    change = call(ctx, mark, code, status, note)
     if not change.new_events:
         say(f"shipment {change.code} is already {change.status}")
     emit([change], COLUMNS, fmt_value(fmt))

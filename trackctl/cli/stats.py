@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from . import FORMAT_HELP, Format, app, connection, fmt_value
+from .app import FORMAT_HELP, Format, app, call, connection, fmt_value
 from .carrier import carrier_app
 
 STATS_COLUMNS = ["carrier", "requests", "failed", "rate_limited", "numbers", "latency_p50_ms", "latency_p95_ms",
@@ -31,11 +31,10 @@ def stats_cmd(
 
     from ..carrier_stats import carrier_stats
     from ..names import parse_duration
-    from ..output import emit
+    from .output import emit
 
     window = timedelta(seconds=parse_duration(since))
-    with connection(ctx) as conn:
-        emit(carrier_stats(conn, window), STATS_COLUMNS, fmt_value(fmt))
+    emit(call(ctx, carrier_stats, window), STATS_COLUMNS, fmt_value(fmt))
 
 
 @app.command("shipments")
@@ -64,7 +63,7 @@ def shipments_cmd(
 
     from ..carrier_stats import find_shipments
     from ..names import parse_duration
-    from ..output import emit
+    from .output import emit
 
     statuses = [s.strip() for s in status.split(",") if s.strip()] if status else None
     quiet = timedelta(seconds=parse_duration(no_news_for)) if no_news_for else None

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from ..errors import UsageError
-from . import FORMAT_HELP, Format, app, connection, fmt_value
+from .app import FORMAT_HELP, Format, app, connection, fmt_value
 
 COLUMNS = ["code", "order_id", "carrier", "parcel", "status", "label", "pool", "assigned_at", "shipping_date"]
 
@@ -32,7 +32,7 @@ def status_cmd(
 
     Example: trackctl status --watch
     """
-    from ..output import emit
+    from .output import emit
     from ..status import order_timelines, shipment_timeline
 
     if code is None and order is None:
@@ -75,7 +75,7 @@ CSV_COLUMNS = [*COLUMNS, *(f"event_{k}" for k in CSV_EVENT_KEYS)]
 def _order(timelines: list, fmt: Optional[str]) -> None:
     """Write an order's shipments: with their events in json (an array), jsonl (a line each) and
     csv (a row per event); one row per shipment in plain and table."""
-    from ..output import default_format, emit
+    from .output import default_format, emit
 
     fmt = fmt or default_format()
     if fmt in ("json", "jsonl"):
@@ -91,7 +91,7 @@ def _timeline(tl, fmt: Optional[str]) -> None:
     one row per event with the shipment's columns and event_* columns (csv)."""
     import sys
 
-    from ..output import _text, default_format, emit, emit_one, json_line
+    from .output import _text, default_format, emit, emit_one, json_line
 
     fmt = fmt or default_format()
     if fmt in ("json", "jsonl"):
@@ -124,8 +124,8 @@ def _timeline(tl, fmt: Optional[str]) -> None:
 
 def _dashboard(ctx: typer.Context, fmt: Optional[str], watch: bool, interval: float) -> None:
     from ..dashboard import snapshot
-    from ..output import default_format
-    from . import pipe_output
+    from .output import default_format
+    from .app import pipe_output
     from .dashboard import show, watch as watch_dashboard
 
     fmt = fmt or default_format()

@@ -8,14 +8,14 @@ from typing import Optional
 
 import typer
 
-from ..errors import InputRejected, UsageError
-from . import app, connection, pipe_output, warn
-from .assign import BatchFormat, InputFormat
+from ..errors import UsageError
+from .app import app, connection, pipe_output
+from .batch import BatchFormat, InputFile, InputFormat, InputFormatOption
 
 
 def _write(fmt: str, t, writer=None) -> None:
     if fmt == "jsonl":
-        from ..output import json_line
+        from .output import json_line
 
         sys.stdout.write(json_line({"code": t.code, "carrier": t.carrier, "order_id": t.order_id,
                                     "new": t.new, "source": t.source}) + "\n")
@@ -32,9 +32,8 @@ def track_cmd(
     carrier: Optional[str] = typer.Option(None, "--carrier", help="Carrier name or numeric id."),
     order: Optional[str] = typer.Option(None, "--order", help="Order id the number belongs to (optional)."),
     batch: bool = typer.Option(False, "--batch", help="Read code,carrier[,order] lines from stdin (or --input)."),
-    input_file: Optional[Path] = typer.Option(None, "--input", help="Batch input file instead of stdin."),
-    input_format: InputFormat = typer.Option(InputFormat.auto, "--input-format",
-                                             help="Batch input: csv, jsonl, or auto (per line)."),
+    input_file: InputFile = None,
+    input_format: InputFormatOption = InputFormat.auto,
     fmt: Optional[BatchFormat] = typer.Option(
         None, "--format", show_default=False,
         help="csv (code,carrier,order) or jsonl (code, carrier, order_id, new, source); default: csv for a "
@@ -70,30 +69,17 @@ def _batch(ctx: typer.Context, input_file: Optional[Path], input_format: str, fm
     import csv
 
     from ..track import parse_records, track_lines
+    from .batch import conclude, open_input, write_outcomes
     from .jobs import progress
 
-    if input_file is None and sys.stdin.isatty():
-        raise UsageError("--batch reads lines from stdin, which is a terminal",
-                         hint="pipe the lines in, or use --input FILE")
-    try:
-        stream = open(input_file, "rb") if input_file else sys.stdin.buffer
-    except OSError as exc:
-        raise UsageError(f"cannot read {input_file}: {exc.strerror}") from exc
-    rejected = tracked = 0
+    stream = open_input(input_file)
     writer = csv.writer(sys.stdout, lineterminator="\n")
+
+    def write(t) -> None:
+        _write(fmt, t, writer)
+        sys.stdout.flush()  # each answer reaches the reader at once, even while input pauses
+
     with stream, connection(ctx) as conn, pipe_output(), progress("track", unit="lines") as bar:
-        for n, outcome in enumerate(track_lines(conn, parse_records(stream, input_format)), 1):
-            if n % 1000 == 0:
-                bar(1000)
-            if outcome.error is not None:
-                rejected += 1
-                sys.stderr.write(f"line {outcome.line}: {outcome.error}\n")
-            else:
-                tracked += 1
-                _write(fmt, outcome.tracked, writer)
-            sys.stdout.flush()  # each answer reaches the reader at once, even while input pauses
-    if tracked == 0 and rejected == 0:
-        warn("no input lines")
-    if rejected:
-        raise InputRejected(f"{rejected} of {tracked + rejected} lines rejected (see above); the others are tracked",
-                            hint="fix those lines and rerun them: tracking is idempotent")
+        tracked, rejected = write_outcomes(track_lines(conn, parse_records(stream, input_format)),
+                                           lambda o: o.tracked, write, bar)
+    conclude(tracked, rejected, done="are tracked", again="tracking")

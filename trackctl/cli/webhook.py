@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from ..errors import UsageError
-from . import FORMAT_HELP, Format, app, connection, fmt_value, say
+from .app import FORMAT_HELP, Format, app, call, connection, fmt_value, say
 
 webhook_app = typer.Typer(help="Webhook subscribers (Standard Webhooks) and their deliveries.\n\nExample: trackctl webhook list", no_args_is_help=True)
 app.add_typer(webhook_app, name="webhook")
@@ -17,7 +17,7 @@ SHOWN_COLUMNS = ["id", "url", "types", "retry_schedule", "max_in_flight", "secre
 
 def list_layout():
     """`webhook list` on a terminal: id, URL, types and state first; the rest as the width allows."""
-    from ..output import TableLayout
+    from .output import TableLayout
 
     return TableLayout(drop=("created_at", "rotating_until", "secret", "retry_schedule", "disabled_reason",
                              "max_in_flight"),
@@ -27,7 +27,7 @@ def list_layout():
 
 def deliveries_layout():
     """`webhook deliveries` on a terminal: what failed and when it is tried next, before the ids."""
-    from ..output import TableLayout
+    from .output import TableLayout
 
     return TableLayout(drop=("event_id", "delivered_at", "last_attempt_at", "subscriber_id", "type"),
                        labels={"subscriber_id": "sub", "attempts": "tries", "next_attempt_at": "next",
@@ -70,7 +70,7 @@ def add_cmd(
 
 
 def _show(sub, *, reveal: bool, fmt: Optional[Format]) -> None:
-    from ..output import emit_one
+    from .output import emit_one
 
     record = {k: v for k, v in sub.listing().items() if k in SHOWN_COLUMNS}
     if reveal:
@@ -84,11 +84,10 @@ def list_cmd(ctx: typer.Context, fmt: Optional[Format] = typer.Option(None, "--f
 
     Example: trackctl webhook list --format json
     """
-    from ..output import emit
+    from .output import emit
     from ..webhooks import LISTING_COLUMNS, list_subscribers
 
-    with connection(ctx) as conn:
-        subs = list_subscribers(conn)
+    subs = call(ctx, list_subscribers)
     emit([s.listing() for s in subs], LISTING_COLUMNS, fmt_value(fmt), layout=list_layout())
 
 
@@ -100,8 +99,7 @@ def remove_cmd(ctx: typer.Context, subscriber: int = typer.Argument(..., metavar
     """
     from ..webhooks import remove_subscriber, shown_url
 
-    with connection(ctx) as conn:
-        url = remove_subscriber(conn, subscriber)
+    url = call(ctx, remove_subscriber, subscriber)
     say(f"removed webhook {subscriber} ({shown_url(url)})")
 
 
@@ -123,8 +121,7 @@ def rotate_cmd(
     from ..names import parse_duration
     from ..webhooks import rotate_secret
 
-    with connection(ctx) as conn:
-        sub = rotate_secret(conn, subscriber, secret=secret, overlap=timedelta(seconds=parse_duration(overlap)))
+    sub = call(ctx, rotate_secret, subscriber, secret=secret, overlap=timedelta(seconds=parse_duration(overlap)))
     _show(sub, reveal=secret is None, fmt=fmt)
     say(f"webhook {sub.id} signs with the new secret"
         + (" (shown above this once: store it now)" if secret is None else "")
@@ -154,8 +151,7 @@ def set_cmd(
     chosen = None
     if types is not None:
         chosen = ALL_TYPES if types.strip() in ("*", "") else parse_types(types)
-    with connection(ctx) as conn:
-        sub = update_subscriber(conn, subscriber, url=url, types=chosen, max_in_flight=max_in_flight)
+    sub = call(ctx, update_subscriber, subscriber, url=url, types=chosen, max_in_flight=max_in_flight)
     _show(sub, reveal=False, fmt=fmt)
     say(f"webhook {sub.id} is updated")
 
@@ -180,10 +176,9 @@ def test_cmd(
     from ..errors import TrackctlError
     from ..lanes import ping_subscriber
     from ..names import parse_duration
-    from ..output import emit_one
+    from .output import emit_one
 
-    with connection(ctx) as conn:
-        result = ping_subscriber(conn, subscriber, timeout=float(parse_duration(timeout)))
+    result = call(ctx, ping_subscriber, subscriber, timeout=float(parse_duration(timeout)))
     emit_one(result, PING_COLUMNS, fmt_value(fmt))
     if not result.ok:
         raise TrackctlError(f"webhook {subscriber} did not accept the test event: {result.error}",
@@ -198,8 +193,7 @@ def enable_cmd(ctx: typer.Context, subscriber: int = typer.Argument(..., metavar
     """
     from ..webhooks import enable_subscriber
 
-    with connection(ctx) as conn:
-        enable_subscriber(conn, subscriber)
+    call(ctx, enable_subscriber, subscriber)
     say(f"webhook {subscriber} is enabled")
 
 
@@ -215,11 +209,10 @@ def deliveries_cmd(
 
     Example: trackctl webhook deliveries --status dead --subscriber 3
     """
-    from ..output import emit
+    from .output import emit
     from ..webhooks import DELIVERY_COLUMNS, list_deliveries
 
-    with connection(ctx) as conn:
-        rows = list_deliveries(conn, status=status, subscriber_id=subscriber, limit=limit)
+    rows = call(ctx, list_deliveries, status=status, subscriber_id=subscriber, limit=limit)
     emit(rows, DELIVERY_COLUMNS, fmt_value(fmt), layout=deliveries_layout())
 
 
