@@ -58,6 +58,7 @@ def seed(conn, carrier_id: int, prefix: str, count: int, registered: bool = Fals
 def run_poll(url: str, work: Path, carrier: str, env_extra: dict) -> tuple[dict, float]:
     env = {**os.environ, "TRACKCTL_DATABASE_URL": url, "TRACKCTL_HOME": str(work / "home"), **env_extra}
     started = time.perf_counter()
+    summary_started = time.monotonic()
     proc = subprocess.run(trackctl_command() + ["poll", "--carrier", carrier, "--budget", "900s", "--format", "json"],
                           env=env, cwd=work, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
@@ -65,6 +66,7 @@ def run_poll(url: str, work: Path, carrier: str, env_extra: dict) -> tuple[dict,
         raise RuntimeError(f"trackctl poll failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
     (summary,) = json.loads(proc.stdout)
     summary["exit"] = proc.returncode
+    summary["started_at"], summary["ended_at"] = summary_started, time.monotonic()
     return summary, elapsed
 
 
@@ -137,6 +139,9 @@ def bench_dhl(scratch, count: int, latency: float, concurrency: int) -> dict:
         return {"part": "karrio dhl_universal", "shipments": summary["polled"], "failed": summary["failed"],
                 "seconds": round(elapsed, 1), "requests_per_s": round(rate, 1), "bound_per_s": bound,
                 "ratio": round(rate / bound, 3), "server_side_per_s": round(served, 1),
+                # the poll process's own start (imports, karrio, database) and end, outside the requests
+                "start_to_first_request_s": round(server.first - summary["started_at"], 2),
+                "last_answer_to_exit_s": round(summary["ended_at"] - server.last, 2),
                 "server_side_ratio": round(served / bound, 3), "raw_client_per_s": round(raw, 1),
                 "raw_ratio": round(raw / bound, 3), "ratio_to_raw": round(rate / raw, 3)}
 

@@ -1,5 +1,8 @@
 """A real HTTP carrier on 127.0.0.1 for tests and benchmarks, speaking http-json or correios.
 
+Built on tests/local_server.py like the karrio and 17TRACK servers: HTTP/1.1 keep-alive,
+connections counted.
+
 Each code has a history (the events the carrier knows) and optionally a script of one-off
 replies consumed in order (429, 5xx, hangs, garbage, huge bodies, slow trickles); `default`
 applies to every request without a scripted reply. The server records every request (path,
@@ -14,6 +17,8 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from local_server import LocalServer
 
 NOT_FOUND_SRO = "SRO-020: Objeto não encontrado na base de dados dos Correios."
 
@@ -38,7 +43,9 @@ class Seen:
     ended: float = 0.0
 
 
-class CarrierServer:
+class CarrierServer(LocalServer):
+    METHOD = "GET"
+
     def __init__(self, shape: str = "http-json", latency: float = 0.0) -> None:
         if shape not in ("http-json", "correios"):
             raise ValueError(shape)
@@ -52,6 +59,7 @@ class CarrierServer:
         self.max_in_flight = 0
         self.lock = threading.Lock()
         self.stopping = threading.Event()
+        self.connections = 0  # TCP connections accepted (keep-alive: far fewer than requests)
         self._server: ThreadingHTTPServer | None = None
 
     # -- scripting ----------------------------------------------------------------------------
@@ -75,42 +83,16 @@ class CarrierServer:
                 out[r.code] = out.get(r.code, 0) + 1
             return out
 
-    # -- life cycle ---------------------------------------------------------------------------
+    # -- life cycle (start, __enter__, __exit__: tests/local_server.py) --------------------------
 
     @property
     def url(self) -> str:
         assert self._server is not None
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def start(self) -> "CarrierServer":
-        carrier = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                carrier._handle(self)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-            request_queue_size = 256
-
-        self._server = Server(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        return self
-
     def stop(self) -> None:
         self.stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-
-    def __enter__(self) -> "CarrierServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        super().stop()
 
     # -- answering ----------------------------------------------------------------------------
 
@@ -160,6 +142,7 @@ class CarrierServer:
             reply = reply or Reply()
             if reply.hang:
                 self.stopping.wait(reply.hang)
+                handler.close_connection = True  # no answer at all: the connection ends with the hang
                 return
             wait = self.latency + reply.delay
             if wait:

@@ -13,6 +13,7 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from karrio_providers import provider_answer
 from local_server import LocalServer
 
 
@@ -45,12 +46,12 @@ def laposte_shipment(code: str, events: list[tuple[str, str, str]] | None = None
 
 
 class KarrioServer(LocalServer):
-    METHOD, QUEUE = "GET", 512
+    METHODS, QUEUE = ("GET", "POST"), 512
 
     def __init__(self, latency: float = 0.0) -> None:
         self.latency = latency
         self.shipments: dict[str, dict] = {}  # code -> body to answer
-        self.failures: dict[str, tuple[int, dict]] = {}  # code -> (status, body)
+        self.failures: dict[str, tuple] = {}  # code -> (status, body[, headers]) for the requests naming it
         self.requests: list[tuple[str, dict]] = []  # (path, headers)
         self.connections = 0
         self.first: float | None = None  # when the first request came in
@@ -67,12 +68,21 @@ class KarrioServer(LocalServer):
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
         parts = urllib.parse.urlsplit(handler.path)
         query = urllib.parse.parse_qs(parts.query)
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length) if length else b""
         with self.lock:
             self.requests.append((handler.path, dict(handler.headers.items())))
             self.first = self.first if self.first is not None else time.monotonic()
         if self.latency:
             time.sleep(self.latency)
-        if parts.path == "/track/shipments" and "trackingNumber" in query:
+        content_type, extra = "application/json", {}
+        scripted = next((f for code, f in self.failures.items() if code in parts.path or code.encode() in body), None)
+        answer = provider_answer(self, handler.command, parts.path, handler.headers, body)
+        if scripted is not None and parts.path != "/track/shipments":  # a scripted answer (status, body[, headers])
+            status, doc, extra = scripted[0], scripted[1], (scripted[2] if len(scripted) > 2 else {})
+        elif answer is not None:
+            status, doc, content_type, extra = answer
+        elif parts.path == "/track/shipments" and "trackingNumber" in query:
             code = query["trackingNumber"][0]
             if not handler.headers.get("DHL-API-Key"):
                 status, doc = 401, {"status": 401, "title": "Unauthorized", "detail": "missing API key"}
@@ -94,10 +104,12 @@ class KarrioServer(LocalServer):
                                     "returnMessage": "Numéro invalide ou non trouvé"}
         else:
             status, doc = 404, {"status": 404, "title": "Not Found", "detail": "no such path"}
-        body = json.dumps(doc).encode()
+        body = doc if isinstance(doc, bytes) else doc.encode() if isinstance(doc, str) else json.dumps(doc).encode()
         handler.send_response(status)
-        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Type", content_type)
         handler.send_header("Content-Length", str(len(body)))
+        for name, value in extra.items():
+            handler.send_header(name, value)
         handler.end_headers()
         handler.wfile.write(body)
         with self.lock:

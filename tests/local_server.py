@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class LocalServer:
-    """Subclasses set METHOD ("GET", "POST") and define `_handle(handler)`; they set
+    """Subclasses set METHOD ("GET", "POST") or METHODS and define `_handle(handler)`; they set
     `self.lock`, `self.connections = 0` and `self._server = None` in their __init__."""
 
     METHOD = "GET"
@@ -19,6 +19,9 @@ class LocalServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive
+            # Headers and body go out in two writes: with Nagle's algorithm on, the body of an
+            # answer on a kept-alive connection waits for the client's delayed ACK (40 ms here).
+            disable_nagle_algorithm = True
 
             def setup(self) -> None:
                 super().setup()
@@ -28,7 +31,8 @@ class LocalServer:
             def log_message(self, *args) -> None:
                 pass
 
-        setattr(Handler, f"do_{self.METHOD}", lambda handler: owner._handle(handler))
+        for method in getattr(self, "METHODS", (self.METHOD,)):
+            setattr(Handler, f"do_{method}", lambda handler: owner._handle(handler))
 
         class Server(ThreadingHTTPServer):
             daemon_threads = True

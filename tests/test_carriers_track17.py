@@ -109,6 +109,20 @@ def test_unregistered_answer_reregisters_and_asks_again(conn, server):
     assert row(conn, codes[0])[0] == "delivered"
 
 
+def test_already_registered_is_not_a_failure_and_is_recorded(conn, server):
+    jadlog(conn, server)
+    codes = numbers(3)
+    track_all(conn, codes)
+    server.registered.update(codes[:2])  # registered before (another tool, a lost answer): -18019901
+    server.track(codes[0], "InTransit", [event("2026-11-22T10:00:00Z", "Em trânsito", "Departure")])
+    report = poll(conn, budget=30, environ=ENV)
+    assert report.polled == 3 and not report.failed, report.failures
+    assert server.register_units == 1 and server.numbers_asked("register") == 3
+    assert all(row(conn, c)[1] for c in codes) and row(conn, codes[0])[0] == "in_transit"
+    poll(conn, budget=30, all_due=True, environ=ENV)
+    assert server.count("register") == 1  # recorded as registered: never registered again
+
+
 def test_rejections_undetected_is_no_news_others_fail_only_that_shipment(conn, server):
     jadlog(conn, server)
     codes = numbers(3)

@@ -96,6 +96,7 @@ class CarrierRun:
         self.can_stop = callable(getattr(adapter, "stop_batch", None))
         self.stopping_done = not self.can_stop
         self.calls = calls  # the adapter's config.calls: paced and recorded by this run
+        self.unrecorded: list[dict] = []  # requests made, not yet written (record_call, flush_calls)
         calls.bind(self.pace if self.rate else None, self.record_call)
         # In-process share of the cap: hands a free slot from one worker to the next without a
         # database round trip; the database slots make the cap hold across processes.
@@ -127,10 +128,18 @@ class CarrierRun:
             time.sleep(min(-wait, 1.0))
 
     def record_call(self, kind: str, outcome: str, numbers: int, registered: int, latency_ms: float) -> None:
-        with self.run.connections.connection() as conn:
-            conn.execute(SQL.record_call, {"carrier": self.settings.id, "kind": kind, "outcome": outcome,
-                                           "numbers": numbers, "registered": registered,
-                                           "latency_ms": max(latency_ms, 0.0)})
+        """Note one request made; `flush_calls` writes it once the request's slot is back."""
+        with self.run.lock:
+            self.unrecorded.append({"carrier": self.settings.id, "kind": kind, "outcome": outcome,
+                                    "numbers": numbers, "registered": registered, "latency_ms": max(latency_ms, 0.0)})
+
+    def flush_calls(self) -> None:
+        """Write the requests noted so far (outside the concurrency slot: the cap is about requests)."""
+        with self.run.lock:
+            rows, self.unrecorded = self.unrecorded, []
+        for row in rows:
+            with self.run.connections.connection() as conn:
+                conn.execute(SQL.record_call, row)
 
     # -- the worker loop ------------------------------------------------------------------------
 
@@ -142,7 +151,10 @@ class CarrierRun:
 
     def work(self, only_stops: bool = False) -> None:
         try:
-            self._loop(only_stops)
+            try:
+                self._loop(only_stops)
+            finally:
+                self.flush_calls()
         except BaseException as exc:  # the database went away, or a bug: stop the whole run
             with self.run.lock:
                 if self.run.fatal is None:
@@ -290,6 +302,7 @@ class CarrierRun:
         finally:
             self.gate.release()
         try:
+            self.flush_calls()
             self._settle(refs, ids, results, failure, limited, stopping)
         finally:
             with self.run.lock:

@@ -99,7 +99,8 @@ class Calls:
     `with calls.request("track", numbers=40) as call:` waits for the carrier's rate limit (shared
     by every process and host through the database), then times the request and records its
     outcome: ok, failed (FetchFailed or any other exception) or rate_limited (RateLimited).
-    `call.registered = n` records numbers a register request made known. Without a poll run
+    `call.registered = n` records numbers a register request made known. Adapters whose requests
+    are made by a library (karrio) call `pace()` before each request and `record(...)` after. Without a poll run
     (tests, scripts) nothing is paced or recorded.
     """
 
@@ -112,10 +113,19 @@ class Calls:
         """Set the pacing and recording of this carrier's requests (the poller does, per run)."""
         self._pace, self._record = pace, record
 
-    @contextlib.contextmanager
-    def request(self, kind: str, numbers: int) -> Iterator["Call"]:
+    def pace(self) -> None:
+        """Wait until the carrier's rate limit lets one more request start."""
         if self._pace is not None:
             self._pace()
+
+    def record(self, kind: str, outcome: str, numbers: int, registered: int, latency_ms: float) -> None:
+        """Record one request made (outcome: ok, failed or rate_limited)."""
+        if self._record is not None:
+            self._record(kind, outcome, numbers, registered, latency_ms)
+
+    @contextlib.contextmanager
+    def request(self, kind: str, numbers: int) -> Iterator["Call"]:
+        self.pace()
         call = Call()
         started = time.monotonic()
         outcome = "failed"
@@ -126,8 +136,7 @@ class Calls:
             outcome = "rate_limited"
             raise
         finally:
-            if self._record is not None:
-                self._record(kind, outcome, numbers, call.registered, (time.monotonic() - started) * 1000.0)
+            self.record(kind, outcome, numbers, call.registered, (time.monotonic() - started) * 1000.0)
 
 
 @dataclass
