@@ -32,7 +32,14 @@ PASSWORD = "Pw-9f3kQz7LmX2"
 TOKEN = "tok-Zr8XwQ1vN6pT"
 HOOK_TOKEN = "hooktok-Qm4Zr81Vx"
 HOOK_PASSWORD = "hookpw-Lx72Kd0q"
-LOG_VARIANTS = ([], ["--log-format", "json"], ["--debug"])
+# The runs every command gets: text logs as a script sees them, and JSON logs at debug level (the
+# JSON formatter sees every record any run emits: a superset of `--log-format json` alone).
+LOG_VARIANTS = ([], ["--log-format", "json", "--debug"])
+# `--debug` with text logs changes what is printed only for the commands that set up text logging
+# (the jobs: trackctl/cli/jobs.py start_job; and assign) and for a run that fails (a traceback):
+# those get this third run too. Other commands print the same stderr with and without it.
+TEXT_DEBUG = ["--debug"]
+TEXT_LOGGING = {"refill", "assign", "poll", "notify", "sweep-stale", "outbox"}
 # Every column where trackctl stores an error text or reason, scanned for secrets after the runs.
 ERROR_COLUMNS = {
     "sequencing.tracking": "last_poll_error",
@@ -42,17 +49,43 @@ ERROR_COLUMNS = {
 }
 
 
-def _scan_commands(cli, commands, env, secrets, variants=LOG_VARIANTS) -> list[str]:
-    """Run every command in every log variant (three at once); return the leaks, each with its output."""
+def _scan_commands(cli, commands, env, secrets) -> list[str]:
+    """Run every command in each log variant that can change its output, three runs at once: the
+    jobs and writes (TEXT_LOGGING) one after another in the order given, the reads between two of
+    them together; return the leaks, each with its output."""
     leaks = []
+
+    def run(log, args):
+        return log, args, cli(*log, *args, env_extra=env, timeout=60)
+
+    def check(log, args, r):
+        assert "Traceback" not in r.stderr or "--debug" in log, f"{log + args}:\n{r}"
+        shown = [s for s in secrets if s in r.stdout + r.stderr]
+        if shown:
+            leaks.append(f"{' '.join(log + args)} shows {shown}:\n{r}")
+
     with ThreadPoolExecutor(3) as runner:
+        reads = []  # runs of the commands that only read, in flight together
+
+        def settle():
+            failed = []
+            for done in reads:
+                log, args, r = done.result()
+                check(log, args, r)
+                if r.returncode != 0 and not log:  # a failure: its traceback with --debug too
+                    failed.append(runner.submit(run, TEXT_DEBUG, args))
+            reads.clear()
+            for done in failed:
+                check(*done.result())
+
         for args in commands:
-            runs = runner.map(lambda log: (log, cli(*log, *args, env_extra=env, timeout=60)), variants)
-            for log, r in runs:
-                assert "Traceback" not in r.stderr or log == ["--debug"], f"{log + args}:\n{r}"
-                shown = [s for s in secrets if s in r.stdout + r.stderr]
-                if shown:
-                    leaks.append(f"{' '.join(log + args)} shows {shown}:\n{r}")
+            if args[0] in TEXT_LOGGING:  # a job or a write: after the reads before it, alone
+                settle()
+                for result in runner.map(lambda log: run(log, args), LOG_VARIANTS + (TEXT_DEBUG,)):
+                    check(*result)
+            else:
+                reads += [runner.submit(run, log, args) for log in LOG_VARIANTS]
+        settle()
     return leaks
 
 
