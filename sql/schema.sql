@@ -93,7 +93,7 @@ SET default_table_access_method = heap;
 
 CREATE TABLE sequencing.outbox (
     id bigint NOT NULL,
-    event_id text DEFAULT sequencing.new_event_id() NOT NULL,
+    event_id text DEFAULT sequencing.new_event_id() NOT NULL COLLATE pg_catalog."C",
     type text NOT NULL,
     shipment_id bigint,
     payload jsonb NOT NULL,
@@ -133,9 +133,23 @@ $$;
 CREATE FUNCTION sequencing.outbox_after_insert() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
+DECLARE
+    v_missing bigint;
 BEGIN
     IF NOT EXISTS (SELECT FROM inserted) THEN
         RETURN NULL;  -- an INSERT that matched nothing (an idempotent re-assign) is no event
+    END IF;
+    -- One probe of the primary key per event, as a scalar subquery the planner cannot turn into a
+    -- join: as an anti-join with the carrier in its condition, on a table of free codes only
+    -- (statistics: every carrier NULL) it expected one matching row and compared every event with
+    -- every assigned row (12 s for 5 000 events); as a left join it hashed the whole table. min(),
+    -- not LIMIT 1: a LIMIT lets the planner bet on finding a row early.
+    SELECT min(n.shipment_id) INTO v_missing FROM inserted n
+    WHERE n.shipment_id IS NOT NULL
+      AND (SELECT t.freightcarrier_id FROM sequencing.tracking t WHERE t.id = n.shipment_id) IS NULL;
+    IF v_missing IS NOT NULL THEN
+        RAISE EXCEPTION 'outbox event names shipment %, which does not exist or is not assigned', v_missing
+            USING ERRCODE = 'foreign_key_violation';
     END IF;
     INSERT INTO sequencing.webhook_delivery (outbox_id, subscriber_id, shipment_id, next_attempt_at)
     SELECT n.id, s.id, n.shipment_id, now() + make_interval(secs => s.retry_schedule[1])
@@ -147,6 +161,19 @@ BEGIN
     -- Sent at commit, never for a rolled-back change; one per transaction whatever its size.
     PERFORM pg_notify('trackctl_outbox', '');
     RETURN NULL;
+END
+$$;
+
+--
+-- Name: outbox_shipment_fixed(); Type: FUNCTION; Schema: sequencing; Owner: -
+--
+
+CREATE FUNCTION sequencing.outbox_shipment_fixed() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    RAISE EXCEPTION 'the shipment of outbox event % cannot change', OLD.event_id
+        USING ERRCODE = 'integrity_constraint_violation';
 END
 $$;
 
@@ -376,6 +403,30 @@ BEGIN
         RETURN QUERY SELECT 'done'::text, 0::float8,
             NULL::int, false, NULL::bigint, NULL::text, NULL::text, NULL::text, NULL::timestamptz, NULL::int, NULL::boolean;
     END IF;
+END
+$$;
+
+--
+-- Name: pool_keep_codes(); Type: FUNCTION; Schema: sequencing; Owner: -
+--
+
+CREATE FUNCTION sequencing.pool_keep_codes() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.id = OLD.id THEN
+        RETURN NEW;
+    END IF;
+    -- Runs once the pool row is locked, on a snapshot taken now: codes committed by a refill that
+    -- held the pool (FOR KEY SHARE) until its commit are seen.
+    IF EXISTS (SELECT 1 FROM sequencing.tracking t WHERE t.pool_id = OLD.id) THEN
+        RAISE EXCEPTION 'pool % still has codes and cannot be deleted', OLD.name
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    IF TG_OP = 'UPDATE' THEN
+        RETURN NEW;
+    END IF;
+    RETURN OLD;
 END
 $$;
 
@@ -620,6 +671,22 @@ CREATE FUNCTION sequencing.run_outcome(r sequencing.run) RETURNS text
 $$;
 
 --
+-- Name: status_keys_fixed(); Type: FUNCTION; Schema: sequencing; Owner: -
+--
+
+CREATE FUNCTION sequencing.status_keys_fixed() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.key = OLD.key THEN
+        RETURN NEW;  -- labels, order and flags may change; keys may not
+    END IF;
+    RAISE EXCEPTION 'status % is part of the status model and cannot be removed or renamed', OLD.key
+        USING ERRCODE = 'integrity_constraint_violation';
+END
+$$;
+
+--
 -- Name: tracking_event_immutable(); Type: FUNCTION; Schema: sequencing; Owner: -
 --
 
@@ -653,6 +720,44 @@ BEGIN
             OLD.tracking_id, coalesce(OLD.order_id, '-') USING ERRCODE = 'integrity_constraint_violation';
     END IF;
     RETURN NEW;
+END
+$$;
+
+--
+-- Name: tracking_pool_exists(); Type: FUNCTION; Schema: sequencing; Owner: -
+--
+
+CREATE FUNCTION sequencing.tracking_pool_exists() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_missing integer;
+BEGIN
+    PERFORM 1 FROM sequencing.pool p
+    WHERE p.id IN (SELECT DISTINCT n.pool_id FROM inserted n WHERE n.pool_id IS NOT NULL)
+    FOR KEY SHARE OF p;
+    -- min(), not LIMIT 1: a LIMIT lets the planner bet on finding a row early (see below).
+    SELECT min(n.pool_id) INTO v_missing FROM inserted n
+    WHERE n.pool_id IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM sequencing.pool p WHERE p.id = n.pool_id);
+    IF v_missing IS NOT NULL THEN
+        RAISE EXCEPTION 'insert into tracking names pool %, which does not exist', v_missing
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+--
+-- Name: tracking_pool_fixed(); Type: FUNCTION; Schema: sequencing; Owner: -
+--
+
+CREATE FUNCTION sequencing.tracking_pool_fixed() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    RAISE EXCEPTION 'the pool of tracking code % cannot change', OLD.tracking_id
+        USING ERRCODE = 'integrity_constraint_violation';
 END
 $$;
 
@@ -940,9 +1045,9 @@ CREATE TABLE sequencing.status (
 
 CREATE TABLE sequencing.tracking (
     id bigint NOT NULL,
-    tracking_id text NOT NULL,
+    tracking_id text NOT NULL COLLATE pg_catalog."C",
     pool_id integer,
-    order_id text,
+    order_id text COLLATE pg_catalog."C",
     freightcarrier_id integer,
     parcel integer,
     status text,
@@ -964,13 +1069,14 @@ CREATE TABLE sequencing.tracking (
     CONSTRAINT tracking_assignment_complete CHECK ((((source = 'pool'::text) AND (pool_id IS NOT NULL) AND (((order_id IS NULL) AND (freightcarrier_id IS NULL) AND (parcel IS NULL) AND (status IS NULL) AND (assigned_at IS NULL)) OR ((order_id IS NOT NULL) AND (freightcarrier_id IS NOT NULL) AND (parcel IS NOT NULL) AND (status IS NOT NULL) AND (assigned_at IS NOT NULL)))) OR ((source = 'external'::text) AND (pool_id IS NULL) AND (parcel IS NULL) AND (freightcarrier_id IS NOT NULL) AND (status IS NOT NULL) AND (assigned_at IS NOT NULL)))),
     CONSTRAINT tracking_external_code_format CHECK (((source = 'pool'::text) OR (tracking_id ~ '^[A-Za-z0-9-]{5,50}$'::text))),
     CONSTRAINT tracking_free_code_has_ticket CHECK (((source <> 'pool'::text) OR (order_id IS NOT NULL) OR (ticket IS NOT NULL))),
-    CONSTRAINT tracking_order_id_format CHECK (((order_id IS NULL) OR (((length(order_id) >= 1) AND (length(order_id) <= 64)) AND (order_id !~ '[[:cntrl:]]'::text)))),
+    CONSTRAINT tracking_order_id_format CHECK (((order_id IS NULL) OR ((length(order_id) >= 1) AND (length(order_id) <= 64) AND (order_id !~ '[[:cntrl:]]'::text)))),
     CONSTRAINT tracking_parcel_range CHECK (((parcel IS NULL) OR ((parcel >= 1) AND (parcel <= 999)))),
     CONSTRAINT tracking_poll_counts CHECK (((poll_count >= 0) AND (poll_failures >= 0))),
     CONSTRAINT tracking_poll_error_length CHECK ((length(last_poll_error) <= 500)),
     CONSTRAINT tracking_poll_state_assigned CHECK (((freightcarrier_id IS NOT NULL) OR ((claimed_until IS NULL) AND (last_polled_at IS NULL) AND (last_event_at IS NULL) AND (stale_at IS NULL) AND (remote_registered_at IS NULL)))),
     CONSTRAINT tracking_remote_stop_after_register CHECK (((remote_stopped_at IS NULL) OR (remote_registered_at IS NOT NULL))),
     CONSTRAINT tracking_source_known CHECK ((source = ANY (ARRAY['pool'::text, 'external'::text]))),
+    CONSTRAINT tracking_status_known CHECK ((status = ANY (ARRAY['pending'::text, 'in_transit'::text, 'out_for_delivery'::text, 'failed_attempt'::text, 'available_for_pickup'::text, 'exception'::text, 'delivered'::text, 'returned'::text, 'cancelled'::text]))),
     CONSTRAINT tracking_ticket_pool_only CHECK (((ticket IS NULL) OR ((source = 'pool'::text) AND (ticket > 0))))
 );
 
@@ -1352,12 +1458,6 @@ CREATE INDEX tracking_event_timeline ON sequencing.tracking_event USING btree (s
 CREATE UNIQUE INDEX tracking_one_code_per_parcel ON sequencing.tracking USING btree (order_id, freightcarrier_id, parcel) WHERE (order_id IS NOT NULL);
 
 --
--- Name: tracking_order; Type: INDEX; Schema: sequencing; Owner: -
---
-
-CREATE INDEX tracking_order ON sequencing.tracking USING btree (order_id) WHERE (order_id IS NOT NULL);
-
---
 -- Name: tracking_poll_due; Type: INDEX; Schema: sequencing; Owner: -
 --
 
@@ -1418,6 +1518,18 @@ CREATE TRIGGER carrier_sync_slots AFTER INSERT OR UPDATE OF max_concurrency ON s
 CREATE TRIGGER outbox_after_insert AFTER INSERT ON sequencing.outbox REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION sequencing.outbox_after_insert();
 
 --
+-- Name: outbox outbox_shipment_fixed; Type: TRIGGER; Schema: sequencing; Owner: -
+--
+
+CREATE TRIGGER outbox_shipment_fixed BEFORE UPDATE OF shipment_id ON sequencing.outbox FOR EACH ROW WHEN ((new.shipment_id IS DISTINCT FROM old.shipment_id)) EXECUTE FUNCTION sequencing.outbox_shipment_fixed();
+
+--
+-- Name: pool pool_keep_codes; Type: TRIGGER; Schema: sequencing; Owner: -
+--
+
+CREATE TRIGGER pool_keep_codes BEFORE DELETE OR UPDATE OF id ON sequencing.pool FOR EACH ROW EXECUTE FUNCTION sequencing.pool_keep_codes();
+
+--
 -- Name: pool pool_s10_guard; Type: TRIGGER; Schema: sequencing; Owner: -
 --
 
@@ -1442,6 +1554,12 @@ CREATE TRIGGER pool_tickets_drop AFTER DELETE ON sequencing.pool FOR EACH ROW EX
 CREATE TRIGGER pool_tickets_keep BEFORE UPDATE OF ticket_seq ON sequencing.pool FOR EACH ROW EXECUTE FUNCTION sequencing.pool_tickets_keep();
 
 --
+-- Name: status status_keys_fixed; Type: TRIGGER; Schema: sequencing; Owner: -
+--
+
+CREATE TRIGGER status_keys_fixed BEFORE DELETE OR UPDATE OF key ON sequencing.status FOR EACH ROW EXECUTE FUNCTION sequencing.status_keys_fixed();
+
+--
 -- Name: tracking_event tracking_event_immutable; Type: TRIGGER; Schema: sequencing; Owner: -
 --
 
@@ -1458,6 +1576,18 @@ CREATE TRIGGER tracking_keep_assignment_delete BEFORE DELETE ON sequencing.track
 --
 
 CREATE TRIGGER tracking_keep_assignment_update BEFORE UPDATE ON sequencing.tracking FOR EACH ROW WHEN ((old.freightcarrier_id IS NOT NULL)) EXECUTE FUNCTION sequencing.tracking_keep_assignment();
+
+--
+-- Name: tracking tracking_pool_exists; Type: TRIGGER; Schema: sequencing; Owner: -
+--
+
+CREATE TRIGGER tracking_pool_exists AFTER INSERT ON sequencing.tracking REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION sequencing.tracking_pool_exists();
+
+--
+-- Name: tracking tracking_pool_fixed; Type: TRIGGER; Schema: sequencing; Owner: -
+--
+
+CREATE TRIGGER tracking_pool_fixed BEFORE UPDATE OF pool_id ON sequencing.tracking FOR EACH ROW WHEN ((new.pool_id IS DISTINCT FROM old.pool_id)) EXECUTE FUNCTION sequencing.tracking_pool_fixed();
 
 --
 -- Name: carrier_call carrier_call_carrier_id_fkey; Type: FK CONSTRAINT; Schema: sequencing; Owner: -
@@ -1502,13 +1632,6 @@ ALTER TABLE ONLY sequencing.event_group_member
     ADD CONSTRAINT event_group_member_group_id_fkey FOREIGN KEY (group_id) REFERENCES sequencing.event_group(id) ON DELETE CASCADE;
 
 --
--- Name: outbox outbox_shipment_id_fkey; Type: FK CONSTRAINT; Schema: sequencing; Owner: -
---
-
-ALTER TABLE ONLY sequencing.outbox
-    ADD CONSTRAINT outbox_shipment_id_fkey FOREIGN KEY (shipment_id) REFERENCES sequencing.tracking(id);
-
---
 -- Name: tracking_event tracking_event_shipment_id_fkey; Type: FK CONSTRAINT; Schema: sequencing; Owner: -
 --
 
@@ -1528,20 +1651,6 @@ ALTER TABLE ONLY sequencing.tracking_event
 
 ALTER TABLE ONLY sequencing.tracking
     ADD CONSTRAINT tracking_freightcarrier_id_fkey FOREIGN KEY (freightcarrier_id) REFERENCES sequencing.carrier(id);
-
---
--- Name: tracking tracking_pool_id_fkey; Type: FK CONSTRAINT; Schema: sequencing; Owner: -
---
-
-ALTER TABLE ONLY sequencing.tracking
-    ADD CONSTRAINT tracking_pool_id_fkey FOREIGN KEY (pool_id) REFERENCES sequencing.pool(id);
-
---
--- Name: tracking tracking_status_fkey; Type: FK CONSTRAINT; Schema: sequencing; Owner: -
---
-
-ALTER TABLE ONLY sequencing.tracking
-    ADD CONSTRAINT tracking_status_fkey FOREIGN KEY (status) REFERENCES sequencing.status(key);
 
 --
 -- Name: webhook_delivery webhook_delivery_outbox_id_fkey; Type: FK CONSTRAINT; Schema: sequencing; Owner: -

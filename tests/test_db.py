@@ -334,3 +334,32 @@ def test_debug_traceback_of_a_malformed_url_never_shows_the_password(cli):
     r = cli("--debug", "pool", "list", env_extra={"TRACKCTL_DATABASE_URL": "postgresql://u:secretpw@[::1/x"})
     assert r.returncode == 2, r
     assert "Traceback" in r.stderr and "secretpw" not in r.stderr, r
+
+
+def test_migration_0009_gives_existing_free_codes_tickets_in_the_order_claims_took_them(empty_db, tmp_path,
+                                                                                        monkeypatch):
+    from trackctl.assign import assign
+
+    folder = tmp_path / "sql"
+    folder.mkdir()
+    for m in migrations():
+        if m.version < 9:
+            shutil.copy(m.path, folder / m.name)
+    monkeypatch.setattr(trackctl.db, "sql_dir", lambda: folder)
+    with psycopg.connect(empty_db, autocommit=True) as c:
+        migrate(c)  # the schema before tickets, with data in it
+        c.execute("INSERT INTO sequencing.pool (name) VALUES ('other')")
+        c.execute("INSERT INTO sequencing.carrier (id, name, pool_id) VALUES (3, 'correios', 1)")
+        c.execute("INSERT INTO sequencing.tracking (tracking_id, pool_id) "
+                  "SELECT p || g, (SELECT id FROM sequencing.pool WHERE name = CASE p WHEN 'd-' THEN 'default' "
+                  "ELSE 'other' END) FROM generate_series(1, 3) g, unnest(ARRAY['d-', 'o-']) p")
+        c.execute("UPDATE sequencing.tracking SET order_id = 'x', freightcarrier_id = 3, parcel = 1, status = 'pending', "
+                  "assigned_at = now() WHERE tracking_id = 'd-1'")
+        monkeypatch.undo()
+        assert [m.version for m in migrate(c)][0] == 9
+        rows = c.execute("SELECT tracking_id, ticket FROM sequencing.tracking ORDER BY tracking_id").fetchall()
+        assert rows == [("d-1", None), ("d-2", 1), ("d-3", 2), ("o-1", 1), ("o-2", 2), ("o-3", 3)]
+        ends = c.execute("SELECT name, ticket_end FROM sequencing.pool ORDER BY name").fetchall()
+        assert ends == [("default", 2), ("other", 3)]
+        assert [assign(c, o, "correios").code for o in ("y1", "y2")] == ["d-2", "d-3"]
+        assert assign(c, "y3", "correios").generated_inline

@@ -111,9 +111,15 @@ def test_the_cron_jobs_and_the_hot_path_work_through_a_transaction_pool(cli, con
 def test_without_the_setting_a_lost_prepared_statement_is_one_line_naming_it(cli, conn, db_url, bouncer):
     from trackctl.carriers import add_carrier
 
+    from trackctl.assign import assign
+
     add_carrier(conn, "sim", adapter="simulator", options={"step": "1s"})
+    for i in range(40):
+        assign(conn, f"o{i}", "sim")
     failures = []
-    for args in (["metrics"], ["metrics"], ["health"], ["metrics"]):  # the same statements, many times
+    # A poll runs the same statements for every shipment, so they get prepared (psycopg prepares a
+    # statement on its fifth run) and a later transaction lands on another server connection.
+    for args in (["poll", "--all"], ["metrics"], ["poll", "--all"], ["health"], ["poll", "--all"]):
         r = pooled(cli, bouncer, db_url, *args, prepared=False)
         assert "prepared statement" not in r.stderr, r
         r = pooled(cli, bouncer, db_url, *args, prepared=True)

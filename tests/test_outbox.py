@@ -191,3 +191,26 @@ def test_prune_cli_is_a_recorded_job(cli, conn):
         ("ok", {"removed": 3})
     bad = cli("outbox", "prune", "--older-than", "soon")
     assert bad.returncode == 2 and "invalid duration" in bad.stderr
+
+
+def test_an_event_names_an_assigned_shipment_and_keeps_it(conn):
+    # Migration 0011 checks an event's shipment once per statement (in the outbox's statement
+    # trigger) instead of a foreign key per row: an event names an assigned shipment or none,
+    # and keeps naming it.
+    add_carrier(conn, "acme")
+    code = assign(conn, "keep-1", "acme").code
+    shipment, event = conn.execute(
+        "SELECT t.id, o.event_id FROM sequencing.tracking t JOIN sequencing.outbox o ON o.shipment_id = t.id "
+        "WHERE t.tracking_id = %s", (code,)).fetchone()
+    free = conn.execute("SELECT id FROM sequencing.tracking WHERE order_id IS NULL LIMIT 1").fetchone()
+    missing = conn.execute("SELECT max(id) + 1 FROM sequencing.tracking").fetchone()[0]
+    insert = "INSERT INTO sequencing.outbox (type, shipment_id, payload) VALUES ('test.event', %s, '{}')"
+    for bad in ([missing] + ([free[0]] if free else [])):
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            conn.execute(insert, (bad,))
+    conn.execute(insert, (None,))  # an event of no shipment
+    conn.execute(insert, (shipment,))
+    with pytest.raises(psycopg.errors.IntegrityConstraintViolation):
+        conn.execute("UPDATE sequencing.outbox SET shipment_id = %s WHERE event_id = %s", (missing, event))
+    with pytest.raises(psycopg.errors.IntegrityConstraintViolation):  # tracking_keep_assignment
+        conn.execute("DELETE FROM sequencing.tracking WHERE id = %s", (shipment,))

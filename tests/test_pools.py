@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import uuid
 
+import psycopg
 import pytest
 
 from trackctl.assign import assign
 from trackctl.carriers import add_carrier
 from trackctl.errors import AlreadyExists, InvalidValue, UnknownPool
-from trackctl.pools import available_codes, create_pool, pool_levels, refill, set_target
+from trackctl.pools import available_codes, create_pool, pool_levels, refill, set_target, uuid_codes
 
 
 def levels(conn) -> dict[str, tuple]:
@@ -75,10 +76,27 @@ def test_codes_are_distinct_version_4_uuids_made_by_the_application(conn):
     assert len(set(codes)) == 200
     for code in codes:
         assert str(uuid.UUID(code)) == code and uuid.UUID(code).version == 4
+        assert uuid.UUID(code).variant == uuid.RFC_4122
     # Made in Python and copied in: no column default or trigger could have produced them.
     default = conn.execute("SELECT column_default FROM information_schema.columns WHERE table_schema = "
                            "'sequencing' AND table_name = 'tracking' AND column_name = 'tracking_id'").fetchone()
     assert default == (None,)
+
+
+def test_uuid_codes_spread_over_every_random_digit():
+    # The codes are formatted from random hex by hand: every one of the 30 random hex digits takes
+    # all 16 values, the variant digit all four it may, and no code repeats.
+    codes = list(uuid_codes(4000))
+    assert len(set(codes)) == 4000
+    digits = [c.replace("-", "") for c in codes]
+    for position in range(32):
+        seen = {d[position] for d in digits}
+        if position == 12:
+            assert seen == {"4"}
+        elif position == 16:
+            assert seen == set("89ab")
+        else:
+            assert len(seen) == 16, position
 
 
 def test_create_pool_refuses_duplicates_bad_names_bad_targets_and_unknown_kinds(conn):
@@ -278,3 +296,35 @@ def test_removing_an_unknown_pool_is_one_clear_error(conn, cli):
                         "create it with 'trackctl pool create NAME')\n")
     r = cli("pool", "remove", "Bad Name")
     assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r
+
+
+def test_a_code_names_an_existing_pool_and_keeps_it(conn, db_url):
+    # Migration 0011 checks a code's pool once per statement instead of a foreign key per row;
+    # the guarantees stay those of the key: no code of a missing pool, no pool deleted under its
+    # codes, a code never moves to another pool.
+    pool = create_pool(conn, "kept")
+    other = create_pool(conn, "other")
+    missing = conn.execute("SELECT max(id) + 1 FROM sequencing.pool").fetchone()[0]
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        with conn.cursor() as cur, cur.copy("COPY sequencing.tracking (tracking_id, pool_id, ticket) FROM STDIN") as copy:
+            copy.write(f"{next(uuid_codes(1))}\t{pool.id}\t900001\n{next(uuid_codes(1))}\t{missing}\t900001\n")
+    assert levels(conn)["kept"][2] == 0  # the whole statement was refused
+    refill(conn, "kept")
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        conn.execute("DELETE FROM sequencing.pool WHERE id = %s", (pool.id,))
+    with pytest.raises(psycopg.errors.IntegrityConstraintViolation):
+        conn.execute("UPDATE sequencing.tracking SET pool_id = %s WHERE pool_id = %s", (other.id, pool.id))
+    conn.execute("DELETE FROM sequencing.pool WHERE id = %s", (other.id,))  # no codes: it may go
+
+    # A refill in progress holds its pool: a delete waits for it, then sees its codes.
+    with psycopg.connect(db_url) as filling:
+        with filling.cursor() as cur, cur.copy("COPY sequencing.tracking (tracking_id, pool_id, ticket) FROM STDIN") as copy:
+            copy.write(f"{next(uuid_codes(1))}\t{pool.id}\t900002\n")
+        conn.execute("DELETE FROM sequencing.tracking WHERE pool_id = %s", (pool.id,))  # the committed codes
+        with conn.transaction():
+            conn.execute("SET LOCAL lock_timeout = '300ms'")
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                conn.execute("DELETE FROM sequencing.pool WHERE id = %s", (pool.id,))
+        filling.commit()
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        conn.execute("DELETE FROM sequencing.pool WHERE id = %s", (pool.id,))

@@ -8,6 +8,7 @@ CHUNK lines or when the input pauses (an IDLE record), so a co-process gets its 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -51,6 +52,9 @@ def _copy_text(value: str) -> str:
     return value.replace("\\", "\\\\")
 
 
+# Connections whose session holds the batch_in temporary table (made by a committed chunk).
+_HAS_BATCH_TABLE: weakref.WeakSet[psycopg.Connection] = weakref.WeakSet()
+
 Codes = dict[int, tuple[str, bool]]  # seq of a chunk's first line of a key -> (code, new)
 
 
@@ -61,7 +65,8 @@ def _claim(conn: psycopg.Connection, copy_text: str, keys: int) -> tuple[Codes, 
     inline: set[int] = set()
     refused: dict[int, str] = {}
     with conn.transaction():
-        conn.execute(SQL.batch_table)
+        if conn not in _HAS_BATCH_TABLE:
+            conn.execute(SQL.batch_table)
         with conn.cursor() as cur, cur.copy(SQL.batch_copy) as copy:
             copy.write(copy_text)
         codes.update((seq, (code, False)) for seq, code in conn.execute(SQL.batch_existing))
@@ -77,6 +82,10 @@ def _claim(conn: psycopg.Connection, copy_text: str, keys: int) -> tuple[Codes, 
             made, refused = _generate_for(conn, short)
             codes.update((seq, (code, True)) for seq, code in made.items())
             inline = set(made)
+    if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        # Committed for real (not a savepoint of the caller's transaction, which may still roll
+        # back the table's creation): the session keeps the (now empty) table.
+        _HAS_BATCH_TABLE.add(conn)
     return codes, inline, refused
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -176,14 +175,25 @@ def available_codes(conn: psycopg.Connection, pool: str | None = None, limit: in
             yield code
 
 
+# The variant nibble of a version 4 UUID is 10xx: a random hex digit keeps its two low bits.
+_VARIANT = {f"{n:x}": f"{8 | (n & 3):x}" for n in range(16)}
+
+
 def uuid_codes(count: int) -> Iterator[str]:
-    """Yield `count` random (version 4) UUIDs as text, made here rather than by the database."""
+    """Yield `count` random (version 4) UUIDs as text, made here rather than by the database.
+
+    Formatted straight from the hex of os.urandom (122 random bits each, the version and variant
+    bits set as RFC 9562 says): building a uuid.UUID per code and printing it took a third of
+    what a refill spends in Python.
+    """
     left = count
     while left > 0:
         n = min(left, COPY_CHUNK)
-        raw = os.urandom(16 * n)
-        for i in range(0, 16 * n, 16):
-            yield str(uuid.UUID(bytes=raw[i:i + 16], version=4))
+        h = os.urandom(16 * n).hex()
+        variant = _VARIANT
+        for i in range(0, 32 * n, 32):
+            yield (f"{h[i:i + 8]}-{h[i + 8:i + 12]}-4{h[i + 13:i + 16]}-"
+                   f"{variant[h[i + 16]]}{h[i + 17:i + 20]}-{h[i + 20:i + 32]}")
         left -= n
 
 

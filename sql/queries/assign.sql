@@ -69,11 +69,13 @@ ORDER BY a.input_order;
 
 -- name: batch_table
 -- Batch: each chunk of input lines goes to the database in one transaction, as COPY into this
--- temporary table followed by a few set-based statements.
-CREATE TEMPORARY TABLE batch_in (
-    seq integer PRIMARY KEY, order_id text NOT NULL, carrier_id integer NOT NULL,
-    pool_id integer NOT NULL, parcel integer NOT NULL, code text
-) ON COMMIT DROP;
+-- temporary table followed by a few set-based statements. The table is made once per session
+-- (trackctl/assign_batch.py remembers it) and emptied at every commit: creating and dropping it
+-- for every chunk cost catalog writes each time.
+CREATE TEMPORARY TABLE IF NOT EXISTS batch_in (
+    seq integer PRIMARY KEY, order_id text COLLATE "C" NOT NULL, carrier_id integer NOT NULL,
+    pool_id integer NOT NULL, parcel integer NOT NULL, code text COLLATE "C"
+) ON COMMIT DELETE ROWS;
 
 -- name: batch_copy
 COPY batch_in (seq, order_id, carrier_id, pool_id, parcel) FROM STDIN;
