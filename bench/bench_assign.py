@@ -40,9 +40,9 @@ from dataclasses import dataclass
 import psycopg
 
 from bench_foundation import COUNT_CLAIMED, COUNT_FREE, PREFILL, checkpoint, make_carrier, run_timed, vacuum
+from bench_held_snapshot import claim_rate
 from bench_startup import bench_coprocess, bench_process
 from scratch import say, scratch_database, trackctl_command
-from trackctl.assign import assign
 
 # The issue's minimal tables, in a schema of their own next to trackctl's.
 MINIMAL_SCHEMA = """
@@ -122,19 +122,6 @@ def fmt(value: float, unit: str) -> str:
 
 
 # --- row 3 ---------------------------------------------------------------------------------------
-
-def claim_rate(conn: psycopg.Connection, carrier: str, tag: str, seconds: float) -> tuple[float, list[float]]:
-    """Claim back to back for `seconds`; return claims/s and the rate of each tenth of the window."""
-    tenths = [0] * 10
-    start = time.perf_counter()
-    i = 0
-    while (elapsed := time.perf_counter() - start) < seconds:
-        assign(conn, f"{tag}-{i}", carrier)
-        tenths[min(int(elapsed * 10 / seconds), 9)] += 1
-        i += 1
-    elapsed = time.perf_counter() - start
-    return i / elapsed, [n * 10 / seconds for n in tenths]
-
 
 def bench_snapshot(conn: psycopg.Connection, url: str, carrier, pool, hold: float, tag: str) -> tuple[Row, list[float]]:
     # Enough free codes for both windows at a generous rate: a dry pool would switch to inline codes.
