@@ -236,20 +236,17 @@ def bench_claims(conn: psycopg.Connection, url: str, claims: int, history: int) 
             (large_durable, small_durable, large_pages, small_pages))
 
 
-def bench_single(conn: psycopg.Connection, url: str, runs: int, work: Path) -> tuple[Result, float]:
-    pool, carrier = make_carrier(conn, "single")
-    conn.execute(PREFILL, (pool.id, 2 * runs + 10))
-    vacuum(conn)
+def bench_process(url: str, carrier: str, runs: int, work) -> tuple[float, float, float]:
     bare_code = BARE_CLAIM.format(sql=SQL.assign_one)
     product, bare, empty = [], [], []
 
     def product_run(order: str) -> float:
-        elapsed, proc = run_timed(trackctl_command() + ["--database-url", url, "assign", order, carrier.name], cwd=work)
+        elapsed, proc = run_timed(trackctl_command() + ["--database-url", url, "assign", order, carrier], cwd=work)
         assert len(proc.stdout.strip()) == 36, proc.stdout
         return elapsed
 
     def bare_run(order: str) -> float:
-        elapsed, proc = run_timed([sys.executable, "-c", bare_code, url, order, carrier.name], cwd=work)
+        elapsed, proc = run_timed([sys.executable, "-c", bare_code, url, order, carrier], cwd=work)
         assert proc.stdout.strip(), "the bare claim returned no code"
         return elapsed
 
@@ -264,11 +261,18 @@ def bench_single(conn: psycopg.Connection, url: str, runs: int, work: Path) -> t
             product.append(product_run(f"cli-{i}"))
             bare.append(bare_run(f"bare-{i}"))
         empty.append(run_timed([sys.executable, "-c", "pass"], cwd=work)[0])
-    p, b = statistics.median(product), statistics.median(bare)
+    return statistics.median(product), statistics.median(bare), statistics.median(empty)
+
+
+def bench_single(conn: psycopg.Connection, url: str, runs: int, work: Path) -> tuple[Result, float]:
+    pool, carrier = make_carrier(conn, "single")
+    conn.execute(PREFILL, (pool.id, 2 * runs + 10))
+    vacuum(conn)
+    p, b, empty = bench_process(url, carrier.name, runs, work)
     ratio = p / b
     return (Result(f"3 one `trackctl assign` process vs bare python -c (median of {runs})",
                    f"{p * 1e3:.0f} ms", f"{b * 1e3:.0f} ms", ratio, "<= 2.0", ratio <= 2.0),
-            statistics.median(empty))
+            empty)
 
 
 def bench_refill(conn: psycopg.Connection, url: str, rows: int, work: Path) -> tuple[Result, dict]:

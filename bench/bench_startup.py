@@ -27,36 +27,9 @@ import time
 
 import psycopg
 
-from bench_foundation import BARE_CLAIM, PREFILL, make_carrier, run_timed, vacuum
+from bench_foundation import PREFILL, bench_process, make_carrier, run_timed, vacuum
 from scratch import say, scratch_database, trackctl_command
-from trackctl.assign import SQL, assign
-
-
-def bench_process(url: str, carrier: str, runs: int, work) -> tuple[float, float, float]:
-    bare_code = BARE_CLAIM.format(sql=SQL.assign_one)
-    product, bare, empty = [], [], []
-
-    def product_run(order: str) -> float:
-        elapsed, proc = run_timed(trackctl_command() + ["--database-url", url, "assign", order, carrier], cwd=work)
-        assert len(proc.stdout.strip()) == 36, proc.stdout
-        return elapsed
-
-    def bare_run(order: str) -> float:
-        elapsed, proc = run_timed([sys.executable, "-c", bare_code, url, order, carrier], cwd=work)
-        assert proc.stdout.strip(), "the bare claim returned no code"
-        return elapsed
-
-    product_run("warm-t")
-    bare_run("warm-b")
-    for i in range(runs):
-        if i % 2:
-            bare.append(bare_run(f"bare-{i}"))
-            product.append(product_run(f"cli-{i}"))
-        else:
-            product.append(product_run(f"cli-{i}"))
-            bare.append(bare_run(f"bare-{i}"))
-        empty.append(run_timed([sys.executable, "-c", "pass"], cwd=work)[0])
-    return statistics.median(product), statistics.median(bare), statistics.median(empty)
+from trackctl.assign import assign
 
 
 def bench_coprocess(url: str, carrier: str, lines: int, work) -> tuple[float, float]:
