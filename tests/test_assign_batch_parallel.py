@@ -62,7 +62,7 @@ def test_an_order_in_two_chunks_in_flight_gets_one_code_the_second_line_not_new(
         try:
             for _ in range(600):  # a batch backend blocked by another batch backend, not by `blocker`
                 row = watch.execute(
-                    "SELECT a.pid FROM pg_stat_activity a WHERE a.datname = current_database() "
+                    "SELECT a.application_name FROM pg_stat_activity a WHERE a.datname = current_database() "
                     "AND cardinality(pg_blocking_pids(a.pid)) > 0 AND NOT %s = ANY (pg_blocking_pids(a.pid))",
                     (blocker.info.backend_pid,)).fetchone()
                 if row is not None:
@@ -81,6 +81,7 @@ def test_an_order_in_two_chunks_in_flight_gets_one_code_the_second_line_not_new(
         helper.join()
         blocker.close()
     assert seen, "chunk 4 never waited for chunk 3: the two chunks were not in flight together"
+    assert seen == ["trackctl"]  # the second connection is opened as the first was
     assert [o.line for o in outcomes] == [n for n, _ in records]
     got = {o.line: o.assignment for o in outcomes}
     first, second = got[len(warm) + 2], got[len(warm) + 5]
