@@ -172,3 +172,62 @@ def test_a_pause_answers_both_chunks_in_flight_before_the_next_read(stocked):
     assert [o.line for o in answered] == list(range(1, 14))
     assert answered[-1].assignment.code == answered[0].assignment.code and not answered[-1].assignment.new
     assert assign(stocked, "o5", "correios").new is False
+
+
+@pytest.mark.parametrize("through_another", [False, True], ids=["directly", "through-a-third-session"])
+def test_a_chunk_waiting_for_its_turn_gives_way_to_the_earlier_chunk_it_blocks(db_url, through_another):
+    # The earlier chunk's server process waits for a lock the later chunk's transaction holds
+    # (directly, or behind a third session that waits for it): the later chunk, waiting in the
+    # client for the earlier one's commit, must roll back (_Yield) rather than wait forever.
+    from trackctl.assign_batch import _Chunk, _Stopped, _Yield
+
+    later, earlier_conn, third = (db.open_connection(db_url) for _ in range(3))
+    earlier = _Chunk([], [])
+    earlier.pid = earlier_conn.info.backend_pid
+    chunk = _Chunk([], [])
+    chunk.before = earlier
+    waiting = []
+    try:
+        later.autocommit = False
+        later.execute("SELECT pg_advisory_xact_lock(14004)")
+        if through_another:
+            third.autocommit = False
+            third.execute("SELECT pg_advisory_xact_lock(14005)")
+            waiting.append(threading.Thread(target=third.execute, args=("SELECT pg_advisory_xact_lock(14004)",)))
+            waiting.append(threading.Thread(target=earlier_conn.execute, args=("SELECT pg_advisory_xact_lock(14005)",)))
+        else:
+            waiting.append(threading.Thread(target=earlier_conn.execute, args=("SELECT pg_advisory_xact_lock(14004)",)))
+        for t in waiting:
+            t.start()
+            time.sleep(0.2)
+        stopper = threading.Timer(60, lambda: setattr(chunk, "stop", True))  # a hang ends as _Stopped
+        stopper.start()
+        try:
+            with pytest.raises((_Yield, _Stopped)) as raised:
+                chunk._turn(later)
+        finally:
+            stopper.cancel()
+        assert raised.type is _Yield
+        later.rollback()  # what the chunk's transaction does next: the earlier one goes on
+        if through_another:
+            third.commit()
+        for t in waiting:
+            t.join(30)
+            assert not t.is_alive()
+    finally:
+        for c in (later, earlier_conn, third):
+            c.close()
+
+
+def test_a_chunk_waits_for_its_turn_and_rolls_back_if_the_earlier_one_failed(conn):
+    from trackctl.assign_batch import _Chunk, _Stopped
+
+    earlier, chunk = _Chunk([], []), _Chunk([], [])
+    earlier.pid, chunk.before = conn.info.backend_pid, earlier
+    done = threading.Timer(0.3, earlier.finished.set)
+    done.start()
+    chunk._turn(conn)  # returns once the earlier chunk has finished well
+    assert earlier.finished.is_set()
+    earlier.error = RuntimeError("the earlier chunk failed")
+    with pytest.raises(_Stopped):
+        chunk._turn(conn)
