@@ -178,8 +178,9 @@ def test_a_pause_answers_both_chunks_in_flight_before_the_next_read(stocked):
 def test_a_chunk_waiting_for_its_turn_gives_way_to_the_earlier_chunk_it_blocks(db_url, through_another):
     # The earlier chunk's server process waits for a lock the later chunk's transaction holds
     # (directly, or behind a third session that waits for it): the later chunk, waiting in the
-    # client for the earlier one's commit, must roll back (_Yield) rather than wait forever.
-    from trackctl.assign_batch import _Chunk, _Stopped, _Yield
+    # client for the earlier one's commit, must roll back (GiveWay) rather than wait forever.
+    from trackctl.assign_batch import _Chunk, _Stopped
+    from trackctl.batch_claims import GiveWay
 
     later, earlier_conn, third = (db.open_connection(db_url) for _ in range(3))
     earlier = _Chunk([], [])
@@ -203,11 +204,11 @@ def test_a_chunk_waiting_for_its_turn_gives_way_to_the_earlier_chunk_it_blocks(d
         stopper = threading.Timer(60, lambda: setattr(chunk, "stop", True))  # a hang ends as _Stopped
         stopper.start()
         try:
-            with pytest.raises((_Yield, _Stopped)) as raised:
+            with pytest.raises((GiveWay, _Stopped)) as raised:
                 chunk._turn(later)
         finally:
             stopper.cancel()
-        assert raised.type is _Yield
+        assert raised.type is GiveWay
         later.rollback()  # what the chunk's transaction does next: the earlier one goes on
         if through_another:
             third.commit()
