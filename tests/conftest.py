@@ -221,6 +221,20 @@ def conn(_test_db):
 
 
 @pytest.fixture
+def fresh_home() -> Iterator[Path]:
+    """A TRACKCTL_HOME path that does not exist yet, for a test of a fresh embedded server: short (the
+    server's socket lives in it) and in RAM when scratch_dir finds room; removed afterwards unless
+    a server still runs there."""
+    from trackctl.embedded import pgdata_dir, read_postmaster
+
+    parent = Path(tempfile.mkdtemp(prefix="tc-home-", dir=scratch_dir()))
+    home = parent / "home"
+    yield home
+    if read_postmaster(pgdata_dir(home)) is None:  # never delete the files of a server still running
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.fixture
 def stocked(conn):
     """The test database with carriers correios (id 3) and jadlog (id 7) and a full default pool."""
     from trackctl.carriers import add_carrier
