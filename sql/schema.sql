@@ -52,8 +52,32 @@ END $$;
 CREATE FUNCTION sequencing.assigned_payload(code text, order_id text, carrier text, pool text, assigned_at timestamp with time zone) RETURNS jsonb
     LANGUAGE sql STABLE PARALLEL SAFE
     AS $$
-    SELECT jsonb_build_object('code', code, 'order_id', order_id, 'carrier', carrier, 'pool', pool,
-                              'assigned_at', sequencing.rfc3339(assigned_at))
+    SELECT jsonb_object(ARRAY['code', 'order_id', 'carrier', 'pool', 'assigned_at'],
+                        ARRAY[code, order_id, carrier, pool, sequencing.rfc3339(assigned_at)])
+$$;
+
+--
+-- Name: carrier_keep_shipments(); Type: FUNCTION; Schema: sequencing; Owner: -
+--
+
+CREATE FUNCTION sequencing.carrier_keep_shipments() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.id = OLD.id THEN
+        RETURN NEW;
+    END IF;
+    -- Runs once the carrier row is locked, on a snapshot taken now: shipments committed by an
+    -- assignment that held the carrier (FOR KEY SHARE) until its commit are seen.
+    IF EXISTS (SELECT 1 FROM sequencing.tracking t WHERE t.freightcarrier_id = OLD.id) THEN
+        RAISE EXCEPTION 'carrier % still has shipments and cannot be deleted or renumbered', OLD.name
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    IF TG_OP = 'UPDATE' THEN
+        RETURN NEW;
+    END IF;
+    RETURN OLD;
+END
 $$;
 
 --
@@ -98,7 +122,7 @@ CREATE TABLE sequencing.outbox (
     shipment_id bigint,
     payload jsonb NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT outbox_event_id_format CHECK ((event_id ~ '^evt_[0-9A-HJKMNP-TV-Z]{26}$'::text)),
+    CONSTRAINT outbox_event_id_format CHECK (((length(event_id) = 30) AND (event_id ~ '^evt_[0-9A-HJKMNP-TV-Z]+$'::text))),
     CONSTRAINT outbox_payload_object CHECK ((jsonb_typeof(payload) = 'object'::text)),
     CONSTRAINT outbox_type_format CHECK ((type ~ '^[a-z][a-z_]*(\.[a-z][a-z_]*)+$'::text))
 );
@@ -683,6 +707,39 @@ BEGIN
     END IF;
     RAISE EXCEPTION 'status % is part of the status model and cannot be removed or renamed', OLD.key
         USING ERRCODE = 'integrity_constraint_violation';
+END
+$$;
+
+--
+-- Name: tracking_carrier_exists(); Type: FUNCTION; Schema: sequencing; Owner: -
+--
+
+CREATE FUNCTION sequencing.tracking_carrier_exists() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_carriers integer[];
+    v_missing integer;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        SELECT array_agg(DISTINCT n.freightcarrier_id) INTO v_carriers
+        FROM new_rows n WHERE n.freightcarrier_id IS NOT NULL;
+    ELSE
+        SELECT array_agg(DISTINCT n.freightcarrier_id) INTO v_carriers
+        FROM new_rows n JOIN old_rows o ON o.id = n.id
+        WHERE n.freightcarrier_id IS NOT NULL AND o.freightcarrier_id IS NULL;
+    END IF;
+    IF v_carriers IS NULL THEN
+        RETURN NULL;
+    END IF;
+    PERFORM 1 FROM sequencing.carrier c WHERE c.id = ANY (v_carriers) FOR KEY SHARE OF c;
+    SELECT min(x.id) INTO v_missing FROM unnest(v_carriers) AS x(id)
+    WHERE NOT EXISTS (SELECT 1 FROM sequencing.carrier c WHERE c.id = x.id);
+    IF v_missing IS NOT NULL THEN
+        RAISE EXCEPTION 'a shipment names carrier %, which does not exist', v_missing
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    RETURN NULL;
 END
 $$;
 
@@ -1506,6 +1563,12 @@ CREATE INDEX webhook_delivery_due ON sequencing.webhook_delivery USING btree (su
 CREATE INDEX webhook_delivery_shipment_order ON sequencing.webhook_delivery USING btree (subscriber_id, shipment_id, outbox_id) WHERE (status = 'pending'::text);
 
 --
+-- Name: carrier carrier_keep_shipments; Type: TRIGGER; Schema: sequencing; Owner: -
+--
+
+CREATE TRIGGER carrier_keep_shipments BEFORE DELETE OR UPDATE OF id ON sequencing.carrier FOR EACH ROW EXECUTE FUNCTION sequencing.carrier_keep_shipments();
+
+--
 -- Name: carrier carrier_sync_slots; Type: TRIGGER; Schema: sequencing; Owner: -
 --
 
@@ -1558,6 +1621,18 @@ CREATE TRIGGER pool_tickets_keep BEFORE UPDATE OF ticket_seq ON sequencing.pool 
 --
 
 CREATE TRIGGER status_keys_fixed BEFORE DELETE OR UPDATE OF key ON sequencing.status FOR EACH ROW EXECUTE FUNCTION sequencing.status_keys_fixed();
+
+--
+-- Name: tracking tracking_carrier_exists_insert; Type: TRIGGER; Schema: sequencing; Owner: -
+--
+
+CREATE TRIGGER tracking_carrier_exists_insert AFTER INSERT ON sequencing.tracking REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION sequencing.tracking_carrier_exists();
+
+--
+-- Name: tracking tracking_carrier_exists_update; Type: TRIGGER; Schema: sequencing; Owner: -
+--
+
+CREATE TRIGGER tracking_carrier_exists_update AFTER UPDATE ON sequencing.tracking REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION sequencing.tracking_carrier_exists();
 
 --
 -- Name: tracking_event tracking_event_immutable; Type: TRIGGER; Schema: sequencing; Owner: -
@@ -1644,13 +1719,6 @@ ALTER TABLE ONLY sequencing.tracking_event
 
 ALTER TABLE ONLY sequencing.tracking_event
     ADD CONSTRAINT tracking_event_status_fkey FOREIGN KEY (status) REFERENCES sequencing.status(key);
-
---
--- Name: tracking tracking_freightcarrier_id_fkey; Type: FK CONSTRAINT; Schema: sequencing; Owner: -
---
-
-ALTER TABLE ONLY sequencing.tracking
-    ADD CONSTRAINT tracking_freightcarrier_id_fkey FOREIGN KEY (freightcarrier_id) REFERENCES sequencing.carrier(id);
 
 --
 -- Name: webhook_delivery webhook_delivery_outbox_id_fkey; Type: FK CONSTRAINT; Schema: sequencing; Owner: -

@@ -518,3 +518,42 @@ def test_the_claim_reads_no_more_after_a_thousand_claims_under_a_held_snapshot(c
     # (its old and new version in the primary key): the same few entries whatever the dead ones.
     assert entries_before == entries_after <= 3, (entries_before, entries_after)
     assert pages_after <= pages_before + 2, (pages_before, pages_after)
+
+
+def test_a_shipment_names_an_existing_carrier_and_keeps_it(stocked, db_url):
+    # Migration 0012 checks a shipment's carrier once per statement instead of a foreign key per
+    # row; the guarantees stay those of the key: no shipment of a missing carrier (assigned from a
+    # pool or inserted as an external one), no carrier deleted or renumbered under its shipments,
+    # and an assignment in progress holds its carrier against a delete.
+    missing = stocked.execute("SELECT max(id) + 1 FROM sequencing.carrier").fetchone()[0]
+    free = "SELECT min(id) FROM sequencing.tracking WHERE order_id IS NULL"
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        stocked.execute(f"UPDATE sequencing.tracking SET order_id = '42', freightcarrier_id = %s, parcel = 1, "
+                        f"status = 'pending', assigned_at = now() WHERE id = ({free})", (missing,))
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        stocked.execute("INSERT INTO sequencing.tracking (tracking_id, source, order_id, freightcarrier_id, "
+                        "status, assigned_at) VALUES ('EXT-00001', 'external', '42', %s, 'pending', now())", (missing,))
+    assert assigned(stocked) == []  # both statements were refused whole
+
+    unused = add_carrier(stocked, "unused", 11)
+    stocked.execute("DELETE FROM sequencing.carrier WHERE id = %s", (unused.id,))  # no shipments: it may go
+    a = assign(stocked, "42", "correios")
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        stocked.execute("DELETE FROM sequencing.carrier WHERE id = 3")
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        stocked.execute("UPDATE sequencing.carrier SET id = 13 WHERE id = 3")
+    # Statements that give no row a new carrier pass: an assigned row's other columns change freely.
+    stocked.execute("UPDATE sequencing.tracking SET next_poll_at = now() WHERE tracking_id = %s", (a.code,))
+
+    # An assignment in progress holds its carrier: a delete waits for it, then sees its shipment.
+    with psycopg.connect(db_url) as assigning:
+        assigning.execute(f"UPDATE sequencing.tracking SET order_id = '43', freightcarrier_id = 7, parcel = 1, "
+                          f"status = 'pending', assigned_at = now() WHERE id = ({free})")
+        with stocked.transaction():
+            stocked.execute("SET LOCAL lock_timeout = '300ms'")
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                stocked.execute("DELETE FROM sequencing.carrier WHERE id = 7")
+        assigning.commit()
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        stocked.execute("DELETE FROM sequencing.carrier WHERE id = 7")
+    assert [r[:3] for r in assigned(stocked)] == [("42", 3, 1), ("43", 7, 1)]

@@ -204,3 +204,41 @@ def test_carrier_option_and_missing_key(conn, server):
 
     with pytest.raises(InvalidValue):
         set_carrier(conn, "jadlog", options={"carrier": "DHL"})
+
+
+def test_adapter_without_key_refused_at_add_and_named_as_the_flag_at_poll(conn, server, db_url, cli):
+    from trackctl.carriers import set_carrier
+    from trackctl.carriers.base import AdapterConfig
+    from trackctl.carriers.registry import build_adapter
+    from trackctl.errors import InvalidValue
+
+    # the library names the field; the CLI names the flag; nothing is written
+    with pytest.raises(InvalidValue) as refused:
+        add_carrier(conn, "jadlog", 20, adapter="17track", url=server.url)
+    assert refused.value.field == "token_env" and "--" not in str(refused.value)
+    result = cli("carrier", "add", "loggi", "--id", "21", "--adapter", "17track")
+    assert result.returncode == 2 and "--token-env" in result.stderr and "token_env" not in result.stderr
+    assert conn.execute("SELECT count(*) FROM sequencing.carrier WHERE name IN ('jadlog', 'loggi')").fetchone()[0] == 0
+
+    # the adapter itself refuses a configuration without the key, naming the field
+    with pytest.raises(InvalidValue) as built:
+        build_adapter("17track", AdapterConfig(carrier="jadlog", url=server.url, token=None, timeout=5,
+                                               options={}, user_agent="t"))
+    assert built.value.field == "token_env" and str(built.value).startswith("carrier jadlog: adapter 17track: ")
+
+    # a carrier stored before `add` checked this (its variable name removed behind trackctl's back)
+    # is reported at poll: the library's note names the field, the CLI's output the flag
+    jadlog(conn, server)
+    track(conn, "JD00000001", "jadlog")
+    conn.execute("UPDATE sequencing.carrier SET token_env = NULL WHERE name = 'jadlog'")
+    report = poll(conn, budget=30, environ=ENV)
+    assert report.unavailable == 1 and report.carriers[0].note.startswith("adapter 17track: ")
+    assert "token_env" in report.carriers[0].note and "--token-env" not in report.carriers[0].note
+    with pytest.raises(InvalidValue):
+        set_carrier(conn, "jadlog", timeout=9)  # any later change must name the key first
+    result = cli("poll", "--format", "json", env_extra=ENV)
+    assert result.returncode == 6 and server.calls == []
+    note = json.loads(result.stdout)[0]["note"]
+    assert "--token-env" in note and "token_env" not in note
+    assert "jadlog: adapter 17track: the 17track adapter needs the API key" in result.stderr
+    assert "--token-env" in result.stderr and "token_env" not in result.stderr

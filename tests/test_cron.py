@@ -97,9 +97,15 @@ def test_the_installation_is_planned_by_the_library_without_the_cli(tmp_path):
     assert ("TRACKCTL_ENV_FILE", str(env_file.resolve())) in inst.environment
     assert inst.log_file == str((tmp_path / "c.log").resolve())
     assert any("chmod 600" in w for w in warnings), warnings
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError) as both:
         cron.plan_installation(conf, home_given=True, env_file=None, log_file=tmp_path / "c.log", syslog=True,
                                environ={}, dotenv=None)
+    assert str(both.value) == "give log_file or syslog, not both" and both.value.fields == ("log_file", "syslog")
+
+
+def test_cron_print_names_the_flags_of_conflicting_log_destinations(cli, tmp_path):
+    r = cli("cron", "print", "--log-file", str(tmp_path / "c.log"), "--syslog")
+    assert r.returncode == 2 and "give --log-file or --syslog, not both" in r.stderr and r.stdout == "", r
 
 
 def test_cron_print_renders_valid_lines_with_absolute_paths_and_the_database(cli, db_url):

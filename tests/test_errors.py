@@ -28,6 +28,21 @@ def test_an_error_names_its_field_in_the_library_and_its_flag_at_the_boundary():
         "no carrier named 'x' (known: a, b; see 'trackctl carrier list')"
 
 
+def test_an_error_put_in_context_keeps_its_class_fields_and_hint():
+    from trackctl.carriers.base import AdapterConfig
+    from trackctl.carriers.registry import build_adapter
+
+    with pytest.raises(InvalidValue) as raised:  # the http-json adapter built without a base URL
+        build_adapter("http-json", AdapterConfig(carrier="acme", url=None, token=None, timeout=5, options={},
+                                                 user_agent="t"))
+    exc = raised.value
+    assert (type(exc), exc.field, exc.exit_code) == (InvalidValue, "url", 2)
+    assert str(exc) == "carrier acme: adapter http-json: the http-json adapter needs the carrier's base URL (add url URL)"
+    assert describe(exc)[0] == ("carrier acme: adapter http-json: the http-json adapter needs the carrier's "
+                                "base URL (add --url URL)")
+    assert isinstance(exc.__cause__, InvalidValue) and str(exc.__cause__).startswith("the http-json adapter needs")
+
+
 def test_a_library_call_sees_field_names_not_flags(conn):
     with pytest.raises(InvalidValue) as raised:
         poll(conn, budget=-1)

@@ -188,7 +188,7 @@ def database_environment(*, database_url: str | None, home: Path, home_given: bo
     if environ.get("PGPASSWORD") and not info.get("password") and not (file_url and _conninfo(file_url).get("password")) \
             and "PGPASSWORD" not in from_file:
         warnings.append("PGPASSWORD is set in this shell, but cron will not have it: put the password in "
-                        "~/.pgpass (or PGPASSWORD=... in the --env-file)")
+                        "~/.pgpass (or PGPASSWORD=... in the env file the lines read)")
     return CronEnvironment(tuple(variables), tuple(warnings), describe_target(url))
 
 
@@ -213,7 +213,7 @@ def plan_installation(conf, *, home_given: bool, env_file: Path | None, log_file
     reads already (TRACKCTL_ENV_FILE) is the lines' env file too unless another is given.
     """
     if syslog and log_file is not None:
-        raise UsageError("give --log-file or --syslog, not both")
+        raise UsageError(f"give {param('log_file')} or {param('syslog')}, not both")
     if env_file is None and environ.get(ENV_FILE):
         env_file = Path(environ[ENV_FILE])
     planned = database_environment(database_url=conf.database_url, home=conf.home, home_given=home_given,

@@ -8,6 +8,7 @@ Errors name the fields of the library's functions, not the CLI's flags: a messag
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable
 
@@ -68,6 +69,15 @@ class TrackctlError(Exception):
 
     def __str__(self) -> str:
         return self.render()
+
+    def within(self, context: str) -> TrackctlError:
+        """The same error (class, hint, fields, value) with `context` put before its message."""
+        message, hint = self._text
+        other = copy.copy(self)
+        other._text = (context + message, hint)
+        other.message = context + self.message
+        other.args = (other.message,)
+        return other
 
 
 class UsageError(TrackctlError):

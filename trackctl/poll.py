@@ -123,8 +123,9 @@ def poll(conn: psycopg.Connection, *, carrier: str | None = None, budget: float 
         try:
             adapter = build_carrier_adapter(s, environ, calls)
         except TrackctlError as exc:
-            summary.note = redact(exc.message.removeprefix(f"carrier {s.name}: "))
-            setup_failures.append(PollFailure(s.name, None, summary.note))
+            summary.note = redact(exc.render().removeprefix(f"carrier {s.name}: "))
+            summary.problem = exc
+            setup_failures.append(PollFailure(s.name, None, summary.note, exc))
             continue
         runnable.append((s, adapter, summary, calls))
     workers = {s.id: min(WORKERS_PER_SLOT * s.max_concurrency, MAX_WORKERS_PER_CARRIER) for s, *_ in runnable}

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from .carriers.base import (MAX_DESCRIPTION, MAX_LOCATION, MAX_RAW_STATUS, STATUSES, CarrierEvent, FetchFailed,
                             clip, event_key)
+from .errors import TrackctlError
 
 DEFAULT_BUDGET = 50  # seconds; below the one-minute cron interval
 # Seconds between polls of a shipment by its status (terminal statuses are never polled), and
@@ -50,6 +51,8 @@ class PollFailure:
     carrier: str
     code: str | None  # None: the carrier could not be polled at all
     reason: str
+    # why the carrier could not be polled, as an error naming its fields (the CLI names them as flags)
+    problem: TrackctlError | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -64,6 +67,7 @@ class CarrierSummary:
     changed: int = 0  # status changes
     stale: int = 0  # shipments flagged stale
     note: str = ""  # why the carrier stopped before running out of due shipments
+    problem: TrackctlError | None = field(default=None, repr=False, compare=False)  # as PollFailure's
 
 
 @dataclass(frozen=True)

@@ -257,11 +257,14 @@ def _apply_settings(conn: psycopg.Connection, carrier_id: int, name: str, curren
     # Options belong to an adapter: a new adapter starts from its own defaults.
     options = dict(cur.options) if adapter == cur.adapter else {}
     if adapter is not None:
-        from .registry import load_adapter, parse_options, requires_url
+        from .registry import load_adapter, parse_options, requires_token, requires_url
 
         adapter_class = load_adapter(adapter)
         if requires_url(adapter_class) and not url:
             raise InvalidValue(f"the {adapter} adapter needs the carrier's base URL", hint=f"add {param('url')} URL")
+        if requires_token(adapter_class) and not token_env:
+            raise InvalidValue(f"the {adapter} adapter needs an API key",
+                               hint=f"name the environment variable holding it with {param('token_env')}")
         given = {k: v for k, v in option_changes.items() if v != ""}
         options = {k: v for k, v in options.items() if k not in option_changes}
         options.update(parse_options(adapter, adapter_class, given))

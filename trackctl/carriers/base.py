@@ -169,8 +169,10 @@ class Adapter(Protocol):
 class AdapterClass(Protocol):
     """What the `trackctl.carriers` entry point names (a class, or any callable alike).
 
-    Optional class attributes: `max_batch` (shipments per request, default 1; above 1 the adapter
-    has `fetch_batch(shipments) -> {code: ShipmentResult}`), `rate_limit` (requests per second
+    Optional class attributes: `requires_url` / `requires_token` (True: a carrier cannot be
+    given the adapter without a base URL / a token variable), `max_batch` (shipments per request,
+    default 1; above 1 the adapter has `fetch_batch(shipments) -> {code: ShipmentResult}`),
+    `rate_limit` (requests per second
     the carrier allows, default none), `shared_rate_limit` (True: the limit is per API key, so
     carriers with the same adapter, token variable and URL share it), `accounts_requests` (True:
     the adapter paces and records its requests through `config.calls` itself) and, with

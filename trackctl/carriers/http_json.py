@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, ClassVar
 
+from ..errors import InvalidValue, param
 from . import transport
 from .base import (MAX_DESCRIPTION, MAX_LOCATION, MAX_RAW_STATUS, STATUSES, AdapterConfig, CarrierEvent,
                    FetchFailed, ShipmentRef, clip, event_key, event_objects, parse_options_none)
@@ -24,7 +25,7 @@ class JsonGetAdapter:
     def __init__(self, config: AdapterConfig) -> None:
         base = config.url or self.default_url
         if not base:
-            raise ValueError(f"the {self.name} adapter needs --url")
+            raise InvalidValue(f"the {self.name} adapter needs the carrier's base URL", hint=f"add {param('url')} URL")
         self.base = base.rstrip("/")
         self.timeout = config.timeout
         self.headers = request_headers(config)

@@ -6,7 +6,7 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import InvalidValue
+from ..errors import InvalidValue, TrackctlError
 from .base import Adapter, AdapterConfig, parse_options_none
 
 ENTRY_POINT_GROUP = "trackctl.carriers"
@@ -59,6 +59,10 @@ def requires_url(adapter_class: Any) -> bool:
     return bool(getattr(adapter_class, "requires_url", False))
 
 
+def requires_token(adapter_class: Any) -> bool:
+    return bool(getattr(adapter_class, "requires_token", False))
+
+
 def parse_options(name: str, adapter_class: Any, raw: Mapping[str, str]) -> dict[str, Any]:
     """Return the adapter's typed options from `--option KEY=VALUE` pairs, or raise InvalidValue."""
     parser = getattr(adapter_class, "parse_options", None) or parse_options_none
@@ -76,6 +80,8 @@ def build_adapter(name: str, config: AdapterConfig) -> Adapter:
     adapter_class = load_adapter(name)
     try:
         adapter = adapter_class(config)
+    except TrackctlError as exc:  # a built-in adapter's own words, naming the settings it lacks
+        raise exc.within(f"carrier {config.carrier}: adapter {name}: ") from exc
     except (ValueError, TypeError) as exc:
         raise InvalidValue(f"carrier {config.carrier}: adapter {name}: {exc}") from exc
     if not callable(getattr(adapter, "fetch", None)) and not callable(getattr(adapter, "fetch_batch", None)):

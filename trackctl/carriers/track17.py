@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
+from ..errors import InvalidValue, param
 from . import transport
 from .base import (MAX_DESCRIPTION, MAX_LOCATION, AdapterConfig, CarrierEvent, Calls, FetchFailed, ShipmentRef,
                    ShipmentResult, clip, event_key)
@@ -68,6 +69,7 @@ class Track17Adapter:
     """Carriers without an adapter of their own, through 17TRACK."""
 
     requires_url: ClassVar[bool] = False
+    requires_token: ClassVar[bool] = True  # the API key (17token), from the variable token_env names
     max_batch: ClassVar[int] = MAX_NUMBERS
     rate_limit: ClassVar[float] = REQUESTS_PER_SECOND
     shared_rate_limit: ClassVar[bool] = True  # the limit is the key's, whatever carriers use it
@@ -75,7 +77,8 @@ class Track17Adapter:
 
     def __init__(self, config: AdapterConfig) -> None:
         if not config.token:
-            raise ValueError("the 17track adapter needs the API key: --token-env VAR")
+            raise InvalidValue("the 17track adapter needs the API key",
+                               hint=f"name the environment variable holding it with {param('token_env')}")
         self.base = (config.url or DEFAULT_URL).rstrip("/")
         self.timeout = config.timeout
         self.carrier_code = config.options.get("carrier")

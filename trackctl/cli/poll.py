@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Optional
 
 import typer
@@ -46,11 +47,22 @@ def poll_cmd(
         result = jobs.poll(conn, carrier=carrier, budget=seconds, all_due=all_due, progress=bar)
     report = result.data
     for f in report.failures[:FAILURES_SHOWN]:
-        warn(f"poll: {f.carrier}{' ' + f.code if f.code else ''}: {f.reason}")
+        warn(f"poll: {f.carrier}{' ' + f.code if f.code else ''}: {_as_typed(f.problem, f.carrier) or f.reason}")
     if len(report.failures) > FAILURES_SHOWN:
         warn(f"poll: ... and {len(report.failures) - FAILURES_SHOWN} more failures")
-    emit(report.carriers, SUMMARY_COLUMNS, fmt_value(fmt))
+    emit([replace(c, problem=None, note=_as_typed(c.problem, c.carrier) or c.note) for c in report.carriers],
+         SUMMARY_COLUMNS, fmt_value(fmt))
     result.raise_problem()
+
+
+def _as_typed(problem, carrier: str) -> str | None:
+    """Why a carrier could not be polled, its settings named as the flags that set them."""
+    if problem is None:
+        return None
+    from ..console import flag
+    from ..logs import redact
+
+    return redact(problem.render(flag)).removeprefix(f"carrier {carrier}: ")
 
 
 @app.command("sweep-stale")
