@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import psycopg
@@ -28,6 +29,23 @@ CANCEL_TIMEOUT = 10.0  # seconds to wait for a cancelled chunk of an abandoned b
 FEW = 16
 
 CHUNK = 5_000
+# Chunks whose database work `trackctl assign --batch` keeps in flight at once, each on a connection
+# of its own: the server's work per assignment is the bound, and a second backend puts it on the
+# machine's second core (docs/ARCHITECTURE.md, "assign --batch"). Costs one more connection per batch.
+CLI_CONNECTIONS = 2
+# The extra connections are opened only once this many chunks have gone out without a pause in the
+# input: a batch that fits in a couple of chunks, or a co-process's trickle, never pays for them.
+WARM = 2
+TURN_POLL = 0.05  # seconds between looks while a chunk's work is done and the chunk before it has not committed
+
+
+class _Yield(Exception):
+    """This chunk rolled back because the earlier chunk waits for one of its locks (the same order
+    in both): it runs again once the earlier one has finished."""
+
+
+class _Stopped(Exception):
+    """The batch was abandoned, or an earlier chunk failed: this chunk rolls back, committing nothing."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +76,15 @@ _HAS_BATCH_TABLE: weakref.WeakSet[psycopg.Connection] = weakref.WeakSet()
 Codes = dict[int, tuple[str, bool]]  # seq of a chunk's first line of a key -> (code, new)
 
 
-def _claim(conn: psycopg.Connection, copy_text: str, keys: int) -> tuple[Codes, set[int], dict[int, str]]:
+Turn = Callable[[psycopg.Connection], None]  # called last in a chunk's transaction: may it commit?
+
+
+def _go(conn: psycopg.Connection) -> None:
+    pass
+
+
+def _claim(conn: psycopg.Connection, copy_text: str, keys: int,
+           turn: Turn = _go) -> tuple[Codes, set[int], dict[int, str]]:
     """The database work of one chunk, in one transaction: its codes, the seqs made inline, and
     the seqs refused because their pool can make no more codes (with the reason)."""
     codes: Codes = {}
@@ -82,6 +108,7 @@ def _claim(conn: psycopg.Connection, copy_text: str, keys: int) -> tuple[Codes, 
             made, refused = _generate_for(conn, short)
             codes.update((seq, (code, True)) for seq, code in made.items())
             inline = set(made)
+        turn(conn)
     if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
         # Committed for real (not a savepoint of the caller's transaction, which may still roll
         # back the table's creation): the session keeps the (now empty) table.
@@ -89,7 +116,8 @@ def _claim(conn: psycopg.Connection, copy_text: str, keys: int) -> tuple[Codes, 
     return codes, inline, refused
 
 
-def _claim_few(conn: psycopg.Connection, rows: list[tuple[int, BatchLine]]) -> tuple[Codes, set[int], dict[int, str]]:
+def _claim_few(conn: psycopg.Connection, rows: list[tuple[int, BatchLine]],
+               turn: Turn = _go) -> tuple[Codes, set[int], dict[int, str]]:
     """The database work of a small chunk (a co-process's line or few) in one transaction: the single
     claim statement per key, which skips the temporary table, COPY and catalog work of `_claim`."""
     codes: Codes = {}
@@ -107,22 +135,28 @@ def _claim_few(conn: psycopg.Connection, rows: list[tuple[int, BatchLine]]) -> t
             else:
                 short.append((seq, item.order_id, carrier_id, pool_id, parcel))
         made, refused = _generate_for(conn, short) if short else ({}, {})
+        turn(conn)
     codes.update((seq, (code, True)) for seq, code in made.items())
     return codes, set(made), refused
 
 
-def _claim_with_retries(conn: psycopg.Connection, claim, keys: int,
-                        lines: str) -> tuple[Codes, set[int], dict[int, str]]:
+def _claim_with_retries(conn: psycopg.Connection, claim, keys: int, lines: str,
+                        after_yield: Callable[[], None] = lambda: None) -> tuple[Codes, set[int], dict[int, str]]:
     # A unique violation means another process committed one of this chunk's keys, which the next
     # pass finds as existing: every retry has one key fewer to claim, so the number of keys bounds
     # the retries (a fixed few ran out while single assigns kept taking keys of the same chunk).
     # Two batches claiming overlapping keys in different orders can deadlock: the loser retries.
+    # A chunk that gave way to the earlier chunk in flight (_Yield) waits for it and runs again:
+    # that happens once at most, and is no attempt.
     attempts = RETRIES + keys
-    for _ in range(attempts):
+    tried = 0
+    while tried < attempts:
         try:
             return claim()
         except (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected):
-            continue  # another process assigned some of these orders meanwhile: look again
+            tried += 1  # another process assigned some of these orders meanwhile: look again
+        except _Yield:
+            after_yield()
     raise TrackctlError(f"could not assign lines {lines} after {attempts} attempts",
                         hint="the database is under heavy contention; rerun the same input (it is idempotent)")
 
@@ -169,7 +203,9 @@ class _Chunk:
     """One chunk of a batch: its lines, the held outcomes in input order, and its database work.
 
     The COPY text is made and the assignments are built by the caller's thread; only `run`, the
-    database work, may go to a background thread.
+    database work, may go to a background thread. With several chunks in flight (each on its own
+    connection) a chunk commits only after the chunk started before it (`before`) has committed,
+    so the database always holds a prefix of the input's chunks, as with one connection.
     """
 
     def __init__(self, lines: list[BatchLine], held: list[BatchOutcome | BatchLine], paused: bool = False) -> None:
@@ -190,19 +226,47 @@ class _Chunk:
         self.refused: dict[int, str] = {}
         self.error: BaseException | None = None
         self.thread: threading.Thread | None = None
+        self.conn: psycopg.Connection | None = None  # the connection of its work in flight
+        self.pid = 0  # that connection's server process
+        self.before: _Chunk | None = None  # the chunk in flight when this one started: it commits first
+        self.finished = threading.Event()  # its work is over: committed, or failed and rolled back
+        self.stop = False  # the batch is abandoned: roll back rather than commit
 
     def run(self, conn: psycopg.Connection) -> None:
         try:
             if self.lines:
                 if self.few:
-                    claim = lambda: _claim_few(conn, self.keys)  # noqa: E731
+                    claim = lambda: _claim_few(conn, self.keys, self._turn)  # noqa: E731
                 else:
-                    claim = lambda: _claim(conn, self.copy_text, len(self.keys))  # noqa: E731
+                    claim = lambda: _claim(conn, self.copy_text, len(self.keys), self._turn)  # noqa: E731
                 self.codes, self.inline, self.refused = _claim_with_retries(
-                    conn, claim, len(self.keys), f"{self.lines[0].line}-{self.lines[-1].line}")
+                    conn, claim, len(self.keys), f"{self.lines[0].line}-{self.lines[-1].line}", self._after_yield)
                 self._refuse_cancelled(conn)
         except BaseException as exc:  # handed to the reader of the outcomes, in whichever thread
             self.error = exc
+        finally:
+            self.before = None  # no chain of finished chunks kept alive
+            self.finished.set()
+
+    def _turn(self, conn: psycopg.Connection) -> None:
+        """Last thing in the chunk's transaction: wait until the chunk before it has committed.
+
+        The earlier chunk may be waiting for a lock this transaction holds (an order in both
+        chunks, whose unique key this one wrote first): then this one rolls back (_Yield) and the
+        earlier one goes on. If the earlier chunk failed, or the batch is abandoned, this one
+        rolls back too (_Stopped): the database never holds a chunk without every chunk before it.
+        """
+        before = self.before
+        while not self.stop and before is not None and not before.finished.wait(TURN_POLL):
+            if conn.execute(SQL.batch_waits_for_me, (before.pid,)).fetchone()[0]:
+                raise _Yield
+        if self.stop or (before is not None and before.error is not None):
+            raise _Stopped
+
+    def _after_yield(self) -> None:
+        before = self.before
+        if before is not None:
+            before.finished.wait()
 
     def _refuse_cancelled(self, conn: psycopg.Connection) -> None:
         """Refuse the lines whose order already had a code that was cancelled, as a single assign does."""
@@ -217,7 +281,8 @@ class _Chunk:
                 self.refused[seq] = (f"order {item.order_id} with {item.carrier.name} was cancelled: its code {code} "
                                      "is not handed out again (a new parcel number gets a new code)")
 
-    def start(self, conn: psycopg.Connection) -> None:
+    def start(self, conn: psycopg.Connection, before: _Chunk | None = None) -> None:
+        self.conn, self.pid, self.before = conn, conn.info.backend_pid, before
         self.thread = threading.Thread(target=self.run, args=(conn,), name="trackctl-assign-chunk", daemon=True)
         self.thread.start()
 
@@ -227,11 +292,12 @@ class _Chunk:
         if self.error is not None:
             raise self.error
 
-    def abandon(self, conn: psycopg.Connection) -> None:
+    def abandon(self) -> None:
         """Stop the chunk's statement (its transaction rolls back, as if never sent) and wait for it."""
-        if self.thread is not None and self.thread.is_alive():
+        self.stop = True
+        if self.thread is not None and self.thread.is_alive() and self.conn is not None:
             try:
-                conn.cancel_safe(timeout=CANCEL_TIMEOUT)
+                self.conn.cancel_safe(timeout=CANCEL_TIMEOUT)
             except Exception:  # a lost server: the transaction is gone with the connection anyway
                 pass
             self.thread.join(CANCEL_TIMEOUT)
@@ -262,8 +328,19 @@ class _Chunk:
                 yield BatchOutcome(item.line, result)
 
 
+def _open_like(conn: psycopg.Connection) -> psycopg.Connection | None:
+    """Another connection with `conn`'s parameters and settings, or None if the server refuses it."""
+    from .poll_connections import conninfo_of
+
+    try:
+        return psycopg.connect(conninfo_of(conn), autocommit=True, prepare_threshold=conn.prepare_threshold,
+                               connect_timeout=10)
+    except psycopg.Error:  # max_connections, a role's limit, a pooler's: the batch goes on with one
+        return None
+
+
 def assign_lines(conn: psycopg.Connection, records: Iterable[tuple[int, dict]],
-                 chunk_size: int = CHUNK, *, overlap: bool = False) -> Iterator[BatchOutcome]:
+                 chunk_size: int = CHUNK, *, overlap: bool = False, connections: int = 1) -> Iterator[BatchOutcome]:
     """Yield one outcome per parsed input record, in input order, assigning a chunk at a time.
 
     `records` are (line number, fields) pairs from `trackctl.batch_input`; fields hold
@@ -274,9 +351,12 @@ def assign_lines(conn: psycopg.Connection, records: Iterable[tuple[int, dict]],
 
     With `overlap` each chunk's database work runs in a background thread while the next chunk
     is read and the previous one's outcomes are consumed, so parsing and printing cost no
-    wall-clock time on a second core. `records` must then not use `conn` itself. At most two
-    chunks are held; each is still one transaction, and an interrupted or failing run cancels
-    the chunk in flight (it rolls back) before the exception leaves this generator.
+    wall-clock time on a second core. `records` must then not use `conn` itself. With
+    `connections` above 1 (and `conn` in autocommit, outside a transaction) up to that many
+    chunks are in flight at once, each on its own connection opened like `conn` when first
+    needed (and closed at the end); if the server refuses one, the batch goes on with those it
+    has. Each chunk is still one transaction, chunks commit in input order, and an interrupted
+    or failing run rolls back every chunk in flight before the exception leaves this generator.
     """
     carriers: dict[str, Carrier] = {}
     # A reference not known yet sends one look-up per chunk at most: a carrier added while the
@@ -295,36 +375,52 @@ def assign_lines(conn: psycopg.Connection, records: Iterable[tuple[int, dict]],
     learn_carriers()
     pending: list[BatchLine] = []
     held: list[BatchOutcome | BatchLine] = []  # rejections and lines, in input order
-    running: _Chunk | None = None  # the chunk whose database work is in flight (overlap only)
+    running: deque[_Chunk] = deque()  # chunks whose database work is in flight, oldest first (overlap only)
+    free = [conn]  # connections with no chunk in flight
+    opened: list[psycopg.Connection] = []  # the connections this batch opened, closed at the end
+    # A second connection sees only what is committed: none for a caller's open transaction.
+    most = max(1, connections) if conn.autocommit and conn.info.transaction_status.name == "IDLE" else 1
+    streak = 0  # chunks sent since the input last paused
+
+    def oldest_done() -> _Chunk:
+        running[0].wait()  # interrupted here, the chunk is still in `running` for the cleanup below
+        done = running.popleft()
+        free.append(done.conn)
+        return done
 
     def settle() -> Iterator[BatchOutcome]:
-        nonlocal running
-        if running is not None:
-            running.wait()  # interrupted here, `running` is still set for the cleanup below
-            done, running = running, None
-            yield from done.outcomes()
+        while running:
+            yield from oldest_done().outcomes()
 
     def flush(paused: bool = False) -> Iterator[BatchOutcome]:
-        nonlocal pending, held, running, looked_up
+        nonlocal pending, held, looked_up, most, streak
         chunk, pending, held = _Chunk(pending, held, paused), [], []
         looked_up = False
-        previous = running
-        if previous is not None:
-            previous.wait()  # one transaction at a time on the connection
-        running = None
-        if overlap:
-            chunk.start(conn)
-            running = chunk
-        else:
+        if not overlap:
             chunk.run(conn)
+            yield from chunk.outcomes()
+            return
+        streak = 0 if paused else streak + 1
+        if not free and 1 + len(opened) < most and streak > WARM:
+            other = _open_like(conn)
+            if other is None:
+                most = 1 + len(opened)
+            else:
+                opened.append(other)
+                free.append(other)
+        previous = None if free else oldest_done()  # one transaction at a time on a connection
+        chunk.start(free.pop(), running[-1] if running else None)
+        running.append(chunk)
         if previous is not None:
             yield from previous.outcomes()  # consumed while the new chunk is in the database
-        if not overlap:
-            yield from chunk.outcomes()
 
     try:
         for record in records:
             if record is IDLE:  # the input paused: answer every line that arrived, then wait for more
+                if len(running) > 1:
+                    # Answer the chunks in flight first: started now, the pause's (usually small)
+                    # chunk would only hold its locks while it waits for their commits.
+                    yield from settle()
                 if held:
                     yield from flush(paused=True)
                 yield from settle()
@@ -355,5 +451,12 @@ def assign_lines(conn: psycopg.Connection, records: Iterable[tuple[int, dict]],
             yield from flush()
         yield from settle()
     finally:
-        if running is not None:  # an exception or a consumer that stopped reading: nothing half-done
-            running.abandon(conn)
+        # An exception or a consumer that stopped reading: nothing half-done. Every chunk in flight
+        # is told first (a chunk waiting for its turn rolls back at once), then each is cancelled.
+        for chunk in running:
+            chunk.stop = True
+        for chunk in running:
+            chunk.abandon()
+        for other in opened:
+            if not any(c.conn is other and c.thread is not None and c.thread.is_alive() for c in running):
+                other.close()  # (one whose chunk would not stop goes with the process)

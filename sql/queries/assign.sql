@@ -163,3 +163,15 @@ FROM unnest(%s::int[], %s::text[]) AS u(seq, code) WHERE b.seq = u.seq;
 -- name: batch_cancelled
 -- Of a chunk's existing codes, the cancelled ones: never handed out again (the line is refused).
 SELECT tracking_id FROM sequencing.tracking WHERE tracking_id = ANY (%s) AND status = 'cancelled';
+
+-- name: batch_waits_for_me
+-- Batch with two chunks in flight (trackctl/assign_batch.py): a later chunk, its work done, waits
+-- in the client for the earlier chunk to commit first. If the earlier chunk's backend is waiting,
+-- directly or through other sessions, for a lock this session holds (the same order in both
+-- chunks), neither would ever finish and the server cannot see it: the later chunk then rolls back.
+WITH RECURSIVE blockers(pid) AS (
+    SELECT unnest(pg_blocking_pids(%s))
+    UNION
+    SELECT b FROM blockers, unnest(pg_blocking_pids(blockers.pid)) b
+)
+SELECT pg_backend_pid() IN (SELECT pid FROM blockers);

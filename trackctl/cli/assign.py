@@ -74,7 +74,7 @@ def _flushing(records: Iterator[tuple[int, dict]]) -> Iterator[tuple[int, dict]]
 def _batch(ctx: typer.Context, input_file: Optional[Path], input_format: str, fmt: str) -> None:
     import csv
 
-    from ..assign_batch import assign_lines
+    from ..assign_batch import CLI_CONNECTIONS, assign_lines
     from ..batch_input import parse_records
     from ..entry import write_assignment
     from .batch import conclude, open_input, write_outcomes
@@ -91,8 +91,8 @@ def _batch(ctx: typer.Context, input_file: Optional[Path], input_format: str, fm
 
     with stream, connection(ctx) as conn, pipe_output(), progress("assign", unit="lines") as bar:
         records = _flushing(parse_records(stream, input_format, follow=True))
-        assigned, rejected = write_outcomes(assign_lines(conn, records, overlap=True), lambda o: o.assignment,
-                                            write, bar)
+        outcomes = assign_lines(conn, records, overlap=True, connections=CLI_CONNECTIONS)
+        assigned, rejected = write_outcomes(outcomes, lambda o: o.assignment, write, bar)
     if inline:
         warn(f"pools ran dry: generated {inline} codes inline; run 'trackctl refill' or raise the targets")
     conclude(assigned, rejected, done="were assigned", again="assigning")
