@@ -217,6 +217,13 @@ class SqlChecker:
             yield child, inner
             yield from self._walk(child, inner)
 
+    def _stdlib_copy(self, module: str, call: ast.Call) -> bool:
+        """`copy.copy(...)` in a module that imports the standard library's `copy` module by that name."""
+        receiver = call.func.value
+        return isinstance(receiver, ast.Name) and receiver.id == "copy" and any(
+            isinstance(n, ast.Import) and any(a.name == "copy" and a.asname is None for a in n.names)
+            for n in ast.walk(self.trees[module]))
+
     def _judge(self, module: str, call: ast.Call, scopes: list[ast.AST]) -> str | None:
         method = call.func.attr
         statement = next((k.value for k in call.keywords if k.arg == SQL_METHODS[method]), None)
@@ -227,6 +234,8 @@ class SqlChecker:
                 return None  # dict.copy(), list.copy(): no statement to send
             return f".{method}() without a statement argument"
         self.calls_seen.append((module, call.lineno, method))
+        if method == "copy" and self._stdlib_copy(module, call):
+            return None  # copy.copy(obj) of the standard library's copy module: no statement to send
         if isinstance(statement, ast.Starred) or not self.accepted(statement, module, scopes):
             function = next((s.name for s in reversed(scopes) if hasattr(s, "name")), "<module>")
             return (f".{method}({ast.unparse(statement)[:80]}) in {function}(): "

@@ -278,10 +278,9 @@ def test_libpq_variables_that_choose_the_server_go_with_the_line_and_pgpassword_
 
 
 @pytest.mark.slow
-def test_printed_lines_reach_the_embedded_database_with_and_without_env_file(cli, tmp_path, cron_home):
-    import tempfile
-
-    home = Path(tempfile.mkdtemp(prefix="tc-cron-"))  # short: the server's socket lives in it
+def test_printed_lines_reach_the_embedded_database_with_and_without_env_file(cli, tmp_path, cron_home, fresh_home):
+    home = fresh_home  # short: the server's socket lives in it
+    home.mkdir(mode=0o700)  # the printed lines append to a log in it
     env = {k: v for k, v in cli.env.items() if not k.startswith("TRACKCTL_")}
     env.pop("XDG_RUNTIME_DIR", None)
     tokens = tmp_path / "tokens.env"  # carrier tokens only: the case that lost TRACKCTL_HOME

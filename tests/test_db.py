@@ -21,10 +21,10 @@ UNREACHABLE = "postgresql://u:secretpw@127.0.0.1:1/x"
 
 
 @pytest.fixture
-def empty_db(pg):
+def empty_db(pg_proc):
     """URL of a brand-new database on the test server with no trackctl schema at all."""
     name = f"empty_{uuid.uuid4().hex[:12]}"
-    i = pg.info
+    i = pg_proc
     admin = make_conninfo(host=i.host, port=i.port, user=i.user, dbname="postgres")
     with psycopg.connect(admin, autocommit=True) as c:
         c.execute(f'CREATE DATABASE "{name}"')

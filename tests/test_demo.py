@@ -15,9 +15,9 @@ def plain_record(stdout: str) -> dict[str, str]:
     return dict(line.split("\t", 1) for line in stdout.splitlines())
 
 
-def test_demo_on_a_fresh_trackctl_home_exits_0_with_a_summary(tmp_path):
+def test_demo_on_a_fresh_trackctl_home_exits_0_with_a_summary(tmp_path, fresh_home):
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKCTL_")}
-    env["TRACKCTL_HOME"] = str(tmp_path / "home")
+    env["TRACKCTL_HOME"] = str(fresh_home)
     try:
         proc = subprocess.run(trackctl_command() + ["demo"], env=env, cwd=tmp_path, capture_output=True, text=True,
                               timeout=300)

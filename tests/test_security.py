@@ -499,12 +499,12 @@ def test_metrics_textfile_is_world_readable_written_atomically_and_alone(cli, tm
     assert "trackctl_" in files[0].read_text()
 
 
-def test_embedded_data_directory_is_private(tmp_path):
+def test_embedded_data_directory_is_private(fresh_home):
     import subprocess
 
     from conftest import trackctl_command
 
-    home = tmp_path / "home"
+    home = fresh_home
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKCTL_")}
     env["TRACKCTL_HOME"] = str(home)
     try:
@@ -528,14 +528,14 @@ def _modes(root: Path) -> dict[str, int]:
 
 # 022 is the usual umask; 002 the default of user-private-group systems (Debian, Ubuntu, Fedora).
 @pytest.mark.parametrize("umask", [0o022, 0o002], ids=["umask-022", "umask-002"])
-def test_a_fresh_trackctl_home_is_private_and_nothing_in_it_is_group_or_world_writable(tmp_path, umask):
+def test_a_fresh_trackctl_home_is_private_and_nothing_in_it_is_group_or_world_writable(fresh_home, umask):
     """The home trackctl creates (embedded server, lock file, ready marker) is 0700 (0711 as root), and
     no file or directory trackctl writes there can be written by group or others, whatever the umask."""
     import subprocess
 
     from conftest import trackctl_command
 
-    home = tmp_path / "fresh" / "home"  # neither exists: trackctl makes both
+    home = fresh_home / "home"  # neither exists: trackctl makes both
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKCTL_")}
     env["TRACKCTL_HOME"] = str(home)
     try:
