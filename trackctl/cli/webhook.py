@@ -240,7 +240,8 @@ def replay_cmd(
     with connection(ctx) as conn:
         if dead:
             n = replay_dead(conn, subscriber)
-            say(f"{n} dead deliveries are pending again" if n else "no dead deliveries")
+            say("no dead deliveries" if not n else "1 dead delivery is pending again" if n == 1
+                else f"{n} dead deliveries are pending again")
         else:
             replay_delivery(conn, delivery)
             say(f"delivery {delivery} is pending again")
