@@ -7,7 +7,8 @@ import threading
 import psycopg
 import pytest
 
-from trackctl.poll_connections import Connections, conninfo_of
+from trackctl.db import conninfo_of
+from trackctl.poll_connections import Connections
 
 
 def test_a_connection_killed_on_the_server_is_replaced_not_handed_out_again(conn):

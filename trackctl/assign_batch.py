@@ -189,13 +189,15 @@ class _Chunk:
 
 def _open_like(conn: psycopg.Connection) -> psycopg.Connection | None:
     """Another connection with `conn`'s parameters and settings, or None if the server refuses it."""
-    from .poll_connections import conninfo_of
+    from .db import conninfo_of, open_connection
+    from .errors import TrackctlError
 
-    try:
-        return psycopg.connect(conninfo_of(conn), autocommit=True, prepare_threshold=conn.prepare_threshold,
-                               connect_timeout=10)
-    except psycopg.Error:  # max_connections, a role's limit, a pooler's: the batch goes on with one
+    try:  # at once or not at all: max_connections, a role's limit, a pooler's leave the batch one
+        other = open_connection(conninfo_of(conn), wait_when_full=0)
+    except TrackctlError:
         return None
+    other.prepare_threshold = conn.prepare_threshold  # a library caller's own setting, if it has one
+    return other
 
 
 def assign_lines(conn: psycopg.Connection, records: Iterable[tuple[int, dict]],
@@ -238,7 +240,8 @@ def assign_lines(conn: psycopg.Connection, records: Iterable[tuple[int, dict]],
     free = [conn]  # connections with no chunk in flight
     opened: list[psycopg.Connection] = []  # the connections this batch opened, closed at the end
     # A second connection sees only what is committed: none for a caller's open transaction.
-    most = max(1, connections) if conn.autocommit and conn.info.transaction_status.name == "IDLE" else 1
+    idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    most = max(1, connections) if conn.autocommit and idle else 1
     streak = 0  # chunks sent since the input last paused
 
     def oldest_done() -> _Chunk:

@@ -104,6 +104,14 @@ def open_connection(url: str, *, connect_timeout: int = 10, wait_when_full: floa
         pause = min(pause * 2, 2.0)
 
 
+def conninfo_of(conn: psycopg.Connection) -> str:
+    """The parameters `conn` was opened with (its password included) for more connections like it."""
+    from psycopg.conninfo import make_conninfo
+
+    params = {"password": conn.info.password} if conn.info.password else {}
+    return make_conninfo(conn.info.dsn, **params)
+
+
 def _check_url(url: str) -> None:
     """Refuse a connection string libpq would misread as an unreachable server (a port that is no number)."""
     from psycopg.conninfo import conninfo_to_dict

@@ -96,7 +96,8 @@ def poll(conn: psycopg.Connection, *, carrier: str | None = None, budget: float 
     starts, the requests under way are abandoned and their claims given back (due again at once,
     so the next run takes them), and the report says what was done until then (`interrupted`).
     """
-    from .poll_connections import Connections, conninfo_of
+    from .db import conninfo_of
+    from .poll_connections import Connections
     from .poll_worker import CarrierRun, Run
 
     if budget < 0:

@@ -21,14 +21,6 @@ TAKE_WAIT = 120.0  # seconds a worker may wait for a connection (statements take
 CLOSE_WAIT = 1.0  # seconds closing waits for the pool's own threads
 
 
-def conninfo_of(conn: psycopg.Connection) -> str:
-    """The parameters `conn` was opened with (its password included) for more connections like it."""
-    from psycopg.conninfo import make_conninfo
-
-    params = {"password": conn.info.password} if conn.info.password else {}
-    return make_conninfo(conn.info.dsn, **params)
-
-
 def _stopped() -> Exception:
     """The error of a worker that asks for a connection once the run is over."""
     from psycopg_pool import PoolClosed
