@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import psycopg
 
@@ -16,8 +16,9 @@ from .names import carrier_ref_id, check_order_id, check_parcel
 RETRIES = 5  # a unique violation means another process assigned the same order first: look again
 
 
-@dataclass(frozen=True)
-class Assignment:
+class Assignment(NamedTuple):
+    # A named tuple, not a frozen dataclass: `assign --batch` makes one per line, and a frozen
+    # dataclass's __init__ (one object.__setattr__ per field) cost several times a tuple's creation.
     order_id: str
     carrier: str
     code: str

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import psycopg
 
@@ -41,16 +41,14 @@ class _Stopped(Exception):
     """The batch was abandoned, or an earlier chunk failed: this chunk rolls back, committing nothing."""
 
 
-@dataclass(frozen=True)
-class BatchLine:
+class BatchLine(NamedTuple):  # named tuples: one of each per input line, made at a tuple's cost
     line: int
     order_id: str
     carrier: Carrier
     parcel: int = 1
 
 
-@dataclass(frozen=True)
-class BatchOutcome:
+class BatchOutcome(NamedTuple):
     """One input line's fate: an assignment, or a rejection with its reason."""
 
     line: int  # the input line number, from 1 (blank lines counted)
@@ -70,12 +68,13 @@ class _Chunk:
     def __init__(self, lines: list[BatchLine], held: list[BatchOutcome | BatchLine], paused: bool = False) -> None:
         self.lines, self.held = lines, held
         # The same (order, carrier, parcel) may appear twice in a chunk: only its first line claims.
-        self.first: dict[tuple[str, int, int], int] = {}
+        first: dict[tuple[str, int, int], int] = {}
+        self.firsts: list[int] = []  # per line (by seq), the seq of its key's first line
         self.keys: list[tuple[int, BatchLine]] = []  # the first line of each key, with its seq
         for seq, item in enumerate(lines):
-            key = (item.order_id, item.carrier.id, item.parcel)
-            if key not in self.first:
-                self.first[key] = seq
+            at = first.setdefault((item.order_id, item.carrier.id, item.parcel), seq)
+            self.firsts.append(at)
+            if at == seq:
                 self.keys.append((seq, item))
         self.few = paused and len(self.keys) <= FEW  # ended by a pause in the input, and small
         self.copy_text = "" if self.few else "".join(
@@ -161,30 +160,25 @@ class _Chunk:
                 pass
             self.thread.join(CANCEL_TIMEOUT)
 
-    def assignments(self) -> list[Assignment | str]:
-        """One assignment per line, in order, or the reason its pool refused it."""
-        self.wait()
-        out: list[Assignment | str] = []
-        for seq, item in enumerate(self.lines):
-            first = self.first[(item.order_id, item.carrier.id, item.parcel)]
-            if first in self.refused:
-                out.append(self.refused[first])
-                continue
-            code, new = self.codes[first]
-            is_first = first == seq
-            out.append(Assignment(item.order_id, item.carrier.name, code, new=new and is_first,
-                                  parcel=item.parcel, generated_inline=is_first and seq in self.inline))
-        return out
-
     def outcomes(self) -> Iterator[BatchOutcome]:
-        by_line = {item.line: a for item, a in zip(self.lines, self.assignments())}
+        """The held outcomes in input order: rejections as they were, each line's assignment or
+        the reason its pool refused it (one pass: this runs once per input line)."""
+        self.wait()
+        firsts, refused, codes, inline = self.firsts, self.refused, self.codes, self.inline
+        seq = -1  # the held lines are self.lines, in the same order
         for item in self.held:
-            if isinstance(item, BatchOutcome):
+            if type(item) is BatchOutcome:
                 yield item
-            elif isinstance(result := by_line[item.line], str):
-                yield BatchOutcome(item.line, error=result)
-            else:
-                yield BatchOutcome(item.line, result)
+                continue
+            seq += 1
+            first = firsts[seq]
+            if first in refused:
+                yield BatchOutcome(item.line, None, refused[first])
+                continue
+            code, new = codes[first]
+            is_first = seq == first
+            yield BatchOutcome(item.line, Assignment(item.order_id, item.carrier.name, code, new and is_first,
+                                                     item.parcel, is_first and first in inline))
 
 
 def _open_like(conn: psycopg.Connection) -> psycopg.Connection | None:
@@ -292,11 +286,11 @@ def assign_lines(conn: psycopg.Connection, records: Iterable[tuple[int, dict]],
                 held.append(BatchOutcome(line, error=fields["error"]))
             else:
                 ref = fields["carrier"]
-                number = carrier_ref_id(ref)
-                if number is not None:
+                carrier = carriers.get(ref)  # a known name or id: the usual line, at one dict look-up
+                if carrier is None and (number := carrier_ref_id(ref)) is not None:
                     ref = str(number)  # '03' names carrier 3, as it does for a single assign
-                carrier = carriers.get(ref)
-                if carrier is None and not looked_up and (number is not None or CARRIER_NAME.fullmatch(ref)):
+                    carrier = carriers.get(ref)
+                if carrier is None and not looked_up and (carrier_ref_id(ref) is not None or CARRIER_NAME.fullmatch(ref)):
                     yield from settle()  # the connection must be idle to ask it
                     learn_carriers()
                     carrier = carriers.get(ref)

@@ -109,17 +109,23 @@ def plain_assign(argv: list[str]) -> AssignCall | None:
     return AssignCall(positional[0], positional[1], **own, **root)  # type: ignore[arg-type]
 
 
-def write_assignment(fmt: str, a, writer=None) -> None:
-    """Write one assignment as a CSV row (order,carrier,code) or a JSON line."""
+def _csv_field(value: str) -> str:
+    # What csv.writer (QUOTE_MINIMAL) writes for a value without line breaks, which no order id,
+    # carrier name or code holds: quoted, quotes doubled, only when it holds a comma or a quote.
+    return f'"{value.replace(chr(34), chr(34) * 2)}"' if "," in value or '"' in value else value
+
+
+def assignment_line(fmt: str, a) -> str:
+    """One assignment as its output line: a CSV row (order,carrier,code) or a JSON line.
+
+    Built as text (not through csv.writer and a write per line): `assign --batch` writes one per
+    input line, and that per-line machinery was a tenth of the batch's client CPU."""
     if fmt == "jsonl":
         from .cli.output import json_line
 
-        sys.stdout.write(json_line({"order_id": a.order_id, "carrier": a.carrier, "code": a.code,
-                                    "new": a.new, "parcel": a.parcel}) + "\n")
-    else:
-        import csv
-
-        (writer or csv.writer(sys.stdout, lineterminator="\n")).writerow((a.order_id, a.carrier, a.code))
+        return json_line({"order_id": a.order_id, "carrier": a.carrier, "code": a.code,
+                          "new": a.new, "parcel": a.parcel}) + "\n"
+    return f"{_csv_field(a.order_id)},{_csv_field(a.carrier)},{_csv_field(a.code)}\n"
 
 
 def run_assign(conf, order: str, carrier: str, *, parcel: int | None = None, next_parcel: bool = False,
@@ -139,7 +145,7 @@ def run_assign(conf, order: str, carrier: str, *, parcel: int | None = None, nex
     if fmt is None:
         sys.stdout.write(result.code + "\n")
     else:
-        write_assignment(fmt, result)
+        sys.stdout.write(assignment_line(fmt, result))
 
 
 def _lean(call: AssignCall) -> int:
