@@ -87,6 +87,7 @@ WITH need AS (
 SELECT seq, code FROM claimed
 """
 MINIMAL_REFILL_COPY = "COPY bench_minimal.refill (code) FROM STDIN"
+COUNT_ROWS = "SELECT count(*) FROM sequencing.tracking"
 MINIMAL_RESET = """
 TRUNCATE bench_minimal.codes, bench_minimal.events, bench_minimal.refill
 """
@@ -265,7 +266,11 @@ def main() -> int:
                 notes.append(f"run {run + 1}, row 3: claims/s in each tenth of the held window: "
                              + ", ".join(f"{r:.0f}" for r in tenths))
             if 4 in only:
-                measured[4].append(bench_batch(conn, url, opts.rows, work, tag))
+                before = conn.execute(COUNT_ROWS).fetchone()[0]
+                row = bench_batch(conn, url, opts.rows, work, tag)
+                measured[4].append(row)
+                notes.append(f"run {run + 1}, row 4: trackctl {row.product:.3f} s, minimal SQL {row.raw:.3f} s; "
+                             f"tracking held {before:,} rows before")
             if 5 in only:
                 row, copy_only = bench_refill(conn, url, opts.rows, work, tag)
                 measured[5].append(row)

@@ -60,7 +60,10 @@ def test_an_order_in_two_chunks_in_flight_gets_one_code_the_second_line_not_new(
     def release() -> None:
         watch = db.open_connection(db_url)
         try:
-            for _ in range(600):  # a batch backend blocked by another batch backend, not by `blocker`
+            # A batch backend blocked by another batch backend, not by `blocker`: chunk 4 waiting for
+            # chunk 3's "dup", or (when chunk 4 wrote "dup" first on a busy machine) chunk 3 waiting
+            # for chunk 4 until chunk 4 gives way, a window of about TURN_POLL: looked for often.
+            for _ in range(6000):
                 row = watch.execute(
                     "SELECT a.application_name FROM pg_stat_activity a WHERE a.datname = current_database() "
                     "AND cardinality(pg_blocking_pids(a.pid)) > 0 AND NOT %s = ANY (pg_blocking_pids(a.pid))",
@@ -68,7 +71,7 @@ def test_an_order_in_two_chunks_in_flight_gets_one_code_the_second_line_not_new(
                 if row is not None:
                     seen.append(row[0])
                     break
-                time.sleep(0.05)
+                time.sleep(0.005)
         finally:
             watch.close()
             blocker.commit()

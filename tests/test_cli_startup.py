@@ -102,13 +102,17 @@ def test_rich_is_never_imported_when_output_goes_to_a_pipe(cli, stocked):
       "--format=csv"],
      AssignCall("a b", "c", fmt="csv", database_url="postgresql:///x", home="/tmp/h", debug=True, log_format="json")),
     (["--home", "assign", "assign", "42", "correios"], AssignCall("42", "correios", home="assign")),
+    (["assign", "--batch"], AssignCall(None, None, batch=True)),
+    (["--debug", "assign", "--format", "jsonl", "--batch"], AssignCall(None, None, batch=True, fmt="jsonl", debug=True)),
 ])
 def test_the_plain_single_assign_is_read_by_the_lean_path(argv, expected):
     assert plain_assign(argv) == expected
 
 
 @pytest.mark.parametrize("argv", [
-    [], ["assign"], ["assign", "42"], ["assign", "42", "correios", "extra"], ["assign", "--batch"],
+    [], ["assign"], ["assign", "42"], ["assign", "42", "correios", "extra"], ["assign", "--batch", "42"],
+    ["assign", "--batch", "--batch"], ["assign", "--batch", "--input", "f"], ["assign", "--batch", "--parcel", "2"],
+    ["assign", "--batch", "--input-format", "csv"], ["assign", "--batch", "--next-parcel"],
     ["assign", "42", "correios", "--help"], ["-h", "assign", "42", "correios"], ["--version", "assign", "1", "c"],
     ["assign", "42", "correios", "--parcel", "0"], ["assign", "42", "correios", "--parcel", "abc"],
     ["assign", "42", "correios", "--parcel", "1000"], ["assign", "42", "correios", "--parcel"],
@@ -207,3 +211,37 @@ def test_the_lean_path_and_the_typer_app_answer_alike(cli, stocked):
     codes = [subprocess.run(lean + a, capture_output=True, env=cli.env, timeout=60).returncode
              for a in (["assign", "52", "nope"], ["assign", "x" * 65, "correios"])]
     assert codes == [1, 2]
+
+
+# `assign --batch` from a pipe takes the lean path too (issue 14: its start-up is part of every
+# batch's time): the same input must give the same answers, stderr and exit code on both.
+BATCH_ON_BOTH_PATHS = [
+    (["assign", "--batch"], "60,correios\n61,3\n60,correios\n"),
+    (["assign", "--batch", "--format", "jsonl"], "62,correios\n"),
+    (["assign", "--batch"], '"6,3",correios\n64,nope\n\n,correios\n65,correios,1000\n66,correios\n'),  # exit 3
+    (["assign", "--batch"], ""),  # a warning: no input lines
+    (["--database-url", "postgresql://u:secret@127.0.0.1:1/none", "assign", "--batch"], "67,correios\n"),  # exit 4
+]
+
+
+def test_the_batch_answers_alike_on_both_paths(cli, stocked):
+    from conftest import trackctl_command
+
+    typer_app = [sys.executable, "-c", "import sys; from trackctl.cli import main; sys.argv[0] = 'trackctl'; main()"]
+    lean = [sys.executable, "-X", "importtime", *(trackctl_command()[1:] if trackctl_command()[0] == sys.executable
+                                                  else trackctl_command())]
+    for args, lines in BATCH_ON_BOTH_PATHS:
+        got = []
+        for command in (typer_app, lean):
+            proc = subprocess.run(command + args, input=lines, capture_output=True, text=True, env=cli.env, timeout=60)
+            # (the first run claims, the second finds: "new" is the one field that may differ)
+            got.append((proc.returncode, proc.stdout.replace('"new":true', '"new":false'),
+                        [e for e in proc.stderr.splitlines() if not e.startswith("import time:")]))
+            if command is lean:
+                heavy = sorted(m for m in _imported(proc) if m.split(".")[0] in HEAVY)
+                assert heavy == [], (args, heavy)
+        assert got[0] == got[1], (args, got)
+        assert "secret" not in str(got[1][2])
+    codes = [subprocess.run(lean + a, input=i, capture_output=True, text=True, env=cli.env, timeout=60).returncode
+             for a, i in BATCH_ON_BOTH_PATHS]
+    assert codes == [0, 0, 3, 0, 4]

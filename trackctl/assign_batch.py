@@ -37,6 +37,9 @@ WARM = 2
 TURN_POLL = 0.05  # seconds between looks while a chunk's work is done and the chunk before it has not committed
 
 
+_make = tuple.__new__
+
+
 class _Stopped(Exception):
     """The batch was abandoned, or an earlier chunk failed: this chunk rolls back, committing nothing."""
 
@@ -68,17 +71,21 @@ class _Chunk:
     def __init__(self, lines: list[BatchLine], held: list[BatchOutcome | BatchLine], paused: bool = False) -> None:
         self.lines, self.held = lines, held
         # The same (order, carrier, parcel) may appear twice in a chunk: only its first line claims.
+        # This and outcomes() run once per input line in the batch's one Python thread, which a
+        # 2-CPU machine shares with two server processes: they are kept to a few operations a line.
         first: dict[tuple[str, int, int], int] = {}
-        self.firsts: list[int] = []  # per line (by seq), the seq of its key's first line
-        self.keys: list[tuple[int, BatchLine]] = []  # the first line of each key, with its seq
+        self.firsts = firsts = []  # per line (by seq), the seq of its key's first line
+        self.keys = keys = []  # the first line of each key, with its seq
+        setdefault, add_first, add_key = first.setdefault, firsts.append, keys.append
         for seq, item in enumerate(lines):
-            at = first.setdefault((item.order_id, item.carrier.id, item.parcel), seq)
-            self.firsts.append(at)
+            at = setdefault((item[1], item[2].id, item[3]), seq)
+            add_first(at)
             if at == seq:
-                self.keys.append((seq, item))
-        self.few = paused and len(self.keys) <= FEW  # ended by a pause in the input, and small
-        self.copy_text = "" if self.few else "".join(
-            f"{seq}\t{copy_escaped(i.order_id)}\t{i.carrier.id}\t{i.carrier.pool_id}\t{i.parcel}\n" for seq, i in self.keys)
+                add_key((seq, item))
+        self.few = paused and len(keys) <= FEW  # ended by a pause in the input, and small
+        self.copy_text = "" if self.few else "".join([
+            f"{seq}\t{copy_escaped(i[1])}\t{i[2].id}\t{i[2].pool_id}\t{i[3]}\n"
+            for seq, i in keys])
         self.codes: Codes = {}
         self.inline: set[int] = set()
         self.refused: dict[int, str] = {}
@@ -177,8 +184,9 @@ class _Chunk:
                 continue
             code, new = codes[first]
             is_first = seq == first
-            yield BatchOutcome(item.line, Assignment(item.order_id, item.carrier.name, code, new and is_first,
-                                                     item.parcel, is_first and first in inline))
+            # tuple.__new__ makes the named tuples without their generated __new__'s Python call.
+            yield _make(BatchOutcome, (item[0], _make(Assignment, (item[1], item[2].name, code, new and is_first,
+                                                                   item[3], is_first and first in inline)), None))
 
 
 def _open_like(conn: psycopg.Connection) -> psycopg.Connection | None:
@@ -298,7 +306,7 @@ def assign_lines(conn: psycopg.Connection, records: Iterable[tuple[int, dict]],
                     known = sorted({c.name: c for c in carriers.values()}.values(), key=lambda c: c.id)
                     held.append(BatchOutcome(line, error=str(unknown_carrier(ref, known))))
                 else:
-                    item = BatchLine(line, fields["order_id"], carrier, fields.get("parcel", 1))
+                    item = _make(BatchLine, (line, fields["order_id"], carrier, fields.get("parcel", 1)))
                     pending.append(item)
                     held.append(item)
             if len(held) >= chunk_size:

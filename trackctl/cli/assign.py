@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from ..errors import UsageError
-from .app import app, connection, pipe_output, settings, warn
+from .app import app, connection, pipe_output, settings
 from .batch import BatchFormat, InputFile, InputFormat, InputFormatOption
 
 
@@ -60,59 +57,11 @@ def assign_cmd(
                fmt=fmt.value if fmt else None)
 
 
-def _flushing(records: Iterator[tuple[int, dict]], emit: Callable[[], None]) -> Iterator[tuple[int, dict]]:
-    """Pass the input records through, writing out the held answers and flushing stdout when the
-    input pauses: by the time the batch asks for the record after an IDLE, it has handed over the
-    answers of every line before it, so they reach the reader (a co-process, `tail -f | ... |
-    consumer`) before the read that waits."""
-    from ..batch_input import IDLE
-
-    for record in records:
-        yield record
-        if record is IDLE:
-            emit()
-            sys.stdout.flush()
-
-
-HOLD = 1000  # answer lines joined into one write to stdout
-
-
 def _batch(ctx: typer.Context, input_file: Optional[Path], input_format: str, fmt: str) -> None:
-    from ..assign_batch import CLI_CONNECTIONS, assign_lines
-    from ..batch_input import parse_records
-    from ..entry import assignment_line
-    from .batch import conclude, open_input, write_outcomes
+    from .batch_io import assign_answers, assign_concluded, open_input
     from .jobs import progress
 
     stream = open_input(input_file)
-    inline = 0
-    held: list[str] = []  # answers not yet written: one write per HOLD lines, not one per line
-
-    def emit() -> None:
-        if held:
-            text = "".join(held)
-            held.clear()
-            sys.stdout.write(text)
-
-    def write(a) -> None:
-        nonlocal inline
-        inline += a.generated_inline
-        held.append(assignment_line(fmt, a))
-        if len(held) >= HOLD:
-            emit()
-
     with stream, connection(ctx) as conn, pipe_output(), progress("assign", unit="lines") as bar:
-        records = _flushing(parse_records(stream, input_format, follow=True), emit)
-        outcomes = assign_lines(conn, records, overlap=True, connections=CLI_CONNECTIONS)
-        try:
-            assigned, rejected = write_outcomes(outcomes, lambda o: o.assignment, write, bar)
-        except BaseException:
-            # Interrupted (Ctrl-C, a failed chunk): the answers held are committed; show them. A
-            # reader that went away cannot take them, which the exception on its way says already.
-            with contextlib.suppress(Exception):
-                emit()
-            raise
-        emit()
-    if inline:
-        warn(f"pools ran dry: generated {inline} codes inline; run 'trackctl refill' or raise the targets")
-    conclude(assigned, rejected, done="were assigned", again="assigning")
+        counts = assign_answers(conn, stream, input_format, fmt, bar)
+    assign_concluded(*counts)

@@ -13,16 +13,16 @@ from .app import app, connection, pipe_output
 from .batch import BatchFormat, InputFile, InputFormat, InputFormatOption
 
 
-def _write(fmt: str, t, writer=None) -> None:
+def _line(fmt: str, t) -> str:
+    """One tracked shipment as its output line: CSV (code,carrier,order_id) or a JSON line."""
     if fmt == "jsonl":
         from .output import json_line
 
-        sys.stdout.write(json_line({"code": t.code, "carrier": t.carrier, "order_id": t.order_id,
-                                    "new": t.new, "source": t.source}) + "\n")
-    else:
-        import csv
+        return json_line({"code": t.code, "carrier": t.carrier, "order_id": t.order_id,
+                          "new": t.new, "source": t.source}) + "\n"
+    from ..entry import csv_field
 
-        (writer or csv.writer(sys.stdout, lineterminator="\n")).writerow((t.code, t.carrier, t.order_id or ""))
+    return f"{csv_field(t.code)},{csv_field(t.carrier)},{csv_field(t.order_id or '')}\n"
 
 
 @app.command("track")
@@ -62,24 +62,17 @@ def track_cmd(
     if fmt is None:
         sys.stdout.write(result.code + "\n")
     else:
-        _write(fmt.value, result)
+        sys.stdout.write(_line(fmt.value, result))
 
 
 def _batch(ctx: typer.Context, input_file: Optional[Path], input_format: str, fmt: str) -> None:
-    import csv
-
     from ..track import parse_records, track_lines
-    from .batch import conclude, open_input, write_outcomes
+    from .batch_io import Answers, conclude, open_input, write_outcomes
     from .jobs import progress
 
     stream = open_input(input_file)
-    writer = csv.writer(sys.stdout, lineterminator="\n")
-
-    def write(t) -> None:
-        _write(fmt, t, writer)
-        sys.stdout.flush()  # each answer reaches the reader at once, even while input pauses
-
     with stream, connection(ctx) as conn, pipe_output(), progress("track", unit="lines") as bar:
+        # One answer at a time, flushed: each reaches the reader at once, even while input pauses.
         tracked, rejected = write_outcomes(track_lines(conn, parse_records(stream, input_format)),
-                                           lambda o: o.tracked, write, bar)
+                                           lambda o: _line(fmt, o.tracked), bar, Answers(hold=1))
     conclude(tracked, rejected, done="are tracked", again="tracking")
