@@ -92,3 +92,15 @@ def test_the_lean_single_assign_exits_0_silently_into_a_closed_pipe(cli, conn, t
 def test_an_error_keeps_its_exit_code_when_stdout_is_closed_too(cli, conn, tmp_path):
     status, _, err = piped(cli, ["assign", "42", "nope"], "true", cwd=tmp_path)
     assert status == 1 and err.startswith("trackctl: error: unknown carrier"), (status, err)
+
+
+@pytest.mark.parametrize("command", [["assign", "--batch"], ["track", "--batch"]])
+def test_a_batch_with_stdin_closed_is_a_usage_error(cli, conn, command):
+    # `trackctl assign --batch <&-` (no file descriptor 0 at all): one line and exit 2, not an
+    # "unexpected AttributeError".
+    line = " ".join(shlex.quote(a) for a in trackctl_command() + command) + " <&-"
+    proc = subprocess.run(["bash", "-c", line], capture_output=True, text=True, env=cli.env, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == ("trackctl: error: --batch reads lines from stdin, which is closed "
+                           "(pipe the lines in, or use --input FILE)\n")
+    assert proc.stdout == ""

@@ -58,6 +58,14 @@ def _option(arg: str, names: tuple[str, ...], rest: list[str]) -> tuple[str, str
     return name, value
 
 
+def _terminal(stream) -> bool:
+    """True for a terminal, and for a stream that cannot say (closed, None): typer's path then judges."""
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return True
+
+
 def plain_assign(argv: list[str]) -> AssignCall | None:
     """Return the call `argv` spells if it is the plain single assign, else None (typer's to handle)."""
     if "_TRACKCTL_COMPLETE" in os.environ:  # shell completion asks the typer app
@@ -116,7 +124,7 @@ def plain_assign(argv: list[str]) -> AssignCall | None:
         # The batch from a pipe: its start-up is part of every batch's time (issue 14, row 4).
         # Arguments beside --batch, a terminal on stdin (refused) or on stderr (the progress bar
         # is the typer command's) go to typer.
-        if positional or "parcel" in own or own.get("next_parcel") or sys.stdin.isatty() or sys.stderr.isatty():
+        if positional or "parcel" in own or own.get("next_parcel") or _terminal(sys.stdin) or _terminal(sys.stderr):
             return None
         return AssignCall(None, None, **own, **root)  # type: ignore[arg-type]
     if len(positional) != 2 or ("parcel" in own and own.get("next_parcel")):

@@ -17,6 +17,8 @@ from ..errors import InputRejected, UsageError
 
 def open_input(input_file: Optional[Path]) -> BinaryIO:
     """Return the batch's input: --input FILE, else stdin (refused when it is a terminal)."""
+    if input_file is None and sys.stdin is None:  # `<&-`: no file descriptor 0 at all
+        raise UsageError("--batch reads lines from stdin, which is closed", hint="pipe the lines in, or use --input FILE")
     if input_file is None and sys.stdin.isatty():
         raise UsageError("--batch reads lines from stdin, which is a terminal",
                          hint="pipe the lines in, or use --input FILE")
