@@ -75,12 +75,30 @@ def test_a_header_like_line_after_data_is_a_bad_line(batch, stocked):
 
 
 def test_csv_parcel_column_and_quoted_fields(batch, stocked):
-    r = batch('1,correios,2\n"a,b",jadlog\n 7 , correios \n')
+    r = batch('1,correios,2\n"a,b",jadlog\n 7 , correios \n"q""x",correios\n')
     assert r.returncode == 0, r
     codes = assigned(stocked)
-    assert set(codes) == {("1", "correios", 2), ("a,b", "jadlog", 1), ("7", "correios", 1)}
+    assert set(codes) == {("1", "correios", 2), ("a,b", "jadlog", 1), ("7", "correios", 1), ('q"x', "correios", 1)}
     out = r.stdout.splitlines()
     assert out[1] == f'"a,b",jadlog,{codes[("a,b", "jadlog", 1)]}'
+    quoted = codes[('q"x', "correios", 1)]
+    assert out[3] == f'"q""x",correios,{quoted}'
+
+
+@pytest.mark.parametrize("order", ['a"b', '"', 'a,b"c', ",", " x ", "é,ü", "plain-42", "'single'", "a;b", "a\nb",
+                                   "a\rb", "a\tb", ""])
+def test_answers_are_written_as_csv_writer_writes_them(order):
+    # The answers are built as text (cli/batch_io.py, entry.assignment_line), not through csv.writer:
+    # for every value an order id, a carrier name or a code can hold (no line breaks), the same bytes.
+    import csv
+    import io
+
+    from trackctl.assign import Assignment
+    from trackctl.entry import assignment_line
+
+    expected = io.StringIO()
+    csv.writer(expected, lineterminator="\n").writerow((order, "correios", order))
+    assert assignment_line("csv", Assignment(order, "correios", order, True)) == expected.getvalue()
 
 
 def test_json_lines_input(batch, stocked):

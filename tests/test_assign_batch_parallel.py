@@ -42,8 +42,8 @@ def lines_of(orders: list[tuple[str, str]]) -> list[tuple[int, dict]]:
 
 
 def test_an_order_in_two_chunks_in_flight_gets_one_code_the_second_line_not_new(stocked, db_url):
-    # Chunks of 3 lines; chunks 1 and 2 go out on the batch's connection, then a second one opens.
-    # Chunk 3 holds a jadlog line and order "dup"; another session holds jadlog's carrier row, so
+    # Chunks of 3 lines; the first WARM chunks go out on the batch's connection, then a second one
+    # opens. The next chunk ("chunk 3" below) holds a jadlog line and order "dup"; another session holds jadlog's carrier row, so
     # chunk 3 stops at the end of its claim with "dup"'s unique key written. Chunk 4, on the other
     # connection, reaches "dup" and waits for chunk 3; once jadlog is let go chunk 3 commits, and
     # chunk 4 meets the unique violation, runs again and finds "dup"'s code as existing.

@@ -133,9 +133,10 @@ def plain_assign(argv: list[str]) -> AssignCall | None:
 
 
 def csv_field(value: str) -> str:
-    # What csv.writer (QUOTE_MINIMAL) writes for a value without line breaks, which no order id,
-    # carrier name or code holds: quoted, quotes doubled, only when it holds a comma or a quote.
-    return f'"{value.replace(chr(34), chr(34) * 2)}"' if "," in value or '"' in value else value
+    # What csv.writer (QUOTE_MINIMAL, "\n" line ends) writes for a value: quoted, quotes doubled,
+    # only when it holds a comma, a quote or a line feed.
+    quote = "," in value or '"' in value or "\n" in value
+    return f'"{value.replace(chr(34), chr(34) * 2)}"' if quote else value
 
 
 def assignment_line(fmt: str, a) -> str:

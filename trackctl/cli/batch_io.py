@@ -56,7 +56,6 @@ def write_outcomes(outcomes: Iterable[Any], line: Callable[[Any], str], bar: Cal
         for outcome in outcomes:
             if outcome.error is not None:
                 rejected += 1
-                answers.emit()  # in input order with the answers before it, for a reader of both streams
                 sys.stderr.write(f"line {outcome.line}: {outcome.error}\n")
             else:
                 answered += 1
@@ -100,9 +99,6 @@ def _flushing(records: Iterator[tuple[int, dict]], emit: Callable[[], None]) -> 
 HOLD = 1000  # answer lines joined into one write to stdout
 
 
-HOLD = 1000  # answer lines joined into one write to stdout
-
-
 def _no_progress(advanced: int = 1, expected: Optional[int] = None) -> None:
     pass
 
@@ -124,7 +120,8 @@ def assign_answers(conn, stream: BinaryIO, input_format: str, fmt: str,
             inline += 1
         if fmt == "csv":
             order, code = a.order_id, a.code
-            if "," in order or '"' in order or "," in code or '"' in code:  # (never in a carrier name)
+            # (an order id holds no line feed, a carrier name none of the three: CHECK constraints)
+            if "," in order or '"' in order or "," in code or '"' in code or "\n" in code:
                 order, code = csv_field(order), csv_field(code)
             return f"{order},{a.carrier},{code}\n"
         return assignment_line(fmt, a)
