@@ -51,9 +51,15 @@ def test_a_prepared_statement_lost_by_a_pooler_is_reported_with_the_setting_that
     from trackctl.console import describe as _describe
 
     for exc in (psycopg.errors.InvalidSqlStatementName('prepared statement "_pg3_1" does not exist'),
-                psycopg.errors.DuplicatePreparedStatement('prepared statement "_pg3_0" already exists')):
+                psycopg.errors.DuplicatePreparedStatement('prepared statement "_pg3_0" already exists'),
+                # another client's statement under the same name on the pooled server connection
+                psycopg.errors.ProtocolViolation('bind message supplies 3 parameters, but prepared statement '
+                                                 '"_pg3_1" requires 7')):
         message, code = _describe(exc)
         assert code == 1 and "TRACKCTL_PREPARED_STATEMENTS=off" in message and "_pg3_" in message, message
+    # A protocol violation that is not about a prepared statement stays a lost connection.
+    message, code = _describe(psycopg.errors.ProtocolViolation("unexpected message type 0x50 during COPY from stdin"))
+    assert code == 4 and message.startswith("lost the database connection"), message
 
 
 @pytest.mark.parametrize("args", [["pool", "available", "--limit", "99999999999999999999"],

@@ -221,7 +221,7 @@ def test_notify_killed_at_random_moments_is_at_least_once_and_a_rerun_delivers_e
             redelivered = len(hook.acknowledged()) - len(set(hook.acknowledged()))
             assert hook.unverified() == [], msg
             print(f"round {round_no}: killed mid-run={alive}, done before rerun={len(done & ids)}, "
-                  f"redelivered so far={redelivered}")
+                  f"redelivered so far={redelivered}, requests cut short by the kill so far={hook.cut_short}")
     assert killed_mid_run >= 1, f"seed {rng.seed_value}: no round hit notify while it ran"
 
 

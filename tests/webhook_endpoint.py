@@ -70,6 +70,7 @@ class WebhookEndpoint:
         self.counts: Counter[str] = Counter()
         self.in_progress: Counter[str] = Counter()
         self.overlaps = 0  # a request for an event id arrived while another for it was in progress
+        self.cut_short = 0  # requests whose body ended before its Content-Length (the sender died)
         self.max_concurrent = 0
         self._concurrent = 0
         endpoint = self
@@ -105,6 +106,13 @@ class WebhookEndpoint:
     def _handle(self, request: BaseHTTPRequestHandler) -> None:
         length = int(request.headers.get("Content-Length") or 0)
         raw = request.rfile.read(length)
+        if len(raw) < length:
+            # The sender went away mid-body (a process killed while sending): no request arrived,
+            # as any HTTP server sees it; counted apart, never as a delivery or an unverified one.
+            with self.lock:
+                self.cut_short += 1
+            request.close_connection = True
+            return
         headers = {k.lower(): v for k, v in request.headers.items()}
         verified, error = True, None
         for secret in (self.secret, *self.extra_secrets) if self.verify else ():

@@ -76,14 +76,19 @@ def describe(exc: BaseException) -> tuple[str, int]:
     import psycopg
 
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    # psycopg prepares statements it runs often; a pooler in transaction mode that does not keep
+    # them hands the next execution to a server connection that never saw them ("does not
+    # exist"), or that prepared another client's statement under the same name ("bind message
+    # supplies 3 parameters, but prepared statement "_pg3_1" requires 7", a protocol violation,
+    # which psycopg files under OperationalError).
+    lost = isinstance(exc, (psycopg.errors.InvalidSqlStatementName, psycopg.errors.DuplicatePreparedStatement)) or (
+        isinstance(exc, psycopg.errors.ProtocolViolation) and "prepared statement" in first)
+    if lost:
+        return (f"the database connection lost a prepared statement ({first}): a connection pooler in "
+                "transaction mode? (set TRACKCTL_PREPARED_STATEMENTS=off, see docs/SCALING.md)"), EXIT_ERROR
     if isinstance(exc, psycopg.OperationalError):
         return (f"lost the database connection: {first} "
                 "(check the server and retry; work already committed is kept)"), EXIT_DATABASE
-    if isinstance(exc, (psycopg.errors.InvalidSqlStatementName, psycopg.errors.DuplicatePreparedStatement)):
-        # psycopg prepares statements it runs often; a pooler in transaction mode that does not
-        # keep them hands the next execution to a server connection that never saw them.
-        return (f"the database connection lost a prepared statement ({first}): a connection pooler in "
-                "transaction mode? (set TRACKCTL_PREPARED_STATEMENTS=off, see docs/SCALING.md)"), EXIT_ERROR
     if isinstance(exc, psycopg.errors.NumericValueOutOfRange):
         # A number from the command line that the database cannot hold (ids and limits are checked
         # where they are known; this catches the rest).
