@@ -6,12 +6,14 @@ batch assignment itself from input to answers. No typer here: the lean `trackctl
 from __future__ import annotations
 
 import contextlib
+import os
+import select
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Optional
 
-from ..console import warn
+from ..console import StdoutClosed, warn
 from ..errors import InputRejected, UsageError
 
 
@@ -29,7 +31,7 @@ def open_input(input_file: Optional[Path]) -> BinaryIO:
 
 
 class Answers:
-    """Answer lines for stdout, joined into one write per `hold` lines (1: each at once, flushed)."""
+    """Answer lines for stdout, joined into one write per `hold` lines (1: each at once)."""
 
     def __init__(self, hold: int = 1) -> None:
         self.hold = hold
@@ -40,35 +42,86 @@ class Answers:
         if self.held:
             text = "".join(self.held)
             self.held.clear()
-            sys.stdout.write(text)
-            if self.hold == 1:
-                sys.stdout.flush()
+            write_whole_lines(text)
+
+
+PIECE = 4096  # PIPE_BUF on Linux: a write of at most this much to a pipe that polls writable is whole
+
+
+def write_whole_lines(text: str) -> None:
+    """Write `text` (whole lines) to stdout so that an interrupt never leaves half a line.
+
+    An interrupt (Ctrl-C) must neither cut a line nor lose count of what was written, so the text
+    goes to the file descriptor in pieces that end at a line end and fit in PIPE_BUF: the wait
+    for room (poll) is where Ctrl-C lands, with nothing of the piece written yet; the write of a
+    piece cannot block then, and a signal arriving during it is held until the piece is out
+    (Python raises a signal's exception after a call returns, which would lose the count of what
+    the call wrote). A reader sees whole answers, each committed, never `42,correios` without its code.
+    """
+    out = sys.stdout
+    try:
+        fd = out.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (a caller's StringIO)
+        out.write(text)
+        return
+    out.flush()  # anything written through sys.stdout before comes first
+    data = text.encode(getattr(out, "encoding", None) or "utf-8", getattr(out, "errors", None) or "strict")
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    done = 0
+    try:
+        while done < len(data):
+            end = len(data) if len(data) - done <= PIECE else data.rfind(b"\n", done, done + PIECE) + 1
+            if end <= done:  # a line longer than a piece: written whole, without the guarantee
+                end = data.index(b"\n", done) + 1 if b"\n" in data[done:] else len(data)
+            poller.poll()  # Ctrl-C here: raised with `done` at a line end
+            with _signals_held() as held:
+                while done < end:
+                    done += os.write(fd, data[done:end])
+            if held:
+                raise KeyboardInterrupt
+    except BrokenPipeError as exc:
+        raise StdoutClosed() from exc
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Hold Ctrl-C (SIGINT with Python's default handler) for the length of the block: yield a list
+    that says, after it, whether one arrived (the caller then raises KeyboardInterrupt)."""
+    import signal
+    import threading
+
+    arrived: list[int] = []
+    held = (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    if held:
+        signal.signal(signal.SIGINT, lambda number, frame: arrived.append(number))
+    try:
+        yield arrived
+    finally:
+        if held:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def write_outcomes(outcomes: Iterable[Any], line: Callable[[Any], str], bar: Callable[[int], None],
                    answers: Answers) -> tuple[int, int]:
     """Write every outcome (`line(outcome)`, its answer, on stdout through `answers`; its error
-    on stderr); return (answered, rejected). Interrupted, the answers held so far are written
-    before the exception goes on: every outcome yielded is done (committed, for assign)."""
+    on stderr); return (answered, rejected)."""
     answered = rejected = 0
     held, hold = answers.held, answers.hold
-    try:
-        for outcome in outcomes:
-            if outcome.error is not None:
-                rejected += 1
-                sys.stderr.write(f"line {outcome.line}: {outcome.error}\n")
-            else:
-                answered += 1
-                held.append(line(outcome))
-                if len(held) >= hold:
-                    answers.emit()
-            if (answered + rejected) % 1000 == 0:  # the bar redraws ten times a second; per-line updates would only cost
-                bar(1000)
-    except BaseException:
-        # A reader that went away cannot take them, which the exception on its way says already.
-        with contextlib.suppress(Exception):
-            answers.emit()
-        raise
+    # Interrupted (Ctrl-C, a failed chunk), the answers still held are committed but not printed
+    # (a rerun finds them): what is printed stays a prefix of the input's answers.
+    for outcome in outcomes:
+        if outcome.error is not None:
+            rejected += 1
+            sys.stderr.write(f"line {outcome.line}: {outcome.error}\n")
+        else:
+            answered += 1
+            held.append(line(outcome))
+            if len(held) >= hold:
+                answers.emit()
+        if (answered + rejected) % 1000 == 0:  # the bar redraws ten times a second; per-line updates would only cost
+            bar(1000)
     answers.emit()
     return answered, rejected
 
