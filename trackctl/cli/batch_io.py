@@ -38,7 +38,7 @@ class Answers:
         self.held: list[str] = []
 
     def emit(self) -> None:
-        """Write what is held (a pause in the input, the end, an interruption)."""
+        """Write what is held (every `hold` lines, at a pause in the input, at the end)."""
         if self.held:
             text = "".join(self.held)
             self.held.clear()
