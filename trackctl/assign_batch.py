@@ -40,9 +40,6 @@ WARM = 1
 TURN_POLL = 0.05  # seconds between looks while a chunk's work is done and the chunk before it has not committed
 
 
-_make = tuple.__new__
-
-
 class _Stopped(Exception):
     """The batch was abandoned, or an earlier chunk failed: this chunk rolls back, committing nothing."""
 
@@ -81,13 +78,13 @@ class _Chunk:
         self.keys = keys = []  # the first line of each key, with its seq
         setdefault, add_first, add_key = first.setdefault, firsts.append, keys.append
         for seq, item in enumerate(lines):
-            at = setdefault((item[1], item[2].id, item[3]), seq)
+            at = setdefault((item.order_id, item.carrier.id, item.parcel), seq)
             add_first(at)
             if at == seq:
                 add_key((seq, item))
         self.few = paused and len(keys) <= FEW  # ended by a pause in the input, and small
         self.copy_text = "" if self.few else "".join([
-            f"{seq}\t{copy_escaped(i[1])}\t{i[2].id}\t{i[2].pool_id}\t{i[3]}\n"
+            f"{seq}\t{copy_escaped(i.order_id)}\t{i.carrier.id}\t{i.carrier.pool_id}\t{i.parcel}\n"
             for seq, i in keys])
         self.codes: Codes = {}
         self.inline: set[int] = set()
@@ -187,9 +184,8 @@ class _Chunk:
                 continue
             code, new = codes[first]
             is_first = seq == first
-            # tuple.__new__ makes the named tuples without their generated __new__'s Python call.
-            yield _make(BatchOutcome, (item[0], _make(Assignment, (item[1], item[2].name, code, new and is_first,
-                                                                   item[3], is_first and first in inline)), None))
+            yield BatchOutcome(item.line, Assignment(item.order_id, item.carrier.name, code, new and is_first,
+                                                     item.parcel, is_first and first in inline))
 
 
 def _open_like(conn: psycopg.Connection) -> psycopg.Connection | None:
@@ -309,7 +305,7 @@ def assign_lines(conn: psycopg.Connection, records: Iterable[tuple[int, dict]],
                     known = sorted({c.name: c for c in carriers.values()}.values(), key=lambda c: c.id)
                     held.append(BatchOutcome(line, error=str(unknown_carrier(ref, known))))
                 else:
-                    item = _make(BatchLine, (line, fields["order_id"], carrier, fields.get("parcel", 1)))
+                    item = BatchLine(line, fields["order_id"], carrier, fields.get("parcel", 1))
                     pending.append(item)
                     held.append(item)
             if len(held) >= chunk_size:

@@ -161,22 +161,15 @@ def assign_answers(conn, stream: BinaryIO, input_format: str, fmt: str,
     """Assign every line of `stream` and write the answers; return (assigned, rejected, made inline)."""
     from ..assign_batch import CLI_CONNECTIONS, assign_lines
     from ..batch_input import parse_records
-    from ..entry import assignment_line, csv_field
+    from ..entry import assignment_line
 
     inline = 0
     answers = Answers(HOLD)
 
-    def line(outcome) -> str:  # once per input line: kept to a few operations
+    def line(outcome) -> str:
         nonlocal inline
         a = outcome.assignment
-        if a.generated_inline:
-            inline += 1
-        if fmt == "csv":
-            order, code = a.order_id, a.code
-            # (an order id holds no line feed, a carrier name none of the three: CHECK constraints)
-            if "," in order or '"' in order or "," in code or '"' in code or "\n" in code:
-                order, code = csv_field(order), csv_field(code)
-            return f"{order},{a.carrier},{code}\n"
+        inline += a.generated_inline
         return assignment_line(fmt, a)
 
     records = _flushing(parse_records(stream, input_format, follow=True), answers.emit)
