@@ -96,17 +96,6 @@ BEGIN
 END
 $$;
 
---
--- Name: new_event_id(); Type: FUNCTION; Schema: sequencing; Owner: -
---
-
-CREATE FUNCTION sequencing.new_event_id() RETURNS text
-    LANGUAGE sql PARALLEL SAFE
-    AS $$
-    SELECT 'evt_' || lpad(upper(to_hex(floor(extract(epoch FROM now()) * 1000)::bigint)), 11, '0')
-        || lpad(upper(to_hex(nextval('sequencing.event_serial'))), 15, '0')
-$$;
-
 SET default_tablespace = '';
 
 SET default_table_access_method = heap;
@@ -117,12 +106,13 @@ SET default_table_access_method = heap;
 
 CREATE TABLE sequencing.outbox (
     id bigint NOT NULL,
-    event_id text DEFAULT sequencing.new_event_id() NOT NULL COLLATE pg_catalog."C",
+    legacy_event_id text COLLATE pg_catalog."C",
     type text NOT NULL,
     shipment_id bigint,
     payload jsonb NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT outbox_event_id_format CHECK (((length(event_id) = 30) AND (event_id ~ '^evt_[0-9A-HJKMNP-TV-Z]+$'::text))),
+    CONSTRAINT outbox_event_id_format CHECK (((length(legacy_event_id) = 30) AND (legacy_event_id ~ '^evt_[0-9A-HJKMNP-TV-Z]+$'::text))),
+    CONSTRAINT outbox_legacy_event_id CHECK (((legacy_event_id IS NULL) OR ((id <= 0) AND (legacy_event_id !~~ 'evt\_0000000000%'::text)))),
     CONSTRAINT outbox_payload_object CHECK ((jsonb_typeof(payload) = 'object'::text)),
     CONSTRAINT outbox_type_format CHECK ((type ~ '^[a-z][a-z_]*(\.[a-z][a-z_]*)+$'::text))
 );
@@ -134,8 +124,18 @@ CREATE TABLE sequencing.outbox (
 CREATE FUNCTION sequencing.event_body(o sequencing.outbox) RETURNS text
     LANGUAGE sql STABLE PARALLEL SAFE
     AS $$
-    SELECT '{"id":' || to_json(o.event_id)::text || ',"type":' || to_json(o.type)::text
+    SELECT '{"id":' || to_json(sequencing.event_id(o))::text || ',"type":' || to_json(o.type)::text
         || ',"timestamp":"' || sequencing.rfc3339(o.created_at) || '","data":' || o.payload::text || '}'
+$$;
+
+--
+-- Name: event_id(sequencing.outbox); Type: FUNCTION; Schema: sequencing; Owner: -
+--
+
+CREATE FUNCTION sequencing.event_id(o sequencing.outbox) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+    SELECT coalesce(o.legacy_event_id, 'evt_' || lpad(upper(to_hex(o.id)), 26, '0'))
 $$;
 
 --
@@ -145,9 +145,19 @@ $$;
 CREATE FUNCTION sequencing.event_line(o sequencing.outbox) RETURNS text
     LANGUAGE sql STABLE PARALLEL SAFE
     AS $$
-    SELECT '{"id":' || to_json(o.event_id)::text || ',"type":' || to_json(o.type)::text
+    SELECT '{"id":' || to_json(sequencing.event_id(o))::text || ',"type":' || to_json(o.type)::text
         || ',"timestamp":"' || sequencing.rfc3339(o.created_at) || '","data":' || o.payload::text
         || ',"cursor":"' || o.id::text || '"}'
+$$;
+
+--
+-- Name: new_event_id(); Type: FUNCTION; Schema: sequencing; Owner: -
+--
+
+CREATE FUNCTION sequencing.new_event_id() RETURNS text
+    LANGUAGE sql PARALLEL SAFE
+    AS $$
+    SELECT 'evt_' || lpad(upper(to_hex(nextval(pg_get_serial_sequence('sequencing.outbox', 'id')))), 26, '0')
 $$;
 
 --
@@ -189,14 +199,14 @@ END
 $$;
 
 --
--- Name: outbox_shipment_fixed(); Type: FUNCTION; Schema: sequencing; Owner: -
+-- Name: outbox_fixed(); Type: FUNCTION; Schema: sequencing; Owner: -
 --
 
-CREATE FUNCTION sequencing.outbox_shipment_fixed() RETURNS trigger
+CREATE FUNCTION sequencing.outbox_fixed() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
 BEGIN
-    RAISE EXCEPTION 'the shipment of outbox event % cannot change', OLD.event_id
+    RAISE EXCEPTION 'the id and shipment of outbox event % cannot change', sequencing.event_id(OLD)
         USING ERRCODE = 'integrity_constraint_violation';
 END
 $$;
@@ -989,17 +999,6 @@ CREATE TABLE sequencing.event_group_member (
 );
 
 --
--- Name: event_serial; Type: SEQUENCE; Schema: sequencing; Owner: -
---
-
-CREATE SEQUENCE sequencing.event_serial
-    START WITH 1
-    INCREMENT BY 1
-    NO MINVALUE
-    MAXVALUE 1152921504606846975
-    CACHE 1;
-
---
 -- Name: outbox_id_seq; Type: SEQUENCE; Schema: sequencing; Owner: -
 --
 
@@ -1341,13 +1340,6 @@ ALTER TABLE ONLY sequencing.event_group
     ADD CONSTRAINT event_group_pkey PRIMARY KEY (id);
 
 --
--- Name: outbox outbox_event_id_unique; Type: CONSTRAINT; Schema: sequencing; Owner: -
---
-
-ALTER TABLE ONLY sequencing.outbox
-    ADD CONSTRAINT outbox_event_id_unique UNIQUE (event_id);
-
---
 -- Name: outbox outbox_pkey; Type: CONSTRAINT; Schema: sequencing; Owner: -
 --
 
@@ -1581,10 +1573,10 @@ CREATE TRIGGER carrier_sync_slots AFTER INSERT OR UPDATE OF max_concurrency ON s
 CREATE TRIGGER outbox_after_insert AFTER INSERT ON sequencing.outbox REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION sequencing.outbox_after_insert();
 
 --
--- Name: outbox outbox_shipment_fixed; Type: TRIGGER; Schema: sequencing; Owner: -
+-- Name: outbox outbox_fixed; Type: TRIGGER; Schema: sequencing; Owner: -
 --
 
-CREATE TRIGGER outbox_shipment_fixed BEFORE UPDATE OF shipment_id ON sequencing.outbox FOR EACH ROW WHEN ((new.shipment_id IS DISTINCT FROM old.shipment_id)) EXECUTE FUNCTION sequencing.outbox_shipment_fixed();
+CREATE TRIGGER outbox_fixed BEFORE UPDATE OF id, legacy_event_id, shipment_id ON sequencing.outbox FOR EACH ROW WHEN (((new.id <> old.id) OR (new.legacy_event_id IS DISTINCT FROM old.legacy_event_id) OR (new.shipment_id IS DISTINCT FROM old.shipment_id))) EXECUTE FUNCTION sequencing.outbox_fixed();
 
 --
 -- Name: pool pool_keep_codes; Type: TRIGGER; Schema: sequencing; Owner: -

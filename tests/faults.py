@@ -115,7 +115,7 @@ def ship(conn, carrier: str, n: int) -> list[str]:
 
 def delivery_states(conn) -> dict[str, str]:
     """event id -> status of its (one subscriber's) delivery."""
-    return dict(conn.execute("SELECT o.event_id, d.status FROM sequencing.webhook_delivery d "
+    return dict(conn.execute("SELECT sequencing.event_id(o), d.status FROM sequencing.webhook_delivery d "
                              "JOIN sequencing.outbox o ON o.id = d.outbox_id").fetchall())
 
 

@@ -363,3 +363,40 @@ def test_migration_0009_gives_existing_free_codes_tickets_in_the_order_claims_to
         assert ends == [("default", 2), ("other", 3)]
         assert [assign(c, o, "correios").code for o in ("y1", "y2")] == ["d-2", "d-3"]
         assert assign(c, "y3", "correios").generated_inline
+
+
+def test_migration_0013_keeps_every_issued_event_id_and_derives_new_ones_from_row_ids(empty_db, tmp_path,
+                                                                                        monkeypatch):
+    from trackctl import outbox
+
+    folder = tmp_path / "sql"
+    folder.mkdir()
+    for m in migrations():
+        if m.version < 13:
+            shutil.copy(m.path, folder / m.name)
+    monkeypatch.setattr(trackctl.db, "sql_dir", lambda: folder)
+    with psycopg.connect(empty_db, autocommit=True) as c:
+        migrate(c)  # ids stored as 0005 made them, and one of 0003's form
+        c.execute("INSERT INTO sequencing.outbox (event_id, type, payload) "
+                  "VALUES ('evt_01JD3Q8Z8X7K2M4N5P6R7S8T9V', 'shipment.stale', '{}')")
+        issued = ["evt_01JD3Q8Z8X7K2M4N5P6R7S8T9V"] + [r[0] for r in c.execute(
+            "INSERT INTO sequencing.outbox (type, payload) SELECT 'shipment.stale', '{}' FROM generate_series(1, 3) "
+            "RETURNING event_id")]
+        assert all(e.startswith("evt_1") for e in issued[1:]), issued  # 0005's: the time first
+        monkeypatch.undo()
+        assert [m.version for m in migrate(c)] == [13]
+        kept = [r[0] for r in c.execute("SELECT sequencing.event_id(o) FROM sequencing.outbox o ORDER BY id")]
+        assert kept == issued
+        body = c.execute("SELECT sequencing.event_body(o) FROM sequencing.outbox o ORDER BY id LIMIT 1").fetchone()[0]
+        assert json.loads(body)["id"] == issued[0]
+        new = outbox.record(c, "shipment.stale", {"n": 9})
+        row_id = c.execute("SELECT max(id) FROM sequencing.outbox").fetchone()[0]
+        assert new == f"evt_{row_id:026X}" and new not in issued
+        ping = c.execute("SELECT sequencing.new_event_id()").fetchone()[0]
+        assert ping == f"evt_{row_id + 1:026X}"  # a number no event will get
+        assert outbox.record(c, "shipment.stale", {"n": 10}) == f"evt_{row_id + 2:026X}"
+        with pytest.raises(psycopg.errors.IntegrityConstraintViolation):
+            c.execute("UPDATE sequencing.outbox SET legacy_event_id = NULL WHERE legacy_event_id IS NOT NULL")
+        with pytest.raises(psycopg.errors.CheckViolation):  # no stored id for a new row
+            c.execute("INSERT INTO sequencing.outbox (legacy_event_id, type, payload) "
+                      "VALUES ('evt_01JD3Q8Z8X7K2M4N5P6R7S8T9W', 'shipment.stale', '{}')")

@@ -207,7 +207,7 @@ def test_notify_killed_at_random_moments_is_at_least_once_and_a_rerun_delivers_e
             # Acknowledged but not recorded (the kill fell between answer and commit): still
             # pending, so it is sent again; nothing went dead (the endpoint never failed).
             assert {state.get(e) for e in ids - done} <= {"pending", None}, msg + str(state)
-            outbox_ids = {r[0] for r in conn.execute("SELECT event_id FROM sequencing.outbox")}
+            outbox_ids = {r[0] for r in conn.execute("SELECT sequencing.event_id(o) FROM sequencing.outbox o")}
             assert outbox_ids == recorded, msg + ": outbox rows lost"
             killed_mid_run += alive and not ids <= done
             # Time passes beyond the dead process's leases (2 x timeout + 10 s).

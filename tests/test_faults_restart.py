@@ -198,7 +198,7 @@ def test_database_restart_under_a_running_job_fails_in_one_line_and_the_next_run
             wait_for(lambda: len(hook.acknowledged()) >= k or proc.poll() is not None)
             conn = restart_under(own_db, proc, mode, msg + ": notify")
             acked = set(hook.acknowledged())
-            done = {r[0] for r in conn.execute("SELECT o.event_id FROM sequencing.webhook_delivery d JOIN "
+            done = {r[0] for r in conn.execute("SELECT sequencing.event_id(o) FROM sequencing.webhook_delivery d JOIN "
                                                "sequencing.outbox o ON o.id = d.outbox_id WHERE d.status = 'done'")}
             assert done <= acked, msg + ": marked done without an acknowledgement"
             assert conn.execute("SELECT count(*) FROM sequencing.outbox").fetchone()[0] == 120, msg

@@ -31,7 +31,7 @@ def record_events(conn, n: int, shipment_id: int | None = None) -> list[str]:
 
 def deliveries(conn) -> dict[str, tuple]:
     """event id -> (status, attempts, last_status) of every delivery."""
-    rows = conn.execute("SELECT o.event_id, d.status, d.attempts, d.last_status FROM sequencing.webhook_delivery d "
+    rows = conn.execute("SELECT sequencing.event_id(o), d.status, d.attempts, d.last_status FROM sequencing.webhook_delivery d "
                         "JOIN sequencing.outbox o ON o.id = d.outbox_id").fetchall()
     return {r[0]: r[1:] for r in rows}
 

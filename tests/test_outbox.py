@@ -91,9 +91,17 @@ def test_record_writes_an_event_and_rejects_unknown_types(conn):
     assert EVENT_ID.match(event_id)
     with pytest.raises(InvalidValue, match="unknown event type"):
         outbox.record(conn, "shipment.exploded", {})
-    with pytest.raises(psycopg.errors.UniqueViolation):
-        conn.execute("INSERT INTO sequencing.outbox (event_id, type, payload) VALUES (%s, 'shipment.stale', '{}')",
-                     (event_id,))
+    # Migration 0013: the id is the row's (no second event can have it), and no new row can be
+    # given a stored one, neither a copy of this one nor one of the issued ids' form.
+    for stored in (event_id, "evt_01JD3Q8Z8X7K2M4N5P6R7S8T9V"):
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute("INSERT INTO sequencing.outbox (legacy_event_id, type, payload) "
+                         "VALUES (%s, 'shipment.stale', '{}')", (stored,))
+    row_id = conn.execute("SELECT id FROM sequencing.outbox o WHERE sequencing.event_id(o) = %s",
+                          (event_id,)).fetchone()[0]
+    assert event_id == f"evt_{row_id:026X}"
+    with pytest.raises(psycopg.errors.IntegrityConstraintViolation):  # its id is its row's, for good
+        conn.execute("UPDATE sequencing.outbox SET id = DEFAULT WHERE id = %s", (row_id,))
 
 
 def test_status_changes_cancellations_and_stale_flags_write_their_events(stocked):
@@ -200,7 +208,7 @@ def test_an_event_names_an_assigned_shipment_and_keeps_it(conn):
     add_carrier(conn, "acme")
     code = assign(conn, "keep-1", "acme").code
     shipment, event = conn.execute(
-        "SELECT t.id, o.event_id FROM sequencing.tracking t JOIN sequencing.outbox o ON o.shipment_id = t.id "
+        "SELECT t.id, o.id FROM sequencing.tracking t JOIN sequencing.outbox o ON o.shipment_id = t.id "
         "WHERE t.tracking_id = %s", (code,)).fetchone()
     free = conn.execute("SELECT id FROM sequencing.tracking WHERE order_id IS NULL LIMIT 1").fetchone()
     missing = conn.execute("SELECT max(id) + 1 FROM sequencing.tracking").fetchone()[0]
@@ -211,6 +219,6 @@ def test_an_event_names_an_assigned_shipment_and_keeps_it(conn):
     conn.execute(insert, (None,))  # an event of no shipment
     conn.execute(insert, (shipment,))
     with pytest.raises(psycopg.errors.IntegrityConstraintViolation):
-        conn.execute("UPDATE sequencing.outbox SET shipment_id = %s WHERE event_id = %s", (missing, event))
+        conn.execute("UPDATE sequencing.outbox SET shipment_id = %s WHERE id = %s", (missing, event))
     with pytest.raises(psycopg.errors.IntegrityConstraintViolation):  # tracking_keep_assignment
         conn.execute("DELETE FROM sequencing.tracking WHERE id = %s", (shipment,))

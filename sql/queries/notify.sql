@@ -23,7 +23,7 @@ SET next_attempt_at = now() + %(lease)s, lease_token = %(token)s
 FROM picked, sequencing.outbox o,
      (SELECT set_config('synchronous_commit', 'off', true)) AS not_durable
 WHERE d.id = picked.id AND o.id = d.outbox_id
-RETURNING d.id, d.subscriber_id, o.event_id, sequencing.event_body(o), d.attempts + 1, o.type;
+RETURNING d.id, d.subscriber_id, sequencing.event_id(o), sequencing.event_body(o), d.attempts + 1, o.type;
 
 -- name: record
 -- Outcomes of one round. A 2xx is done; 410 keeps the row pending (its subscriber is disabled

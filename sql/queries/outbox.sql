@@ -2,7 +2,7 @@
 
 -- name: insert_event
 INSERT INTO sequencing.outbox (type, shipment_id, payload) VALUES (%s, %s, %s)
-RETURNING event_id;
+RETURNING sequencing.event_id(outbox);
 
 -- name: insert_status_changed
 -- The payload of `shipment.status_changed`, read from the shipment as it is after the change (so
@@ -17,7 +17,7 @@ FROM sequencing.tracking t
 JOIN sequencing.carrier c ON c.id = t.freightcarrier_id
 JOIN sequencing.status s ON s.key = t.status
 WHERE t.id = %(shipment_id)s
-RETURNING event_id;
+RETURNING sequencing.event_id(outbox);
 
 -- name: insert_stale
 -- `last_event_at` is given by the caller (the time of the newest carrier event, or null).
@@ -28,7 +28,7 @@ SELECT 'shipment.stale', t.id, jsonb_build_object(
 FROM sequencing.tracking t
 JOIN sequencing.carrier c ON c.id = t.freightcarrier_id
 WHERE t.id = %(shipment_id)s
-RETURNING event_id;
+RETURNING sequencing.event_id(outbox);
 
 -- name: listen
 -- The channel the outbox trigger notifies, once per writing transaction, at commit.

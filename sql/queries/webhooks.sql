@@ -38,7 +38,7 @@ RETURNING id;
 UPDATE sequencing.webhook_subscriber SET enabled = true, disabled_reason = NULL WHERE id = %(id)s RETURNING id;
 
 -- name: list_deliveries
-SELECT d.id, d.subscriber_id, o.event_id, o.type, o.id::text, d.status, d.attempts, d.next_attempt_at,
+SELECT d.id, d.subscriber_id, sequencing.event_id(o), o.type, o.id::text, d.status, d.attempts, d.next_attempt_at,
        d.last_attempt_at, d.last_status, d.last_error, d.delivered_at
 FROM sequencing.webhook_delivery d JOIN sequencing.outbox o ON o.id = d.outbox_id
 WHERE (%(status)s::text IS NULL OR d.status = %(status)s)
