@@ -2,10 +2,9 @@
 -- (issue 14.4, `assign --batch`: every assignment writes one outbox row).
 --
 -- Measured (docs/BENCHMARKS.md, "Event ids from row ids"): making, checking and indexing the
--- stored id was the largest single cost of an outbox row: 100 000 inserts took 11.2 µs a row
--- with it and 4.2 µs without (a second sequence, numeric time arithmetic and text padding per
--- row, a regular-expression CHECK, and an entry in a unique index), and taking it out of the
--- batch raised bench_assign.py's row 4 from 0.53 to 0.60 in the same run.
+-- stored id was the largest single cost of an outbox row. 100 000 inserts into a table like the
+-- outbox took 11.2 µs a row with it and 4.2 µs without (a second sequence, numeric time
+-- arithmetic and text padding per row, a regular-expression CHECK, an entry in a unique index).
 --
 -- New events store no id: sequencing.event_id(o) gives 'evt_' and the row id in 26 hex digits
 -- (upper case; hex digits are a subset of the Crockford alphabet of the contract, WEBHOOKS.md).
