@@ -336,18 +336,24 @@ def test_debug_traceback_of_a_malformed_url_never_shows_the_password(cli):
     assert "Traceback" in r.stderr and "secretpw" not in r.stderr, r
 
 
+def migrate_before(conn, version: int, tmp_path, monkeypatch) -> None:
+    """Apply only the migrations older than `version`: the schema a database had before it."""
+    folder = tmp_path / "sql"
+    folder.mkdir()
+    for m in migrations():
+        if m.version < version:
+            shutil.copy(m.path, folder / m.name)
+    with monkeypatch.context() as patch:
+        patch.setattr(trackctl.db, "sql_dir", lambda: folder)
+        migrate(conn)
+
+
 def test_migration_0009_gives_existing_free_codes_tickets_in_the_order_claims_took_them(empty_db, tmp_path,
                                                                                         monkeypatch):
     from trackctl.assign import assign
 
-    folder = tmp_path / "sql"
-    folder.mkdir()
-    for m in migrations():
-        if m.version < 9:
-            shutil.copy(m.path, folder / m.name)
-    monkeypatch.setattr(trackctl.db, "sql_dir", lambda: folder)
     with psycopg.connect(empty_db, autocommit=True) as c:
-        migrate(c)  # the schema before tickets, with data in it
+        migrate_before(c, 9, tmp_path, monkeypatch)  # the schema before tickets, with data in it
         c.execute("INSERT INTO sequencing.pool (name) VALUES ('other')")
         c.execute("INSERT INTO sequencing.carrier (id, name, pool_id) VALUES (3, 'correios', 1)")
         c.execute("INSERT INTO sequencing.tracking (tracking_id, pool_id) "
@@ -355,7 +361,6 @@ def test_migration_0009_gives_existing_free_codes_tickets_in_the_order_claims_to
                   "ELSE 'other' END) FROM generate_series(1, 3) g, unnest(ARRAY['d-', 'o-']) p")
         c.execute("UPDATE sequencing.tracking SET order_id = 'x', freightcarrier_id = 3, parcel = 1, status = 'pending', "
                   "assigned_at = now() WHERE tracking_id = 'd-1'")
-        monkeypatch.undo()
         assert [m.version for m in migrate(c)][0] == 9
         rows = c.execute("SELECT tracking_id, ticket FROM sequencing.tracking ORDER BY tracking_id").fetchall()
         assert rows == [("d-1", None), ("d-2", 1), ("d-3", 2), ("o-1", 1), ("o-2", 2), ("o-3", 3)]
@@ -369,21 +374,14 @@ def test_migration_0013_keeps_every_issued_event_id_and_derives_new_ones_from_ro
                                                                                         monkeypatch):
     from trackctl import outbox
 
-    folder = tmp_path / "sql"
-    folder.mkdir()
-    for m in migrations():
-        if m.version < 13:
-            shutil.copy(m.path, folder / m.name)
-    monkeypatch.setattr(trackctl.db, "sql_dir", lambda: folder)
     with psycopg.connect(empty_db, autocommit=True) as c:
-        migrate(c)  # ids stored as 0005 made them, and one of 0003's form
+        migrate_before(c, 13, tmp_path, monkeypatch)  # ids stored as 0005 made them, and one of 0003's form
         c.execute("INSERT INTO sequencing.outbox (event_id, type, payload) "
                   "VALUES ('evt_01JD3Q8Z8X7K2M4N5P6R7S8T9V', 'shipment.stale', '{}')")
         issued = ["evt_01JD3Q8Z8X7K2M4N5P6R7S8T9V"] + [r[0] for r in c.execute(
             "INSERT INTO sequencing.outbox (type, payload) SELECT 'shipment.stale', '{}' FROM generate_series(1, 3) "
             "RETURNING event_id")]
         assert all(e.startswith("evt_1") for e in issued[1:]), issued  # 0005's: the time first
-        monkeypatch.undo()
         assert [m.version for m in migrate(c)] == [13]
         kept = [r[0] for r in c.execute("SELECT sequencing.event_id(o) FROM sequencing.outbox o ORDER BY id")]
         assert kept == issued
