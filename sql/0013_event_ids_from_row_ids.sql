@@ -52,11 +52,10 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
         || ',"timestamp":"' || sequencing.rfc3339(o.created_at) || '","data":' || o.payload::text || '}'
 $$;
 
+-- A `trackctl events` line: the body, one key more (written once, in event_body).
 CREATE OR REPLACE FUNCTION sequencing.event_line(o sequencing.outbox) RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT '{"id":' || to_json(sequencing.event_id(o))::text || ',"type":' || to_json(o.type)::text
-        || ',"timestamp":"' || sequencing.rfc3339(o.created_at) || '","data":' || o.payload::text
-        || ',"cursor":"' || o.id::text || '"}'
+    SELECT left(sequencing.event_body(o), -1) || ',"cursor":"' || o.id::text || '"}'
 $$;
 
 -- What an event id is made of never changes: its row id and issued id, as its shipment did not.

@@ -145,9 +145,7 @@ $$;
 CREATE FUNCTION sequencing.event_line(o sequencing.outbox) RETURNS text
     LANGUAGE sql STABLE PARALLEL SAFE
     AS $$
-    SELECT '{"id":' || to_json(sequencing.event_id(o))::text || ',"type":' || to_json(o.type)::text
-        || ',"timestamp":"' || sequencing.rfc3339(o.created_at) || '","data":' || o.payload::text
-        || ',"cursor":"' || o.id::text || '"}'
+    SELECT left(sequencing.event_body(o), -1) || ',"cursor":"' || o.id::text || '"}'
 $$;
 
 --
