@@ -13,7 +13,7 @@ import typer
 import typer.main
 
 from trackctl.cli.app import app, app_for
-from trackctl.entry import AssignCall, plain_assign
+from trackctl.entry import AssignCall, RefillCall, plain_assign, plain_refill
 
 
 def names(typer_app) -> set[str]:
@@ -245,3 +245,80 @@ def test_the_batch_answers_alike_on_both_paths(cli, stocked):
         assert "secret" not in str(got[1][2])
         codes.append(got[1][0])
     assert codes == [0, 0, 3, 0, 4]
+
+
+# -- the lean refill (cron runs it every few minutes; issue 14's row 5 times it as a process) ------
+
+@pytest.mark.parametrize("argv, expected", [
+    (["refill"], RefillCall()),
+    (["refill", "--pool", "default", "--format", "csv"], RefillCall("default", "csv")),
+    (["--log-format", "JSON", "--debug", "refill", "--format=jsonl", "--pool=p1"],
+     RefillCall("p1", "jsonl", debug=True, log_format="json")),
+    (["--database-url", "postgresql:///x", "refill", "--format", "table"], RefillCall(fmt="table", database_url="postgresql:///x")),
+])
+def test_a_plain_refill_off_a_terminal_is_read_by_the_lean_path(argv, expected):
+    assert plain_refill(argv) == expected
+
+
+@pytest.mark.parametrize("argv", [
+    ["refill", "--help"], ["refill", "--pool"], ["refill", "--pool", "-x"], ["refill", "--pool", "a", "--pool", "b"],
+    ["refill", "--format", "CSV"], ["refill", "--format", "xml"], ["refill", "extra"], ["refill", "--target", "3"],
+    ["--version", "refill"], ["pool", "refill"], ["--log-format", "xml", "refill"],
+])
+def test_any_other_refill_goes_to_the_typer_app(argv):
+    assert plain_refill(argv) is None
+
+
+def test_a_refill_on_a_terminal_goes_to_the_typer_app_for_its_progress_bar(monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    assert plain_refill(["refill"]) is None
+
+
+# The same refills on both paths: the same stdout, stderr and exit code, the lean one without typer.
+REFILL_ON_BOTH_PATHS = [
+    ["refill"],
+    ["refill", "--pool", "default", "--format", "csv"],
+    ["refill", "--format", "json"],
+    ["refill", "--pool", "nope"],  # unknown pool
+    ["--log-format", "json", "refill", "--pool", "nope"],  # the error as one JSON record
+    ["--database-url", "postgresql://u:secret@127.0.0.1:1/none", "refill"],  # exit 4, no password
+]
+
+
+def test_the_refill_answers_alike_on_both_paths(cli, stocked):
+    import json
+
+    from conftest import trackctl_command
+
+    typer_app = [sys.executable, "-c", "import sys; from trackctl.cli import main; sys.argv[0] = 'trackctl'; main()"]
+    lean = [sys.executable, "-X", "importtime", *(trackctl_command()[1:] if trackctl_command()[0] == sys.executable
+                                                  else trackctl_command())]
+    codes = []
+    for args in REFILL_ON_BOTH_PATHS:
+        got = []
+        for command in (typer_app, lean):
+            # Each run starts from the same state: the default pool with no free code.
+            stocked.execute("DELETE FROM sequencing.tracking WHERE order_id IS NULL")
+            proc = subprocess.run(command + args, capture_output=True, text=True, env=cli.env, timeout=60)
+            # (what differs between two runs: the run's id and how long it took)
+            err = [re.sub(r"\[run [0-9a-f]+\]", "[run]", re.sub(r" (in|after) [0-9.]+ s\b", r" \1 s", e))
+                   for e in proc.stderr.splitlines() if not e.startswith("import time:")]
+            if args[:2] == ["--log-format", "json"]:
+                err = [{k: v for k, v in json.loads(line).items()
+                        if k not in ("ts", "time", "timestamp", "pid", "run_id", "seconds")} for line in err]
+            got.append((proc.returncode, proc.stdout, err))
+            if command is lean:
+                modules = _imported(proc)
+                assert "trackctl.entry" in modules, proc.stderr[-2000:]
+                heavy = sorted(m for m in modules if m.split(".")[0] in HEAVY)
+                assert heavy == [], (args, heavy)
+        assert got[0] == got[1], (args, got)
+        assert "secret" not in str(got[1][2])
+        codes.append(got[1][0])
+    assert codes[:3] == [0, 0, 0] and codes[5] == 4, codes
+    assert got[0][1] == "" and codes[3] == codes[4] != 0, got
+    free = stocked.execute("SELECT count(*) FROM sequencing.tracking WHERE order_id IS NULL").fetchone()[0]
+    assert free == 0  # the last runs wrote nothing; the first ones each wrote a full pool (checked next)
+    runs = stocked.execute("SELECT outcome, counts->>'generated' FROM sequencing.run WHERE job = 'refill' "
+                           "ORDER BY started_at").fetchall()
+    assert [r for r in runs if r[0] == "ok"][:6] == [("ok", "200")] * 6, runs

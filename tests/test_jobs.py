@@ -250,3 +250,24 @@ def test_sigint_stops_sweep_stale_between_shipments_with_its_count_matching_the_
     [run] = list_runs(conn, "sweep-stale")
     assert (run.outcome, run.error, run.counts["flagged"]) == ("partial", "interrupted by SIGINT", done), run
     assert len(json.loads(out)) == done  # what it printed is what it did
+
+
+def test_sigterm_ends_a_refill_with_no_code_written_and_its_run_recorded(conn, cli):
+    """`timeout` in the crontab sends SIGTERM: a refill (the lean path off a terminal, trackctl/entry.py)
+    rolls its pool back whole, records its run as failed, says so in one line and exits 143."""
+    conn.execute("UPDATE sequencing.pool SET target = 3000000 WHERE name = 'default'")
+    running = "SELECT count(*) FROM sequencing.run WHERE job = 'refill' AND outcome = 'running'"
+    proc = start(cli, "refill", "--format", "json")
+    try:
+        wait_for(lambda: conn.execute(running).fetchone()[0] == 1 or proc.poll() is not None, "the refill to start")
+        time.sleep(0.5)  # well inside the writing of three million codes
+    finally:
+        out, err = stop_with(proc, signal.SIGTERM, "refill")
+    assert proc.returncode == 143, err
+    assert len(err.splitlines()) == 1 and "SIGTERM" in err, err
+    assert out == "[]\n" or out == "", out
+    free = conn.execute("SELECT count(*) FROM sequencing.tracking t JOIN sequencing.pool p ON p.id = t.pool_id "
+                        "WHERE p.name = 'default'").fetchone()[0]
+    assert free == 0
+    [run] = list_runs(conn, "refill")
+    assert (run.outcome, run.error) == ("failed", "terminated by SIGTERM"), run

@@ -1,15 +1,17 @@
-"""The `trackctl` console script: the plain `assign ORDER CARRIER` and `assign --batch` from a pipe
-on a lean path, all else to typer.
+"""The `trackctl` console script: the plain `assign ORDER CARRIER`, `assign --batch` from a pipe
+and `refill` in a pipe or under cron on a lean path, all else to typer.
 
 Order systems run `trackctl assign ORDER CARRIER` once per order, so its start-up is most of its
 cost. Building the typer app (typer, its vendored click, the parameter conversion machinery) costs
 more than the claim itself; this path reads that one command line by hand and imports only the
 library: psycopg, the settings, the claim. A batch's start-up is part of its time too (0.8 s of
-CPU through typer against 0.45 s for a bare `python -c` connecting). Anything it does not
+CPU through typer against 0.45 s for a bare `python -c` connecting), and so is a refill's (cron
+runs it every few minutes; 630 ms through typer against 360 ms here). Anything it does not
 recognise exactly (--help, --input,
 a flag it does not know, a value that needs converting or refusing, a repeated option, shell
 completion, tracing asked for by OTEL_EXPORTER_OTLP_ENDPOINT) goes to the typer app unchanged, so help, errors and exit codes stay the app's own.
-Both paths share `run_assign` and the error boundary of trackctl.console.
+Both paths share `run_assign`, `run_refill`'s output (trackctl/cli/refill_io.py) and the error
+boundary of trackctl.console.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .cli import logsetup
 # Root options before the command, as the typer app declares them (trackctl/cli/app.py `root`).
 _ROOT_VALUED = ("--database-url", "--home", "--log-format")
 _FORMATS = ("csv", "jsonl")
+_REFILL_FORMATS = ("table", "plain", "json", "jsonl", "csv")  # cli/app.py `Format`, case as typer takes it
 _PARCEL_MAX = 999  # the range typer checks for --parcel (cli/assign.py), here only to fall back
 
 
@@ -66,8 +69,22 @@ def _terminal(stream) -> bool:
         return True
 
 
-def plain_assign(argv: list[str]) -> AssignCall | None:
-    """Return the call `argv` spells if it is the plain single assign, else None (typer's to handle)."""
+@dataclass(frozen=True)
+class RefillCall:
+    """A plain `[root options] refill [--pool NAME] [--format F]` with stderr not a terminal (the
+    progress bar is the typer command's): a cron line, a script, a pipe."""
+
+    pool: str | None = None
+    fmt: str | None = None
+    database_url: str | None = None
+    home: str | None = None
+    debug: bool = False
+    log_format: str | None = None
+
+
+def _command_line(argv: list[str], command: str) -> tuple[dict[str, object], list[str]] | None:
+    """(root options, the arguments after `command`) when `argv` is `[root options] command ...`
+    with root options the lean path reads exactly, else None (typer's to handle)."""
     if "_TRACKCTL_COMPLETE" in os.environ:  # shell completion asks the typer app
         return None
     from . import telemetry
@@ -76,7 +93,7 @@ def plain_assign(argv: list[str]) -> AssignCall | None:
         return None
     rest = list(argv)
     root: dict[str, object] = {}
-    while rest and rest[0] != "assign":
+    while rest and rest[0] != command:
         arg = rest.pop(0)
         if arg == "--debug" and "debug" not in root:
             root["debug"] = True
@@ -90,11 +107,38 @@ def plain_assign(argv: list[str]) -> AssignCall | None:
         root[key] = found[1]
     if not rest:
         return None
-    rest.pop(0)  # "assign"
+    rest.pop(0)  # the command
     if "log_format" in root:
         root["log_format"] = str(root["log_format"]).lower()
         if root["log_format"] not in ("text", "json"):
             return None
+    return root, rest
+
+
+def plain_refill(argv: list[str]) -> RefillCall | None:
+    """Return the call `argv` spells if it is a plain `refill` off a terminal, else None (typer's)."""
+    parsed = _command_line(argv, "refill")
+    if parsed is None or _terminal(sys.stderr):
+        return None
+    root, rest = parsed
+    own: dict[str, str] = {}
+    while rest:
+        found = _option(rest.pop(0), ("--pool", "--format"), rest)
+        if found is None or found[0][2:] in own:
+            return None
+        name, value = found
+        if name == "--format" and value not in _REFILL_FORMATS:
+            return None
+        own["pool" if name == "--pool" else "fmt"] = value
+    return RefillCall(**own, **root)  # type: ignore[arg-type]
+
+
+def plain_assign(argv: list[str]) -> AssignCall | None:
+    """Return the call `argv` spells if it is the plain single assign, else None (typer's to handle)."""
+    parsed = _command_line(argv, "assign")
+    if parsed is None:
+        return None
+    root, rest = parsed
     positional: list[str] = []
     own: dict[str, object] = {}
     while rest:
@@ -189,13 +233,33 @@ def run_batch(conf, fmt: str) -> None:
     assign_concluded(*counts)
 
 
-def _lean(call: AssignCall) -> int:
+def run_refill(conf, pool: str | None, fmt: str | None) -> None:
+    """`trackctl refill` off a terminal: what the typer command (trackctl/cli/pool.py) does, without
+    its progress bar. SIGINT and SIGTERM end it with its run recorded, exit 130 or 143."""
+    from . import interrupts, jobs
+    from .cli.refill_io import show_refill
+    from .db import connect
+
+    console.guard_stdout()
+    logsetup.setup_logging(conf)
+    interrupts.install()
+    conn = connect(conf)
+    try:
+        result = jobs.refill(conn, pool)
+    finally:
+        conn.close()
+    show_refill(result, fmt)
+
+
+def _lean(call: AssignCall | RefillCall) -> int:
     try:
         from .config import load_settings
 
         conf = load_settings(call.database_url, call.home, call.debug)
         logsetup.set_log_format(call.log_format or os.environ.get("TRACKCTL_LOG_FORMAT"), conf)
-        if call.batch:
+        if isinstance(call, RefillCall):
+            run_refill(conf, call.pool, call.fmt)
+        elif call.batch:
             run_batch(conf, call.fmt or "csv")
         else:
             run_assign(conf, call.order, call.carrier, parcel=call.parcel, next_parcel=call.next_parcel, fmt=call.fmt)
@@ -205,6 +269,13 @@ def _lean(call: AssignCall) -> int:
         code = 0
     except KeyboardInterrupt:
         code = console.interrupted()
+    except SystemExit as exc:  # a job stopped by SIGINT/SIGTERM (errors.Interrupted): one line, 130 or 143
+        from .errors import Interrupted
+        from .logs import redact
+
+        if not isinstance(exc, Interrupted):
+            raise
+        code = console.error_line(redact(str(exc)), exc.exit_code)
     except Exception as exc:  # the error boundary, as in trackctl.cli.boundary
         code = console.report(exc, call.debug)
     if not console.end_output():
@@ -214,7 +285,8 @@ def _lean(call: AssignCall) -> int:
 
 def main() -> None:
     """Console entry point (`trackctl`)."""
-    call = plain_assign(sys.argv[1:])
+    argv = sys.argv[1:]
+    call = plain_assign(argv) or plain_refill(argv)
     if call is None:
         from .cli import main as app_main
 

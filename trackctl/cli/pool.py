@@ -117,15 +117,11 @@ def refill_cmd(
     Example (cron): */5 * * * * trackctl refill
     """
     from .. import jobs
-    from ..logs import get_logger
-    from .output import emit
     from .jobs import progress, start_job
+    from .refill_io import show_refill
 
+    # Off a terminal a plain refill runs on the lean path (trackctl/entry.py `run_refill`) instead.
     start_job(ctx)
     with connection(ctx) as conn, progress("refill", unit="codes") as bar:
         result = jobs.refill(conn, pool, progress=bar)
-    for r in result.data:
-        if r.skipped:
-            get_logger("refill").info(f"pool {r.pool}: skipped, another refill is filling it")
-    emit([r for r in result.data if not r.skipped], ["pool", "target", "free_before", "generated"], fmt_value(fmt))
-    result.raise_problem()
+    show_refill(result, fmt_value(fmt))
