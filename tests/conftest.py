@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -61,7 +62,22 @@ def _xdist_controller(config: pytest.Config) -> bool:
     return bool(getattr(config.option, "numprocesses", None)) and not hasattr(config, "workerinput")
 
 
+def _ctrl_c_for_children() -> None:
+    """Let the trackctl processes the tests start see Ctrl-C, however the suite itself was started.
+
+    A shell runs a background job (`pytest &`, `nohup`, a non-interactive script's `cmd &`) with
+    SIGINT ignored, and an ignored signal stays ignored through fork and exec: Python then never
+    installs its KeyboardInterrupt handler, and the tests that press Ctrl-C on `assign --batch`
+    saw it exit 0 having ignored the signal. (A trackctl started with SIGINT ignored keeps it
+    ignored on purpose: that is the shell's request.) The tests' own processes take the default
+    handler back, so their children start with SIGINT at its default.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    _ctrl_c_for_children()
     if _xdist_controller(config):
         return
     host, port = os.environ.get("TRACKCTL_TEST_PGHOST"), os.environ.get("TRACKCTL_TEST_PGPORT")
