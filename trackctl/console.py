@@ -160,3 +160,14 @@ def stdout_gone() -> None:
 def interrupted() -> int:
     sys.stderr.write("trackctl: interrupted\n")
     return 130
+
+
+def stopped(exc: SystemExit) -> int:
+    """The one line of a command a signal stopped (errors.Interrupted: exit 130 or 143); any other
+    SystemExit is an exit code of its own, returned as it is."""
+    from .errors import Interrupted
+    from .logs import redact
+
+    if not isinstance(exc, Interrupted):
+        return exc.code
+    return error_line(redact(str(exc)), exc.exit_code)

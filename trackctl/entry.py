@@ -270,12 +270,7 @@ def _lean(call: AssignCall | RefillCall) -> int:
     except KeyboardInterrupt:
         code = console.interrupted()
     except SystemExit as exc:  # a job stopped by SIGINT/SIGTERM (errors.Interrupted): one line, 130 or 143
-        from .errors import Interrupted
-        from .logs import redact
-
-        if not isinstance(exc, Interrupted):
-            raise
-        code = console.error_line(redact(str(exc)), exc.exit_code)
+        code = console.stopped(exc)
     except Exception as exc:  # the error boundary, as in trackctl.cli.boundary
         code = console.report(exc, call.debug)
     if not console.end_output():

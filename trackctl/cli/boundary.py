@@ -13,14 +13,8 @@ import sys
 
 import typer
 
-from ..console import StdoutClosed, end_output, error_line, guard_stdout, interrupted, report, warn
+from ..console import StdoutClosed, end_output, error_line, guard_stdout, interrupted, report, stopped, warn
 from .app import app_for, command_named
-
-
-def _redact(text: str) -> str:
-    from ..logs import redact
-
-    return redact(text)
 
 
 def _is_no_args_help(exc: typer.TyperException) -> bool:
@@ -76,13 +70,8 @@ def _run() -> object:
         # line and an `Error:` line) come here and leave as one line like every other error.
         code = app_for(sys.argv[1:])(standalone_mode=False)
         code = code if isinstance(code, int) else 0
-    except SystemExit as exc:
-        from ..errors import Interrupted
-
-        if isinstance(exc, Interrupted):  # SIGINT/SIGTERM (interrupts.py): one line, exit 130 or 143
-            code = error_line(_redact(str(exc)), exc.exit_code)
-        else:
-            code = exc.code
+    except SystemExit as exc:  # SIGINT/SIGTERM (interrupts.py): one line, exit 130 or 143
+        code = stopped(exc)
     except StdoutClosed:
         code = 0
     except KeyboardInterrupt:
